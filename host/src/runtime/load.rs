@@ -1,0 +1,367 @@
+//! Loading: bytes → validated, compiled, pre-instantiated piece with its info.
+//!
+//! Every piece takes this path, built-in or uploaded: there is no shortcut.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use wasmtime::Store;
+use wasmtime::component::Component;
+
+use super::bindings::PieceCorePre;
+use super::state::StepState;
+use super::{PieceDigest, Runtime, RuntimeError, StepLimits};
+
+/// The export every piece must provide.
+pub(crate) const HANDLER_EXPORT: &str = "omniflow:piece/handler@0.1.0";
+
+/// Interfaces a piece may import (compared without the `@version`).
+/// `wasi:cli/*` and `wasi:filesystem/*` are linked because language
+/// toolchains import them by default; they are empty (no env, args, stdin or
+/// preopened directories).
+const ALLOWED_IMPORTS: &[&str] = &[
+    "omniflow:piece/log",
+    "omniflow:piece/types",
+    "wasi:http/outgoing-handler",
+    "wasi:http/types",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:clocks/monotonic-clock",
+    "wasi:clocks/wall-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+];
+
+/// One action as the piece describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionInfo {
+    /// Name used in a step's `action`.
+    pub name: String,
+    /// One-line description.
+    pub description: String,
+    /// JSON Schema of the input.
+    pub input_schema: serde_json::Value,
+    /// JSON Schema of the output.
+    pub output_schema: serde_json::Value,
+}
+
+/// What a piece says about itself (validated).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PieceInfo {
+    /// Piece name (`http-request`).
+    pub name: String,
+    /// Semantic version.
+    pub version: semver::Version,
+    /// One-line description.
+    pub description: String,
+    /// Actions offered.
+    pub actions: Vec<ActionInfo>,
+    /// HTTP destinations it expects to be granted.
+    pub http_destinations: Vec<String>,
+    /// Secrets it expects the host to place.
+    pub secrets: Vec<String>,
+}
+
+impl PieceInfo {
+    /// The action named `name`.
+    pub fn action(&self, name: &str) -> Option<&ActionInfo> {
+        self.actions.iter().find(|a| a.name == name)
+    }
+}
+
+/// A validated, compiled, pre-instantiated piece.
+pub struct LoadedPiece {
+    pub(crate) digest: PieceDigest,
+    pub(crate) info: PieceInfo,
+    pub(crate) imports: Vec<String>,
+    pub(crate) size: usize,
+    pub(crate) pre: PieceCorePre<StepState>,
+    pub(crate) from_cache: bool,
+}
+
+impl LoadedPiece {
+    /// sha256 of the bytes.
+    pub fn digest(&self) -> &PieceDigest {
+        &self.digest
+    }
+    /// The piece's own description of itself.
+    pub fn info(&self) -> &PieceInfo {
+        &self.info
+    }
+    /// Every interface the component imports.
+    pub fn imports(&self) -> &[String] {
+        &self.imports
+    }
+    /// Size of the `.wasm`, bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+    /// Whether the compiled code came from the on-disk cache.
+    pub fn from_cache(&self) -> bool {
+        self.from_cache
+    }
+}
+
+fn check_header(bytes: &[u8]) -> Result<(), RuntimeError> {
+    if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
+        let what = if bytes.is_empty() {
+            "the file is empty".to_string()
+        } else if bytes.len() < 8 && b"\0asm".starts_with(&bytes[..bytes.len().min(4)]) {
+            format!("only {} bytes long", bytes.len())
+        } else {
+            "it does not start with the `\\0asm` magic number".to_string()
+        };
+        return Err(RuntimeError::NotWasm(what));
+    }
+    // Bytes 4..8: version + layer. Core modules are `01 00 00 00`,
+    // components `0d 00 01 00` (layer 1).
+    match (bytes[6], bytes[7]) {
+        (0, 0) => Err(RuntimeError::CoreModule),
+        (1, 0) => Ok(()),
+        _ => Err(RuntimeError::Malformed(format!(
+            "unknown binary version/layer {:02x?}",
+            &bytes[4..8]
+        ))),
+    }
+}
+
+fn interface_name(import: &str) -> &str {
+    import.split('@').next().unwrap_or(import)
+}
+
+impl Runtime {
+    /// Validate, compile (or load from cache), pre-instantiate and describe a piece.
+    pub async fn load(&self, bytes: &[u8]) -> Result<Arc<LoadedPiece>, RuntimeError> {
+        let digest = PieceDigest::of(bytes);
+        if let Some(piece) = self.loaded.lock().unwrap_or_else(|p| p.into_inner()).get(&digest) {
+            return Ok(piece.clone());
+        }
+        check_header(bytes)?;
+
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.load(&self.engine, &digest));
+        let from_cache = cached.is_some();
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let component = Component::new(&self.engine, bytes)
+                    .map_err(|e| RuntimeError::Malformed(format!("{e:#}")))?;
+                component
+            }
+        };
+
+        let ty = component.component_type();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        if let Some(bad) = imports
+            .iter()
+            .find(|name| !ALLOWED_IMPORTS.contains(&interface_name(name)))
+        {
+            return Err(RuntimeError::ForbiddenImport {
+                import: bad.clone(),
+            });
+        }
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        if !exports.iter().any(|name| name == HANDLER_EXPORT) {
+            return Err(RuntimeError::WrongWorld {
+                expected: HANDLER_EXPORT.into(),
+                exports: exports.join(", "),
+            });
+        }
+
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| RuntimeError::Engine(format!("linking: {e:#}")))?;
+        let pre = PieceCorePre::new(instance_pre)
+            .map_err(|e| RuntimeError::WrongWorld {
+                expected: format!("{HANDLER_EXPORT} with matching types ({e:#})"),
+                exports: exports.join(", "),
+            })?;
+        if !from_cache && let Some(cache) = &self.cache {
+            cache.store(&digest, &component);
+        }
+
+        let info = self.describe(&pre).await?;
+        let piece = Arc::new(LoadedPiece {
+            digest: digest.clone(),
+            info,
+            imports,
+            size: bytes.len(),
+            pre,
+            from_cache,
+        });
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest, piece.clone());
+        Ok(piece)
+    }
+
+    /// Call `info()` under default limits (a hostile `info` is contained too).
+    async fn describe(&self, pre: &PieceCorePre<StepState>) -> Result<PieceInfo, RuntimeError> {
+        let limits = StepLimits {
+            timeout: Duration::from_secs(10),
+            ..StepLimits::default()
+        };
+        let mut store = self.new_store(
+            "<info>",
+            &limits,
+            Instant::now() + limits.timeout,
+            CancellationToken::new(),
+        );
+        let piece = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| RuntimeError::InvalidInfo(format!("instantiating: {e:#}")))?;
+        let raw = piece
+            .omniflow_piece_handler()
+            .call_info(&mut store)
+            .await
+            .map_err(|e| {
+                let failure = super::StepFailure::from_call_error(&e, limits.fuel, "");
+                RuntimeError::InvalidInfo(format!("calling info(): {failure}"))
+            })?;
+        validate_info(raw)
+    }
+
+    pub(crate) fn new_store(
+        &self,
+        step_id: &str,
+        limits: &StepLimits,
+        deadline: Instant,
+        cancel: CancellationToken,
+    ) -> Store<StepState> {
+        let timeout = limits.timeout;
+        let mut store = Store::new(
+            &self.engine,
+            StepState::new(step_id, limits, deadline, cancel),
+        );
+        store.limiter(|state| &mut state.limiter);
+        // Fuel can only fail to be set when fuel is disabled; it is enabled.
+        let _ = store.set_fuel(limits.fuel);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |ctx| {
+            let state = ctx.data();
+            if state.cancel.is_cancelled() {
+                return Err(wasmtime::Error::new(super::limits::LimitBreach::Cancelled));
+            }
+            if Instant::now() >= state.deadline {
+                return Err(wasmtime::Error::new(super::limits::LimitBreach::Deadline(
+                    timeout,
+                )));
+            }
+            Ok(wasmtime::UpdateDeadline::Yield(1))
+        });
+        store
+    }
+}
+
+fn is_piece_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn validate_info(
+    raw: super::omniflow::piece::types::PieceInfo,
+) -> Result<PieceInfo, RuntimeError> {
+    if !is_piece_name(&raw.name) {
+        return Err(RuntimeError::InvalidInfo(format!(
+            "name {:?} must be 1-64 characters of a-z, 0-9, '-' or '_'",
+            raw.name
+        )));
+    }
+    let version = semver::Version::parse(&raw.version).map_err(|e| {
+        RuntimeError::InvalidInfo(format!("version {:?} is not semver: {e}", raw.version))
+    })?;
+    if raw.actions.is_empty() {
+        return Err(RuntimeError::InvalidInfo("the piece offers no actions".into()));
+    }
+    let mut actions = Vec::with_capacity(raw.actions.len());
+    for action in raw.actions {
+        if action.name.is_empty() || actions.iter().any(|a: &ActionInfo| a.name == action.name) {
+            return Err(RuntimeError::InvalidInfo(format!(
+                "action name {:?} is empty or repeated",
+                action.name
+            )));
+        }
+        let parse = |what: &str, text: &str| {
+            serde_json::from_str::<serde_json::Value>(text).map_err(|e| {
+                RuntimeError::InvalidInfo(format!(
+                    "action {:?}: {what} schema is not JSON: {e}",
+                    action.name
+                ))
+            })
+        };
+        let input_schema = parse("input", &action.input_schema)?;
+        let output_schema = parse("output", &action.output_schema)?;
+        if jsonschema::validator_for(&input_schema).is_err() {
+            return Err(RuntimeError::InvalidInfo(format!(
+                "action {:?}: input schema is not a valid JSON Schema",
+                action.name
+            )));
+        }
+        actions.push(ActionInfo {
+            name: action.name,
+            description: action.description,
+            input_schema,
+            output_schema,
+        });
+    }
+    Ok(PieceInfo {
+        name: raw.name,
+        version,
+        description: raw.description,
+        actions,
+        http_destinations: raw.http_destinations,
+        secrets: raw.secrets,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_errors_are_distinct() {
+        assert!(matches!(check_header(b""), Err(RuntimeError::NotWasm(_))));
+        assert!(matches!(check_header(b"hello world"), Err(RuntimeError::NotWasm(_))));
+        assert!(matches!(
+            check_header(b"\0asm\x01\0\0\0"),
+            Err(RuntimeError::CoreModule)
+        ));
+        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+
+    #[test]
+    fn import_names_ignore_versions() {
+        assert_eq!(interface_name("wasi:io/streams@0.2.6"), "wasi:io/streams");
+        assert!(!ALLOWED_IMPORTS.contains(&interface_name("wasi:sockets/tcp@0.2.0")));
+    }
+}

@@ -1,0 +1,72 @@
+//! What a `Store` holds for one step attempt: WASI with no ambient authority,
+//! the HTTP policy, the step log, resource limits and the deadline.
+
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::capabilities::{http::HttpPolicy, log::StepLog};
+use crate::runtime::limits::{StepLimiter, StepLimits};
+
+pub(crate) struct StepState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    http_policy: HttpPolicy,
+    pub(crate) log: StepLog,
+    pub(crate) limiter: StepLimiter,
+    pub(crate) deadline: Instant,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl StepState {
+    pub(crate) fn new(
+        step_id: &str,
+        limits: &StepLimits,
+        deadline: Instant,
+        cancel: CancellationToken,
+    ) -> Self {
+        let log = StepLog::new(limits.log_bytes);
+        // No env, no args, no preopens, closed stdin, no sockets: the builder's
+        // defaults plus stdio redirected into the step log.
+        let wasi = WasiCtx::builder()
+            .stdout(log.pipe())
+            .stderr(log.pipe())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        StepState {
+            wasi,
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            http_policy: HttpPolicy::prepare(step_id, log.clone()),
+            log,
+            limiter: StepLimiter::new(limits),
+            deadline,
+            cancel,
+        }
+    }
+}
+
+impl WasiView for StepState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for StepState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_policy,
+        }
+    }
+}

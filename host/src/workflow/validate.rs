@@ -1,0 +1,346 @@
+//! Save-time validation of a parsed workflow against the installed pieces (SPEC §3).
+//!
+//! Owns: the [`PieceCatalog`] seam (what validation needs to know about pieces), every
+//! save-time check, and [`ValidatedWorkflow`], the only value the executor should accept.
+//! All problems are collected, each naming where it is (`steps[fetch]`) and what is wrong in
+//! one line. Must not know: how pieces are stored or loaded (that is behind the catalog), wasm.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use serde_json::Value;
+
+use super::graph::{self, Dag};
+use super::model::{Handler, PieceRef, RetryPolicy, Step, Workflow};
+use super::template;
+
+/// What validation needs from the installed pieces.
+pub trait PieceCatalog {
+    /// The highest installed version of `name` that satisfies `req`.
+    fn resolve(&self, name: &str, req: &semver::VersionReq) -> Result<PieceSummary, CatalogMiss>;
+}
+
+/// One installed piece version, as far as validation is concerned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PieceSummary {
+    /// `http-request`
+    pub name: String,
+    /// The resolved version, e.g. `0.1.3`.
+    pub version: semver::Version,
+    /// Actions by name.
+    pub actions: BTreeMap<String, ActionSummary>,
+}
+
+/// One action of a piece.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionSummary {
+    /// JSON Schema of the action's input (`{}` accepts anything).
+    pub input_schema: Value,
+}
+
+/// Why a catalog could not resolve a piece reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogMiss {
+    /// No version of the piece is installed.
+    UnknownPiece,
+    /// Versions are installed, but none satisfies the requirement.
+    NoMatchingVersion {
+        /// Installed versions, for the error message.
+        available: Vec<semver::Version>,
+    },
+}
+
+/// One problem with a workflow: `steps[fetch]: unknown piece `nope``.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationError {
+    /// Where: `workflow`, `steps[fetch]`, `steps[fetch].input.url`, `on_failure`, ...
+    pub at: String,
+    /// What is wrong, one line.
+    pub message: String,
+}
+
+impl ValidationError {
+    pub(crate) fn new(at: impl Into<String>, message: impl Into<String>) -> ValidationError {
+        ValidationError {
+            at: at.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.at, self.message)
+    }
+}
+
+impl std::error::Error for ValidationError {}
+
+/// A piece reference resolved to one installed version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedPiece {
+    /// `http-request`
+    pub name: String,
+    /// `0.1.3`
+    pub version: semver::Version,
+}
+
+/// A workflow that passed [`validate`], with what validation worked out.
+#[derive(Debug, Clone)]
+pub struct ValidatedWorkflow {
+    /// The definition as written.
+    pub workflow: Workflow,
+    /// Its graph.
+    pub dag: Dag,
+    /// Per step (same index as `workflow.steps`): the piece version it runs.
+    pub pieces: Vec<ResolvedPiece>,
+    /// The piece version of `on_failure`, if any.
+    pub on_failure: Option<ResolvedPiece>,
+    /// The piece version of `on_success`, if any.
+    pub on_success: Option<ResolvedPiece>,
+}
+
+/// Checks everything that can be checked before a run, returning every problem found.
+pub fn validate(
+    workflow: &Workflow,
+    catalog: &dyn PieceCatalog,
+) -> Result<ValidatedWorkflow, Vec<ValidationError>> {
+    let mut errors = Vec::new();
+    if workflow.name.trim().is_empty() {
+        errors.push(ValidationError::new("workflow", "name must not be empty"));
+    }
+    if workflow.steps.is_empty() {
+        errors.push(ValidationError::new("workflow", "has no steps"));
+    }
+    check_ids(&workflow.steps, &mut errors);
+
+    let mut pieces = Vec::with_capacity(workflow.steps.len());
+    for step in &workflow.steps {
+        let at = format!("steps[{}]", step.id);
+        pieces.push(check_call(
+            &at,
+            &step.piece,
+            &step.action,
+            &step.input,
+            catalog,
+            &mut errors,
+        ));
+        if let Some(retry) = &step.retry {
+            check_retry(&at, retry, &mut errors);
+        }
+        if step.concurrency == Some(0) {
+            errors.push(ValidationError::new(
+                format!("{at}.concurrency"),
+                "must be at least 1",
+            ));
+        }
+    }
+
+    let dag = Dag::build(&workflow.steps).map_err(|graph_errors| errors.extend(graph_errors));
+
+    let handlers = [
+        ("on_failure", &workflow.on_failure),
+        ("on_success", &workflow.on_success),
+    ];
+    let mut resolved_handlers = Vec::new();
+    for (at, handler) in handlers {
+        let resolved = handler
+            .as_ref()
+            .and_then(|handler| check_handler(at, handler, workflow, catalog, &mut errors));
+        resolved_handlers.push(resolved);
+    }
+
+    match (dag, errors.is_empty()) {
+        (Ok(dag), true) => {
+            let [on_failure, on_success] =
+                <[Option<ResolvedPiece>; 2]>::try_from(resolved_handlers).expect("two handlers");
+            Ok(ValidatedWorkflow {
+                workflow: workflow.clone(),
+                dag,
+                pieces: pieces.into_iter().map(|p| p.expect("no errors")).collect(),
+                on_failure,
+                on_success,
+            })
+        }
+        _ => Err(errors),
+    }
+}
+
+/// The errors of `input` against a JSON Schema, one line each (`Err` if the schema itself is
+/// invalid). Used at save time for template-free inputs and by the executor before each call.
+pub fn input_schema_errors(schema: &Value, input: &Value) -> Result<Vec<String>, String> {
+    let validator = jsonschema::validator_for(schema).map_err(|err| err.to_string())?;
+    let mut problems: Vec<String> = validator
+        .iter_errors(input)
+        .map(|err| {
+            let path = err.instance_path.to_string();
+            if path.is_empty() {
+                err.to_string()
+            } else {
+                format!("{err} (at {path})")
+            }
+        })
+        .collect();
+    // The validator reports in schema-keyword order, which depends on serde_json's map ordering.
+    problems.sort();
+    Ok(problems)
+}
+
+fn check_ids(steps: &[Step], errors: &mut Vec<ValidationError>) {
+    let mut first_position: HashMap<&str, usize> = HashMap::new();
+    for (i, step) in steps.iter().enumerate() {
+        let position = i + 1;
+        if step.id.is_empty() {
+            errors.push(ValidationError::new(
+                format!("steps[#{position}]"),
+                "step id must not be empty",
+            ));
+            continue;
+        }
+        let valid = step
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            errors.push(ValidationError::new(
+                format!("steps[{}]", step.id),
+                "invalid step id: use only letters, digits, '_' and '-'",
+            ));
+        }
+        if let Some(first) = first_position.get(step.id.as_str()) {
+            errors.push(ValidationError::new(
+                format!("steps[{}]", step.id),
+                format!("duplicate step id (steps {first} and {position} have the same id)"),
+            ));
+        } else {
+            first_position.insert(&step.id, position);
+        }
+    }
+}
+
+/// Resolves the piece and action of a step or handler and checks a template-free input.
+fn check_call(
+    at: &str,
+    piece: &PieceRef,
+    action: &str,
+    input: &Value,
+    catalog: &dyn PieceCatalog,
+    errors: &mut Vec<ValidationError>,
+) -> Option<ResolvedPiece> {
+    let summary = match catalog.resolve(&piece.name, &piece.version) {
+        Ok(summary) => summary,
+        Err(CatalogMiss::UnknownPiece) => {
+            errors.push(ValidationError::new(
+                at,
+                format!("unknown piece `{}`", piece.name),
+            ));
+            return None;
+        }
+        Err(CatalogMiss::NoMatchingVersion { available }) => {
+            let available = if available.is_empty() {
+                "none installed".to_owned()
+            } else {
+                let list: Vec<String> = available.iter().map(ToString::to_string).collect();
+                format!("available: {}", list.join(", "))
+            };
+            errors.push(ValidationError::new(
+                at,
+                format!(
+                    "no version of piece `{}` matches `{}` ({available})",
+                    piece.name, piece.version
+                ),
+            ));
+            return None;
+        }
+    };
+    let resolved = ResolvedPiece {
+        name: summary.name.clone(),
+        version: summary.version.clone(),
+    };
+    let Some(action_summary) = summary.actions.get(action) else {
+        let actions: Vec<&str> = summary.actions.keys().map(String::as_str).collect();
+        errors.push(ValidationError::new(
+            at,
+            format!(
+                "piece `{}@{}` has no action `{action}` (actions: {})",
+                summary.name,
+                summary.version,
+                actions.join(", ")
+            ),
+        ));
+        return Some(resolved);
+    };
+    // Inputs with templates are only known at run time; the executor checks them then.
+    if !contains_template(input) {
+        match input_schema_errors(&action_summary.input_schema, input) {
+            Ok(problems) => errors.extend(
+                problems
+                    .into_iter()
+                    .map(|problem| ValidationError::new(format!("{at}.input"), problem)),
+            ),
+            Err(schema_error) => errors.push(ValidationError::new(
+                at,
+                format!(
+                    "piece `{}@{}` action `{action}` has an invalid input schema: {schema_error}",
+                    summary.name, summary.version
+                ),
+            )),
+        }
+    }
+    Some(resolved)
+}
+
+fn check_retry(at: &str, retry: &RetryPolicy, errors: &mut Vec<ValidationError>) {
+    let at = format!("{at}.retry");
+    if retry.max_attempts < 1 {
+        errors.push(ValidationError::new(
+            &at,
+            format!(
+                "max_attempts must be at least 1 (got {})",
+                retry.max_attempts
+            ),
+        ));
+    }
+    if !(retry.factor >= 1.0 && retry.factor.is_finite()) {
+        errors.push(ValidationError::new(
+            &at,
+            format!("factor must be a number >= 1 (got {})", retry.factor),
+        ));
+    }
+}
+
+/// Handlers run after the run, so they may read any step but create no edges.
+fn check_handler(
+    at: &str,
+    handler: &Handler,
+    workflow: &Workflow,
+    catalog: &dyn PieceCatalog,
+    errors: &mut Vec<ValidationError>,
+) -> Option<ResolvedPiece> {
+    let resolved = check_call(
+        at,
+        &handler.piece,
+        &handler.action,
+        &handler.input,
+        catalog,
+        errors,
+    );
+    for (location, id) in graph::input_references(&handler.input, &format!("{at}.input"), errors) {
+        if !workflow.steps.iter().any(|step| step.id == id) {
+            errors.push(ValidationError::new(
+                location,
+                format!("references unknown step `{id}`"),
+            ));
+        }
+    }
+    resolved
+}
+
+fn contains_template(value: &Value) -> bool {
+    match value {
+        Value::String(text) => template::is_template(text),
+        Value::Array(items) => items.iter().any(contains_template),
+        Value::Object(map) => map.values().any(contains_template),
+        _ => false,
+    }
+}

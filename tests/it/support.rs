@@ -1,0 +1,46 @@
+//! Shared fixtures: one runtime for the whole test binary (the pooling
+//! allocator reserves address space per runtime), and guest component bytes.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use omniflow::runtime::{LoadedPiece, Runtime, RuntimeConfig};
+
+/// Directory holding the compiled test components and pieces.
+pub(crate) fn guest_dir() -> PathBuf {
+    PathBuf::from(env!("OMNIFLOW_GUEST_DIR"))
+}
+
+/// Bytes of a compiled guest (`hostile_loop`, `flow`, `other-world`, ...).
+pub(crate) fn guest(name: &str) -> Vec<u8> {
+    let path = guest_dir().join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// A per-process cache directory so tests never touch the user's cache.
+pub(crate) fn cache_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("omniflow-it-cache-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The shared runtime.
+pub(crate) fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        Runtime::new(RuntimeConfig {
+            cache_dir: Some(cache_dir()),
+            max_concurrent_instances: 200,
+            ..RuntimeConfig::default()
+        })
+        .expect("runtime starts")
+    })
+}
+
+/// Load a guest by file name through the normal path.
+pub(crate) async fn load(name: &str) -> Arc<LoadedPiece> {
+    runtime()
+        .load(&guest(name))
+        .await
+        .unwrap_or_else(|e| panic!("loading {name}: {e}"))
+}
