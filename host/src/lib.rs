@@ -6,3 +6,7 @@
 pub mod capabilities;
 pub mod runtime;
 pub mod workflow;
+pub mod engine;
+pub mod store;
+pub mod api;
+pub mod server;

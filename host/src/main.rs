@@ -5,7 +5,7 @@ mod cli;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// OmniFlow: workflows whose every step is a WebAssembly component.
 #[derive(Debug, Parser)]
@@ -15,14 +15,142 @@ struct Cli {
     command: Command,
 }
 
+/// Where the embedded database lives and which extra pieces to load.
+#[derive(Debug, Args)]
+struct Local {
+    /// SQLite database file (created when missing).
+    #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DB")]
+    db: PathBuf,
+    /// Extra piece components to load next to the built-ins (repeatable).
+    #[arg(long = "piece", value_name = "FILE.wasm")]
+    pieces: Vec<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a workflow file locally, with live progress and a summary.
+    Run {
+        /// The workflow definition (JSON).
+        file: PathBuf,
+        #[command(flatten)]
+        local: Local,
+        /// Set a workflow variable: `--var KEY=VALUE` (VALUE parsed as JSON
+        /// when it is JSON, else taken as a string). Repeatable.
+        #[arg(long = "var", value_name = "KEY=VALUE")]
+        vars: Vec<String>,
+        /// Print the finished run record as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a workflow file; exit 0 or print every problem found.
+    Validate {
+        /// The workflow definition (JSON).
+        file: PathBuf,
+        /// Extra piece components the workflow uses (repeatable).
+        #[arg(long = "piece", value_name = "FILE.wasm")]
+        pieces: Vec<PathBuf>,
+    },
+    /// Inspect run history.
+    #[command(subcommand)]
+    Runs(RunsCommand),
     /// Work with piece components (`.wasm`).
     #[command(subcommand)]
     Piece(PieceCommand),
     /// Benchmarks; print `workload metric value` lines.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Serve the HTTP API and execute queued runs until SIGINT/SIGTERM.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080", env = "OMNIFLOW_LISTEN")]
+        listen: std::net::SocketAddr,
+        #[command(flatten)]
+        local: Local,
+        /// Runs executed at once.
+        #[arg(long, default_value_t = 40, env = "OMNIFLOW_WORKERS")]
+        workers: usize,
+        /// On shutdown, how long runs in flight may take to finish before
+        /// they are released to the queue (e.g. `30s`).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        shutdown_grace: std::time::Duration,
+        /// The first API token, stored on first start when no token exists
+        /// (else one is generated and printed once).
+        #[arg(long, env = "OMNIFLOW_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+    },
+    /// Manage API tokens (only their SHA-256 is stored).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it once.
+    Create {
+        /// A label (`ci`, `grafana`).
+        name: String,
+        /// SQLite database file.
+        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DB")]
+        db: PathBuf,
+    },
+    /// List tokens (ids, names, dates; never values).
+    List {
+        /// SQLite database file.
+        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DB")]
+        db: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        /// The token id (from `token list`).
+        id: i64,
+        /// SQLite database file.
+        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DB")]
+        db: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RunsCommand {
+    /// The most recent runs, newest first.
+    List {
+        /// SQLite database file.
+        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DB")]
+        db: PathBuf,
+        /// Only runs of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Only runs with this status (queued, running, succeeded, failed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many runs.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run with its steps.
+    Show {
+        /// The run id.
+        id: String,
+        /// SQLite database file.
+        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DB")]
+        db: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Include each step's captured log.
+        #[arg(long)]
+        logs: bool,
+    },
+    /// Finish runs a crash left unfinished (completed steps are not re-run).
+    Resume {
+        #[command(flatten)]
+        local: Local,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,6 +174,21 @@ enum BenchCommand {
         #[arg(long, default_value_t = 2000)]
         iterations: usize,
     },
+    /// 40 sequential trivial steps per run, persisted to SQLite.
+    Chain40 {
+        /// Measured runs.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+    },
+    /// One run fanning out to N parallel trivial steps and joining them.
+    Fanout {
+        /// Parallel steps.
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        /// Per-run parallelism limit.
+        #[arg(long, default_value_t = 64)]
+        parallel: usize,
+    },
 }
 
 fn init_tracing() {
@@ -55,6 +198,72 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<bool> {
+    match command {
+        Command::Run {
+            file,
+            local,
+            vars,
+            json,
+        } => {
+            cli::run::run(cli::run::RunArgs {
+                file,
+                db: local.db,
+                vars,
+                json,
+                pieces: local.pieces,
+            })
+            .await
+        }
+        Command::Validate { file, pieces } => cli::run::validate_file(&file, &pieces).await,
+        Command::Runs(RunsCommand::List {
+            db,
+            workflow,
+            status,
+            limit,
+            json,
+        }) => cli::runs::list(&db, workflow, status, limit, json).await,
+        Command::Runs(RunsCommand::Show { id, db, json, logs }) => {
+            cli::runs::show(&db, &id, json, logs).await
+        }
+        Command::Runs(RunsCommand::Resume { local }) => {
+            cli::runs::resume(&local.db, &local.pieces).await
+        }
+        Command::Piece(PieceCommand::Inspect { file, json }) => {
+            cli::piece::inspect(&file, json).await
+        }
+        Command::Serve {
+            listen,
+            local,
+            workers,
+            shutdown_grace,
+            admin_token,
+        } => {
+            cli::serve::serve(cli::serve::ServeArgs {
+                listen,
+                db: local.db,
+                pieces: local.pieces,
+                workers,
+                shutdown_grace,
+                admin_token,
+            })
+            .await
+        }
+        Command::Token(TokenCommand::Create { name, db }) => cli::token::create(&db, &name).await,
+        Command::Token(TokenCommand::List { db, json }) => cli::token::list(&db, json).await,
+        Command::Token(TokenCommand::Revoke { id, db }) => cli::token::revoke(&db, id).await,
+        Command::Bench(BenchCommand::Instantiate { iterations }) => {
+            cli::bench::instantiate(iterations).await.map(|()| true)
+        }
+        Command::Bench(BenchCommand::Chain40 { runs }) => {
+            cli::bench::chain40(runs).await.map(|()| true)
+        }
+        Command::Bench(BenchCommand::Fanout { n, parallel }) => {
+            cli::bench::fanout(n, parallel).await.map(|()| true)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -67,17 +276,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async move {
-        match cli.command {
-            Command::Piece(PieceCommand::Inspect { file, json }) => {
-                cli::piece::inspect(&file, json).await
-            }
-            Command::Bench(BenchCommand::Instantiate { iterations }) => {
-                cli::bench::instantiate(iterations).await.map(|()| true)
-            }
-        }
-    });
-    match result {
+    match runtime.block_on(dispatch(cli.command)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(err) => {

@@ -32,6 +32,7 @@
 #[doc(hidden)]
 pub mod bindings;
 mod error;
+pub mod http;
 pub mod log;
 
 pub use error::{Error, ErrorKind, Result};
@@ -44,8 +45,8 @@ use bindings::exports::omniflow::piece::handler as wit;
 /// Everything a piece author usually needs.
 pub mod prelude {
     pub use crate::{
-        Context, Deserialize, Error, ErrorKind, JsonSchema, Piece, Result, Serialize, Value, json,
-        log,
+        Context, Deserialize, Error, ErrorKind, JsonSchema, Piece, Result, Serialize, Value, http,
+        json, log,
     };
 }
 

@@ -59,3 +59,170 @@ fn piece_inspect_rejects_bad_files_with_distinct_messages() {
     seen.dedup();
     assert_eq!(seen.len(), 4, "{seen:?}");
 }
+
+fn write_workflow(dir: &std::path::Path, workflow: serde_json::Value) -> std::path::PathBuf {
+    let file = dir.join("flow.json");
+    std::fs::write(&file, workflow.to_string()).unwrap();
+    file
+}
+
+#[test]
+fn run_prints_a_summary_and_json_and_history_is_queryable() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("omniflow.db");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.json");
+    let out = omniflow().args(["run", example, "--db"]).arg(&db).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("succeeded"), "{stdout}");
+    assert!(stderr.contains("✓ greet"), "{stderr}");
+    assert!(stderr.contains("- short_name skipped"), "{stderr}");
+
+    let out = omniflow()
+        .args(["run", example, "--json", "--var", "who=Al", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["status"], "succeeded");
+    let steps = doc["steps"].as_array().unwrap();
+    let short = steps.iter().find(|s| s["id"] == "short_name").unwrap();
+    assert_eq!(short["status"], "succeeded");
+    assert_eq!(short["attempts"], 1);
+    assert!(short["duration_ms"].is_number());
+    assert!(short["error"].is_null());
+
+    let out = omniflow().args(["runs", "list", "--db"]).arg(&db).output().unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listing.lines().filter(|l| l.contains("hello")).count(), 2, "{listing}");
+    let run_id = doc["run_id"].as_str().unwrap();
+    let out = omniflow().args(["runs", "show", run_id, "--db"]).arg(&db).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Al is a short name"));
+}
+
+#[test]
+fn run_and_validate_fail_with_errors_naming_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_workflow(
+        dir.path(),
+        serde_json::json!({
+            "name": "broken",
+            "steps": [
+                { "id": "a", "piece": "transform", "action": "nope", "input": {} },
+                { "id": "b", "piece": "flow", "action": "if", "needs": ["c"], "input": { "condition": 1 } }
+            ]
+        }),
+    );
+    let out = omniflow().arg("validate").arg(&file).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("steps[a]"), "{stderr}");
+    assert!(stderr.contains("steps[b]"), "{stderr}");
+    let out = omniflow()
+        .arg("run")
+        .arg(&file)
+        .arg("--db")
+        .arg(dir.path().join("x.db"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.json");
+    let out = omniflow().args(["validate", example]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A failing run exits non-zero.
+    let file = write_workflow(
+        dir.path(),
+        serde_json::json!({
+            "name": "fails",
+            "steps": [{ "id": "t", "piece": "transform", "action": "merge", "input": { "values": [1] } }]
+        }),
+    );
+    let out = omniflow()
+        .arg("run")
+        .arg(&file)
+        .arg("--db")
+        .arg(dir.path().join("y.db"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("invalid-input"));
+}
+
+#[tokio::test]
+async fn a_run_killed_mid_step_resumes_without_rerunning_finished_steps() {
+    use omniflow::store::{RunFilter, StepStatus};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("omniflow.db");
+    let flaky = guest_dir().join("flaky.wasm");
+    let file = write_workflow(
+        dir.path(),
+        serde_json::json!({
+            "name": "crashy",
+            "steps": [
+                { "id": "fast", "piece": "flaky", "action": "run", "input": { "value": 1 } },
+                { "id": "slow", "piece": "flaky", "action": "run", "needs": ["fast"],
+                  "input": { "value": 2, "sleep_ms": 3000 } },
+                { "id": "last", "piece": "flaky", "action": "run",
+                  "input": { "value": "{{ steps.slow.output.value + steps.fast.output.value }}" } }
+            ]
+        }),
+    );
+    let mut child = omniflow()
+        .arg("run")
+        .arg(&file)
+        .arg("--db")
+        .arg(&db)
+        .arg("--piece")
+        .arg(&flaky)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // Wait (bounded) until `fast` is persisted and `slow` is running, then SIGKILL.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let run_id = loop {
+        assert!(Instant::now() < deadline, "the run never reached the slow step");
+        assert!(child.try_wait().unwrap().is_none(), "omniflow exited early");
+        if db.exists() {
+            let store = omniflow::store::open(&db.to_string_lossy()).await.unwrap();
+            let runs = store.list_runs(&RunFilter { limit: 5, ..RunFilter::default() }).await.unwrap();
+            if let Some(run) = runs.first() {
+                let steps = store.steps(run.id).await.unwrap();
+                let status = |id: &str| steps.iter().find(|s| s.step_id == id).map(|s| s.status);
+                if status("fast") == Some(StepStatus::Succeeded)
+                    && status("slow") == Some(StepStatus::Running)
+                {
+                    break run.id;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let out = omniflow()
+        .args(["runs", "resume", "--db"])
+        .arg(&db)
+        .arg("--piece")
+        .arg(&flaky)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let store = omniflow::store::open(&db.to_string_lossy()).await.unwrap();
+    let run = store.get_run(run_id).await.unwrap().unwrap();
+    assert_eq!(run.status.as_str(), "succeeded");
+    assert_eq!(store.attempts(run_id, "fast").await.unwrap().len(), 1, "fast ran once");
+    let slow = store.attempts(run_id, "slow").await.unwrap();
+    assert_eq!(slow.len(), 1, "the killed attempt was never recorded; one full attempt after resume");
+    let last = store.steps(run_id).await.unwrap().into_iter().find(|s| s.step_id == "last").unwrap();
+    assert_eq!(last.output.unwrap()["value"], 3);
+}

@@ -1,7 +1,10 @@
 //! The one integration-test binary (see STYLE.md): real wasmtime, real
 //! components built from `pieces/` and `tests/components/`, real SQLite files.
 
+mod api;
 mod cli;
+mod engine;
 mod flows;
 mod runtime;
+mod store;
 mod support;

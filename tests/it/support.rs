@@ -17,24 +17,32 @@ pub(crate) fn guest(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
-/// A per-process cache directory so tests never touch the user's cache.
+/// The compiled-piece cache for tests: under cargo's per-target temp dir, so
+/// tests never touch the user's cache and later runs skip recompiling.
 pub(crate) fn cache_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("omniflow-it-cache-{}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("piece-cache");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-/// The shared runtime.
-pub(crate) fn runtime() -> &'static Runtime {
-    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+/// The shared runtime (pieces loaded by one runtime only run on it).
+pub(crate) fn shared_runtime() -> &'static Arc<Runtime> {
+    static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
     RUNTIME.get_or_init(|| {
-        Runtime::new(RuntimeConfig {
-            cache_dir: Some(cache_dir()),
-            max_concurrent_instances: 200,
-            ..RuntimeConfig::default()
-        })
-        .expect("runtime starts")
+        Arc::new(
+            Runtime::new(RuntimeConfig {
+                cache_dir: Some(cache_dir()),
+                max_concurrent_instances: 300,
+                ..RuntimeConfig::default()
+            })
+            .expect("runtime starts"),
+        )
     })
+}
+
+/// The shared runtime, borrowed.
+pub(crate) fn runtime() -> &'static Runtime {
+    shared_runtime()
 }
 
 /// Load a guest by file name through the normal path.

@@ -89,3 +89,122 @@ fn tempfile_dir() -> Result<std::path::PathBuf> {
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
+
+/// A workflow of `flow.if` steps: a chain when `chain`, else `n` parallel
+/// steps joined by one `flow.merge`.
+fn bench_workflow(name: &str, n: usize, chain: bool) -> Result<omniflow::workflow::Workflow> {
+    let mut steps = Vec::with_capacity(n + 1);
+    for i in 0..n {
+        let needs: Vec<String> = if chain && i > 0 {
+            vec![format!("s{}", i - 1)]
+        } else {
+            Vec::new()
+        };
+        steps.push(serde_json::json!({
+            "id": format!("s{i}"), "piece": "flow@^0.1", "action": "if",
+            "input": { "condition": true }, "needs": needs,
+        }));
+    }
+    if !chain {
+        let all: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+        steps.push(serde_json::json!({
+            "id": "join", "piece": "flow@^0.1", "action": "merge",
+            "input": { "values": [] }, "needs": all,
+        }));
+    }
+    let doc = serde_json::json!({ "name": name, "steps": steps });
+    Ok(omniflow::workflow::Workflow::from_json(&doc.to_string())?)
+}
+
+async fn bench_executor(
+    dir: &std::path::Path,
+    parallel: usize,
+) -> Result<omniflow::engine::Executor> {
+    super::setup::executor(
+        &dir.join("bench.db"),
+        &[],
+        omniflow::engine::ExecutorConfig {
+            max_parallel_steps: parallel,
+            ..omniflow::engine::ExecutorConfig::default()
+        },
+    )
+    .await
+}
+
+async fn run_once(
+    exec: &omniflow::engine::Executor,
+    workflow: &omniflow::workflow::Workflow,
+) -> Result<()> {
+    let id = exec
+        .submit(workflow, omniflow::engine::RunRequest::default())
+        .await?;
+    let status = exec
+        .execute(id, tokio_util::sync::CancellationToken::new())
+        .await?;
+    anyhow::ensure!(
+        status == omniflow::store::RunStatus::Succeeded,
+        "bench run {id} ended {}",
+        status.as_str()
+    );
+    Ok(())
+}
+
+/// Peak resident set size of this process, from `/proc/self/status`.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// `bench chain40`: 40 sequential trivial steps per run, every step record
+/// persisted to a SQLite file before the next starts.
+pub(crate) async fn chain40(runs: usize) -> Result<()> {
+    let dir = tempfile_dir()?;
+    let exec = bench_executor(&dir, 16).await?;
+    let workflow = bench_workflow("chain40", 40, true)?;
+    for _ in 0..3 {
+        run_once(&exec, &workflow).await?; // warm-up
+    }
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let started = Instant::now();
+        run_once(&exec, &workflow).await?;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    line("chain40", "wall_ms_median", percentile(&times, 0.5).as_secs_f64() * 1e3);
+    line("chain40", "wall_ms_p99", percentile(&times, 0.99).as_secs_f64() * 1e3);
+    line(
+        "chain40",
+        "per_step_us_median",
+        percentile(&times, 0.5).as_secs_f64() * 1e6 / 40.0,
+    );
+    if let Some(mb) = peak_rss_mb() {
+        line("chain40", "peak_rss_mb", mb);
+    }
+    drop(exec);
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
+
+/// `bench fanout`: one run of `n` parallel trivial steps and a join.
+pub(crate) async fn fanout(n: usize, parallel: usize) -> Result<()> {
+    let dir = tempfile_dir()?;
+    let exec = bench_executor(&dir, parallel.max(1)).await?;
+    let warm = bench_workflow("fanout-warm", 10, false)?;
+    run_once(&exec, &warm).await?;
+    let workflow = bench_workflow("fanout", n.max(1), false)?;
+    let started = Instant::now();
+    run_once(&exec, &workflow).await?;
+    let elapsed = started.elapsed();
+    let steps = (n.max(1) + 1) as f64;
+    line("fanout", "wall_ms", elapsed.as_secs_f64() * 1e3);
+    line("fanout", "steps_per_s", steps / elapsed.as_secs_f64());
+    if let Some(mb) = peak_rss_mb() {
+        line("fanout", "peak_rss_mb", mb);
+    }
+    drop(exec);
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}

@@ -2,3 +2,8 @@
 
 pub(crate) mod bench;
 pub(crate) mod piece;
+pub(crate) mod run;
+pub(crate) mod runs;
+pub(crate) mod serve;
+pub(crate) mod setup;
+pub(crate) mod token;

@@ -75,6 +75,6 @@ impl ArtifactCache {
 
 fn tmp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp{}", std::process::id()));
+    name.push(format!(".tmp-{}", uuid::Uuid::now_v7()));
     path.with_file_name(name)
 }

@@ -27,6 +27,8 @@ pub struct StepCall {
     pub limits: StepLimits,
     /// Cancelling it interrupts the attempt within one epoch tick.
     pub cancel: CancellationToken,
+    /// HTTP destinations (and secrets) this attempt may use; none by default.
+    pub http: crate::capabilities::http::HttpGrants,
 }
 
 impl StepCall {
@@ -41,6 +43,7 @@ impl StepCall {
             input,
             limits: StepLimits::default(),
             cancel: CancellationToken::new(),
+            http: crate::capabilities::http::HttpGrants::deny_all(),
         }
     }
 }
@@ -67,7 +70,13 @@ impl Runtime {
         let started = Instant::now();
         let limits = call.limits.clone();
         let deadline = started + limits.timeout;
-        let mut store = self.new_store(&call.step_id, &limits, deadline, call.cancel.clone());
+        let mut store = self.new_store(
+            &call.step_id,
+            &limits,
+            deadline,
+            call.cancel.clone(),
+            call.http.clone(),
+        );
         let log = store.data().log.clone();
 
         let input = match serde_json::to_string(&call.input) {

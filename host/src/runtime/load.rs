@@ -2,6 +2,7 @@
 //!
 //! Every piece takes this path, built-in or uploaded: there is no shortcut.
 
+use crate::capabilities::http::HttpGrants;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -232,6 +233,7 @@ impl Runtime {
             &limits,
             Instant::now() + limits.timeout,
             CancellationToken::new(),
+            HttpGrants::deny_all(),
         );
         let piece = pre
             .instantiate_async(&mut store)
@@ -254,11 +256,12 @@ impl Runtime {
         limits: &StepLimits,
         deadline: Instant,
         cancel: CancellationToken,
+        http: HttpGrants,
     ) -> Store<StepState> {
         let timeout = limits.timeout;
         let mut store = Store::new(
             &self.engine,
-            StepState::new(step_id, limits, deadline, cancel),
+            StepState::new(step_id, limits, deadline, cancel, http),
         );
         store.limiter(|state| &mut state.limiter);
         // Fuel can only fail to be set when fuel is disabled; it is enabled.

@@ -8,7 +8,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::capabilities::{http::HttpPolicy, log::StepLog};
+use crate::capabilities::http::{HttpGrants, HttpPolicy};
+use crate::capabilities::log::StepLog;
 use crate::runtime::limits::{StepLimiter, StepLimits};
 
 pub(crate) struct StepState {
@@ -28,6 +29,7 @@ impl StepState {
         limits: &StepLimits,
         deadline: Instant,
         cancel: CancellationToken,
+        http: HttpGrants,
     ) -> Self {
         let log = StepLog::new(limits.log_bytes);
         // No env, no args, no preopens, closed stdin, no sockets: the builder's
@@ -43,7 +45,7 @@ impl StepState {
             wasi,
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            http_policy: HttpPolicy::prepare(step_id, log.clone()),
+            http_policy: HttpPolicy::prepare(step_id, log.clone(), http, deadline),
             log,
             limiter: StepLimiter::new(limits),
             deadline,

@@ -189,6 +189,9 @@ pub struct Handler {
     /// `"input": { "content": "run {{ run.id }} failed" }`
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub input: Value,
+    /// Capabilities of the handler, as for a step (e.g. the Telegram host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<Grants>,
 }
 
 /// A piece name with a semver requirement: `"http-request@^0.1"`, or `"http-request"` for any version.

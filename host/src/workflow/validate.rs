@@ -128,6 +128,7 @@ pub fn validate(
         if let Some(retry) = &step.retry {
             check_retry(&at, retry, &mut errors);
         }
+        check_grants(&at, step.grants.as_ref(), &mut errors);
         if step.concurrency == Some(0) {
             errors.push(ValidationError::new(
                 format!("{at}.concurrency"),
@@ -144,6 +145,9 @@ pub fn validate(
     ];
     let mut resolved_handlers = Vec::new();
     for (at, handler) in handlers {
+        if let Some(handler) = handler {
+            check_grants(at, handler.grants.as_ref(), &mut errors);
+        }
         let resolved = handler
             .as_ref()
             .and_then(|handler| check_handler(at, handler, workflow, catalog, &mut errors));
@@ -163,6 +167,18 @@ pub fn validate(
             })
         }
         _ => Err(errors),
+    }
+}
+
+/// Every HTTP grant must parse (scheme, host, optional port and path prefix).
+fn check_grants(at: &str, grants: Option<&super::Grants>, errors: &mut Vec<ValidationError>) {
+    let Some(grants) = grants else { return };
+    for (i, grant) in grants.http.iter().enumerate() {
+        if let Err(message) =
+            crate::capabilities::http::Grant::parse(grant.destination(), grant.secrets())
+        {
+            errors.push(ValidationError::new(format!("{at}.grants.http[{i}]"), message));
+        }
     }
 }
 

@@ -32,7 +32,11 @@ fn truthy(v: &Value) -> bool {
 }
 
 fn if_(_ctx: &Context, input: IfInput) -> Result<Branch> {
-    let handle = if truthy(&input.condition) { "then" } else { "else" };
+    let handle = if truthy(&input.condition) {
+        "then"
+    } else {
+        "else"
+    };
     Ok(Branch {
         handle: handle.into(),
         value: input.condition,
@@ -87,6 +91,14 @@ fn merge(_ctx: &Context, input: MergeInput) -> Result<Vec<Value>> {
 omniflow_sdk::export_piece!(
     Piece::new("flow", env!("CARGO_PKG_VERSION"), "Branching by handle")
         .action("if", "Choose `then` or `else` by truthiness", if_)
-        .action("switch", "Choose the handle equal to the value, else `default`", switch)
-        .action("merge", "Join branches: the non-null values, in order", merge)
+        .action(
+            "switch",
+            "Choose the handle equal to the value, else `default`",
+            switch
+        )
+        .action(
+            "merge",
+            "Join branches: the non-null values, in order",
+            merge
+        )
 );

@@ -28,7 +28,12 @@ fn pick(_ctx: &Context, input: PickInput) -> Result<PickOutput> {
     let picked = input
         .keys
         .iter()
-        .map(|k| (k.clone(), lookup(&input.value, k).cloned().unwrap_or(Value::Null)))
+        .map(|k| {
+            (
+                k.clone(),
+                lookup(&input.value, k).cloned().unwrap_or(Value::Null),
+            )
+        })
         .collect();
     Ok(PickOutput(picked))
 }

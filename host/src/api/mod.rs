@@ -1,0 +1,182 @@
+//! The HTTP API (`/api/v1`) and the webhook receiver (`/hooks/{workflow}`).
+//!
+//! This is the only module that knows axum (architecture invariant): the
+//! engine, store and server never see an extractor or a response type.
+//! Build the whole thing with [`router`]; `server` binds it to a socket.
+//!
+//! Conventions for every route:
+//! - JSON in and out; request types reject unknown fields;
+//! - bodies are capped ([`ApiConfig::body_limit`], 1 MiB by default);
+//! - every failure is `{"error": {"code": "...", "message": "..."}}` with
+//!   the status of its [`ApiError`] variant;
+//! - a bearer token (`Authorization: Bearer <token>`) is required on
+//!   everything except `/health`, `/api/v1/health` and `/hooks/*` (which
+//!   check their own HMAC signature).
+
+mod auth;
+mod error;
+mod hooks;
+mod runs;
+mod system;
+mod wait;
+mod workflows;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::routing::{get, post, put};
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::{generate_token, hash_token};
+pub use error::ApiError;
+pub use hooks::{REPLAY_WINDOW, SIGNATURE_HEADER, sign_webhook};
+
+use crate::engine::Executor;
+use crate::server::queue::QueueHandle;
+
+/// Knobs of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// Longest `wait` a trigger may ask for.
+    pub max_wait: std::time::Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> ApiConfig {
+        ApiConfig {
+            body_limit: 1 << 20,
+            max_wait: std::time::Duration::from_secs(300),
+        }
+    }
+}
+
+/// What every handler gets. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    executor: Arc<Executor>,
+    queue: QueueHandle,
+    shutdown: CancellationToken,
+    config: ApiConfig,
+    started: Instant,
+}
+
+impl ApiState {
+    /// State over an executor and the worker pool feeding on its queue.
+    /// `shutdown` ends waits and event streams when the server stops.
+    pub fn new(
+        executor: Arc<Executor>,
+        queue: QueueHandle,
+        shutdown: CancellationToken,
+        config: ApiConfig,
+    ) -> ApiState {
+        ApiState {
+            inner: Arc::new(Shared {
+                executor,
+                queue,
+                shutdown,
+                config,
+                started: Instant::now(),
+            }),
+        }
+    }
+
+    fn executor(&self) -> &Executor {
+        &self.inner.executor
+    }
+
+    fn store(&self) -> &Arc<dyn crate::store::Store> {
+        self.inner.executor.store()
+    }
+
+    fn queue(&self) -> &QueueHandle {
+        &self.inner.queue
+    }
+
+    fn shutdown(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    fn config(&self) -> &ApiConfig {
+        &self.inner.config
+    }
+}
+
+/// The raw request body, buffered under the body limit; failures are [`ApiError`]s.
+struct Body(Bytes);
+
+impl FromRequest<ApiState> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &ApiState) -> Result<Body, ApiError> {
+        Bytes::from_request(req, state)
+            .await
+            .map(Body)
+            .map_err(|r| error::body_rejection(r, state.config().body_limit))
+    }
+}
+
+/// Every route, with auth, body limit and JSON errors.
+pub fn router(state: ApiState) -> Router {
+    let protected = Router::new()
+        .route("/workflows", post(workflows::create).get(workflows::list))
+        .route("/workflows:validate", post(workflows::validate_only))
+        .route(
+            "/workflows/{name}",
+            get(workflows::get_one)
+                .put(workflows::update)
+                .delete(workflows::delete),
+        )
+        .route("/workflows/{name}/versions", get(workflows::versions))
+        .route("/workflows/{name}/webhook", put(workflows::set_webhook))
+        .route("/workflows/{name}/runs", post(runs::trigger))
+        .route("/runs", get(runs::list))
+        .route("/runs:batch", post(runs::batch))
+        .route("/runs:retry-failed", post(runs::retry_failed))
+        .route("/runs/{id}", get(runs::get_one))
+        .route("/runs/{id}/events", get(runs::events))
+        .route("/runs/{id}/cancel", post(runs::cancel))
+        .route("/runs/{id}/retry", post(runs::retry))
+        .route("/stats", get(system::stats))
+        .route("/metrics", get(system::metrics))
+        .route("/ready", get(system::ready))
+        .route("/pieces", get(system::pieces))
+        .route("/pieces/{name}", get(system::piece))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    let v1 = Router::new()
+        .route("/health", get(system::health))
+        .merge(protected)
+        .method_not_allowed_fallback(system::wrong_method);
+    let body_limit = state.config().body_limit;
+    Router::new()
+        .nest("/api/v1", v1)
+        .route("/health", get(system::health))
+        .route("/hooks/{workflow}", post(hooks::receive))
+        .fallback(system::no_route)
+        .method_not_allowed_fallback(system::wrong_method)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// Serve [`router`] on `listener` until `shutdown` is cancelled, then let
+/// open requests finish (waits and event streams end on `shutdown` too).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}

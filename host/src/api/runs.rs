@@ -1,0 +1,411 @@
+//! `/api/v1/.../runs`: trigger (with optional wait), batch, list, get, live
+//! events (SSE), cancel, retry from the failed step, retry every failed run.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::error::parse_json;
+use super::wait::{event_run, run_document, run_summary, wait_for_run};
+use super::{ApiError, ApiState, Body};
+use crate::engine::RunEvent;
+use crate::store::{NewRun, Priority, RunFilter, RunId, RunRecord, RunStatus, StoredWorkflow};
+
+/// Most runs one `POST /runs:batch` may create.
+const MAX_BATCH: usize = 1000;
+
+/// Body of `POST /workflows/{name}/runs` (every field optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TriggerBody {
+    /// Overrides of the workflow's `vars`.
+    #[serde(default)]
+    vars: Map<String, Value>,
+    /// `trigger.payload` for templates.
+    #[serde(default)]
+    payload: Value,
+    /// `critical`, `high`, `normal` (default) or `low`.
+    #[serde(default)]
+    priority: Priority,
+    /// Wait up to this long for the run to finish.
+    #[serde(default)]
+    wait_ms: Option<u64>,
+}
+
+/// Query of `POST /workflows/{name}/runs`: `?wait=30s`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TriggerQuery {
+    wait: Option<String>,
+}
+
+/// One item of `POST /runs:batch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchItem {
+    workflow: String,
+    #[serde(default)]
+    vars: Map<String, Value>,
+    #[serde(default)]
+    payload: Value,
+    #[serde(default)]
+    priority: Priority,
+}
+
+/// Body of `POST /runs:batch`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BatchBody {
+    runs: Vec<BatchItem>,
+}
+
+/// Query of `GET /runs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    workflow: Option<String>,
+    status: Option<String>,
+    since: Option<String>,
+    limit: Option<u32>,
+    offset: Option<u32>,
+}
+
+/// Body of `POST /runs:retry-failed` (optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RetryFailedBody {
+    /// Only runs of this workflow.
+    workflow: Option<String>,
+    /// At most this many runs (default 100, at most 1000).
+    limit: Option<u32>,
+}
+
+fn run_id(text: &str) -> Result<RunId, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::InvalidRequest(format!("{text:?} is not a run id (a UUID)")))
+}
+
+fn query<T: serde::de::DeserializeOwned + Default>(
+    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::InvalidRequest(e.body_text()))
+}
+
+async fn newest(state: &ApiState, name: &str) -> Result<StoredWorkflow, ApiError> {
+    state
+        .store()
+        .get_workflow(name, None)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("workflow {name:?}")))
+}
+
+/// A queued run of the newest version of `workflow`.
+pub(super) fn new_run(
+    workflow: &StoredWorkflow,
+    trigger_type: &str,
+    payload: Value,
+    vars: Map<String, Value>,
+    priority: Priority,
+) -> NewRun {
+    NewRun {
+        workflow_name: workflow.name.clone(),
+        workflow_version: workflow.version,
+        priority,
+        trigger: json!({ "type": trigger_type, "payload": payload }),
+        vars: Value::Object(vars),
+        simulated: false,
+    }
+}
+
+/// The answer for a run that may or may not have finished: 200 with the
+/// whole run when terminal, else 202 with its id and current status.
+pub(super) async fn finished_or_accepted(
+    state: &ApiState,
+    run: &RunRecord,
+) -> Result<Response, ApiError> {
+    if run.status.is_terminal() {
+        Ok((StatusCode::OK, Json(run_document(state, run).await?)).into_response())
+    } else {
+        Ok((StatusCode::ACCEPTED, Json(run_summary(run))).into_response())
+    }
+}
+
+/// `POST /workflows/{name}/runs`: queue a run; with `wait_ms` (or `?wait=30s`)
+/// wait for it.
+pub(super) async fn trigger(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    q: Result<Query<TriggerQuery>, axum::extract::rejection::QueryRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let body: TriggerBody = parse_json(&body.0, true)?;
+    let wait = match (&q.wait, body.wait_ms) {
+        (Some(text), _) => Some(
+            humantime::parse_duration(text)
+                .map_err(|e| ApiError::InvalidRequest(format!("wait={text:?}: {e}")))?,
+        ),
+        (None, Some(ms)) => Some(Duration::from_millis(ms)),
+        (None, None) => None,
+    };
+    let workflow = newest(&state, &name).await?;
+    let run = state
+        .store()
+        .create_run(new_run(
+            &workflow,
+            "manual",
+            body.payload,
+            body.vars,
+            body.priority,
+        ))
+        .await?;
+    state.queue().wake();
+    match wait {
+        None => Ok((StatusCode::ACCEPTED, Json(run_summary(&run))).into_response()),
+        Some(wait) => {
+            let run = wait_for_run(&state, run.id, wait.min(state.config().max_wait)).await?;
+            finished_or_accepted(&state, &run).await
+        }
+    }
+}
+
+/// `POST /runs:batch`: queue many runs in one transaction (all or none).
+pub(super) async fn batch(State(state): State<ApiState>, body: Body) -> Result<Response, ApiError> {
+    let body: BatchBody = parse_json(&body.0, false)?;
+    if body.runs.is_empty() || body.runs.len() > MAX_BATCH {
+        return Err(ApiError::InvalidRequest(format!(
+            "a batch holds 1 to {MAX_BATCH} runs, not {}",
+            body.runs.len()
+        )));
+    }
+    let mut workflows: HashMap<String, StoredWorkflow> = HashMap::new();
+    let mut new_runs = Vec::with_capacity(body.runs.len());
+    for item in body.runs {
+        if !workflows.contains_key(&item.workflow) {
+            let w = newest(&state, &item.workflow).await?;
+            workflows.insert(item.workflow.clone(), w);
+        }
+        let workflow = &workflows[&item.workflow];
+        new_runs.push(new_run(
+            workflow,
+            "batch",
+            item.payload,
+            item.vars,
+            item.priority,
+        ));
+    }
+    let runs = state.store().create_runs(new_runs).await?;
+    state.queue().wake();
+    let runs: Vec<Value> = runs.iter().map(run_summary).collect();
+    Ok((StatusCode::ACCEPTED, Json(json!({ "runs": runs }))).into_response())
+}
+
+/// `GET /runs?workflow=&status=&since=&limit=&offset=`: newest first.
+pub(super) async fn list(
+    State(state): State<ApiState>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse::<RunStatus>)
+        .transpose()
+        .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    if let Some(since) = &q.since {
+        humantime::parse_rfc3339_weak(since).map_err(|e| {
+            ApiError::InvalidRequest(format!("since={since:?} is not an RFC 3339 time: {e}"))
+        })?;
+    }
+    let filter = RunFilter {
+        workflow: q.workflow,
+        status,
+        since: q.since,
+        limit: q.limit.unwrap_or(RunFilter::DEFAULT_LIMIT).clamp(1, 1000),
+        offset: q.offset.unwrap_or(0),
+    };
+    let runs = state.store().list_runs(&filter).await?;
+    Ok(Json(json!({
+        "runs": runs.iter().map(run_summary).collect::<Vec<_>>(),
+        "limit": filter.limit,
+        "offset": filter.offset,
+    })))
+}
+
+async fn existing(state: &ApiState, id: RunId) -> Result<RunRecord, ApiError> {
+    state
+        .store()
+        .get_run(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("run {id}")))
+}
+
+/// `GET /runs/{id}`: the run with its steps, attempts and output.
+pub(super) async fn get_one(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let run = existing(&state, run_id(&id)?).await?;
+    Ok(Json(run_document(&state, &run).await?))
+}
+
+fn sse_event(event: &RunEvent) -> Event {
+    let data = serde_json::to_value(event).unwrap_or(Value::Null);
+    let name = data
+        .get("event")
+        .and_then(Value::as_str)
+        .unwrap_or("event")
+        .to_owned();
+    Event::default().event(name).data(data.to_string())
+}
+
+fn finished_event(run: &RunRecord) -> RunEvent {
+    RunEvent::RunFinished {
+        run: run.id,
+        status: run.status,
+        error: run.error.clone(),
+    }
+}
+
+/// `GET /runs/{id}/events`: server-sent events until the run finishes
+/// (`run_started`, `step_started`, `step_retrying`, `step_finished`,
+/// `run_finished`). A finished run gets its `run_finished` event at once.
+pub(super) async fn events(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let id = run_id(&id)?;
+    // Subscribe before reading the status so nothing falls in between.
+    let receiver = state.executor().subscribe();
+    let run = existing(&state, id).await?;
+    struct Feed {
+        state: ApiState,
+        receiver: tokio::sync::broadcast::Receiver<RunEvent>,
+        id: RunId,
+        pending: Option<RunEvent>,
+        done: bool,
+    }
+    let feed = Feed {
+        pending: run.status.is_terminal().then(|| finished_event(&run)),
+        state,
+        receiver,
+        id,
+        done: false,
+    };
+    let stream = futures::stream::unfold(feed, |mut feed| async move {
+        if let Some(event) = feed.pending.take() {
+            feed.done = true;
+            return Some((Ok(sse_event(&event)), feed));
+        }
+        if feed.done {
+            return None;
+        }
+        loop {
+            let recheck = tokio::time::sleep(Duration::from_secs(1));
+            tokio::select! {
+                event = feed.receiver.recv() => match event {
+                    Ok(event) if event_run(&event) == feed.id => {
+                        feed.done = matches!(event, RunEvent::RunFinished { .. });
+                        return Some((Ok(sse_event(&event)), feed));
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return None,
+                },
+                () = recheck => {
+                    // Executed elsewhere, or we lagged past the finish.
+                    if let Ok(Some(run)) = feed.state.store().get_run(feed.id).await
+                        && run.status.is_terminal()
+                    {
+                        feed.done = true;
+                        return Some((Ok(sse_event(&finished_event(&run))), feed));
+                    }
+                }
+                () = feed.state.shutdown().cancelled() => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// `POST /runs/{id}/cancel`: a queued run is cancelled at once (200); a
+/// running one is interrupted (202, it ends `cancelled`).
+pub(super) async fn cancel(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = run_id(&id)?;
+    if state.queue().cancel(id) {
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "id": id, "status": "cancelling" })),
+        )
+            .into_response());
+    }
+    if state.store().cancel_queued_run(id).await? {
+        let run = existing(&state, id).await?;
+        state.executor().emit(finished_event(&run));
+        return Ok((StatusCode::OK, Json(run_summary(&run))).into_response());
+    }
+    let run = existing(&state, id).await?;
+    if run.status.is_terminal() {
+        return Err(ApiError::Conflict(format!(
+            "run {id} is already {}",
+            run.status
+        )));
+    }
+    // Claimed between our two checks: the pool cancels it as it registers it.
+    state.queue().request_cancel(id);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": id, "status": "cancelling" })),
+    )
+        .into_response())
+}
+
+/// `POST /runs/{id}/retry`: queue a failed or cancelled run again from the
+/// failed step (succeeded steps are kept).
+pub(super) async fn retry(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let run = state.store().requeue_for_retry(run_id(&id)?).await?;
+    state.queue().wake();
+    Ok((StatusCode::ACCEPTED, Json(run_summary(&run))).into_response())
+}
+
+/// `POST /runs:retry-failed`: retry every failed run (optionally of one workflow).
+pub(super) async fn retry_failed(
+    State(state): State<ApiState>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body: RetryFailedBody = parse_json(&body.0, true)?;
+    let filter = RunFilter {
+        workflow: body.workflow,
+        status: Some(RunStatus::Failed),
+        since: None,
+        limit: body.limit.unwrap_or(100).clamp(1, 1000),
+        offset: 0,
+    };
+    let mut retried = Vec::new();
+    for run in state.store().list_runs(&filter).await? {
+        match state.store().requeue_for_retry(run.id).await {
+            Ok(run) => retried.push(run.id),
+            // Retried by someone else in between: not an error for a bulk call.
+            Err(crate::store::StoreError::InvalidTransition { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    state.queue().wake();
+    Ok((StatusCode::ACCEPTED, Json(json!({ "retried": retried }))).into_response())
+}

@@ -1,0 +1,178 @@
+//! Health, readiness, queue stats, Prometheus metrics, installed pieces,
+//! and the answers for unknown routes.
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiState};
+
+/// Window of the "recent throughput" figures.
+const THROUGHPUT_WINDOW: Duration = Duration::from_secs(60);
+
+/// `GET /health`: the process answers (no auth).
+pub(super) async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /ready`: the database answers and the worker pool is alive.
+pub(super) async fn ready(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    state.store().get_run(uuid::Uuid::nil()).await?;
+    if !state.queue().is_alive() {
+        return Err(ApiError::Unavailable(
+            "the worker pool is not running".into(),
+        ));
+    }
+    if state.shutdown().is_cancelled() {
+        return Err(ApiError::Unavailable("shutting down".into()));
+    }
+    Ok(Json(json!({ "status": "ready" })))
+}
+
+/// `GET /stats`: queue depth by priority, running, totals, recent throughput.
+pub(super) async fn stats(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let since = SystemTime::now() - THROUGHPUT_WINDOW;
+    let stats = state.store().queue_stats(since).await?;
+    let finished: u64 = stats.finished_since.values().sum();
+    Ok(Json(json!({
+        "queued_by_priority": stats.queued_by_priority,
+        "queued": stats.queued_by_priority.values().sum::<u64>(),
+        "running": stats.runs_by_status.get("running").copied().unwrap_or(0),
+        "runs_by_status": stats.runs_by_status,
+        "finished_last_minute": stats.finished_since,
+        "throughput_runs_per_s": finished as f64 / THROUGHPUT_WINDOW.as_secs_f64(),
+        "workers": { "capacity": state.queue().capacity(), "busy": state.queue().busy() },
+        "uptime_s": state.inner.started.elapsed().as_secs(),
+    })))
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub(super) async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let stats = state
+        .store()
+        .queue_stats(SystemTime::now() - THROUGHPUT_WINDOW)
+        .await?;
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    family(
+        "omniflow_runs",
+        "gauge",
+        "Runs in the database by status.",
+        stats
+            .runs_by_status
+            .iter()
+            .map(|(s, n)| (format!("{{status=\"{s}\"}}"), *n))
+            .collect(),
+    );
+    family(
+        "omniflow_queue_depth",
+        "gauge",
+        "Queued runs by priority.",
+        stats
+            .queued_by_priority
+            .iter()
+            .map(|(p, n)| (format!("{{priority=\"{p}\"}}"), *n))
+            .collect(),
+    );
+    family(
+        "omniflow_runs_finished_last_minute",
+        "gauge",
+        "Runs that finished in the last 60 seconds, by status.",
+        stats
+            .finished_since
+            .iter()
+            .map(|(s, n)| (format!("{{status=\"{s}\"}}"), *n))
+            .collect(),
+    );
+    family(
+        "omniflow_workers_busy",
+        "gauge",
+        "Runs this server is executing now.",
+        vec![(String::new(), state.queue().busy() as u64)],
+    );
+    family(
+        "omniflow_workers_capacity",
+        "gauge",
+        "Runs this server executes at most at once.",
+        vec![(String::new(), state.queue().capacity() as u64)],
+    );
+    family(
+        "omniflow_step_fuel_used_total",
+        "counter",
+        "Fuel consumed by every recorded step.",
+        vec![(String::new(), stats.fuel_used_total)],
+    );
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response())
+}
+
+/// `GET /pieces`: every installed piece with its actions' schemas.
+pub(super) async fn pieces(State(state): State<ApiState>) -> Json<Value> {
+    let pieces: Vec<Value> = state
+        .executor()
+        .registry()
+        .all()
+        .iter()
+        .map(|p| piece_doc(p))
+        .collect();
+    Json(json!({ "pieces": pieces }))
+}
+
+fn piece_doc(piece: &crate::runtime::LoadedPiece) -> Value {
+    let info = piece.info();
+    json!({
+        "name": info.name,
+        "version": info.version.to_string(),
+        "description": info.description,
+        "digest": piece.digest().hex(),
+        "actions": info.actions,
+        "http_destinations": info.http_destinations,
+        "secrets": info.secrets,
+    })
+}
+
+/// `GET /pieces/{name}`: every installed version of one piece.
+pub(super) async fn piece(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let versions: Vec<Value> = state
+        .executor()
+        .registry()
+        .all()
+        .iter()
+        .filter(|p| p.info().name == name)
+        .map(|p| piece_doc(p))
+        .collect();
+    if versions.is_empty() {
+        return Err(ApiError::NotFound(format!("piece {name:?}")));
+    }
+    Ok(Json(json!({ "name": name, "versions": versions })))
+}
+
+/// Any unknown path.
+pub(super) async fn no_route() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+/// A known path with a method it does not take.
+pub(super) async fn wrong_method() -> ApiError {
+    ApiError::MethodNotAllowed
+}

@@ -1,0 +1,166 @@
+//! `/api/v1/workflows...`: create, read, update (new version), delete,
+//! versions, validate, webhook secret.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::error::problems_json;
+use super::{ApiError, ApiState, Body};
+use crate::store::StoredWorkflow;
+use crate::workflow::{ValidationError, Workflow, validate};
+
+fn body_text(body: &Body) -> Result<&str, ApiError> {
+    std::str::from_utf8(&body.0)
+        .map_err(|_| ApiError::MalformedBody("the body is not UTF-8".into()))
+}
+
+/// Parse and validate a workflow body; returns it with its JSON definition.
+fn checked_workflow(state: &ApiState, body: &Body) -> Result<(Workflow, Value), ApiError> {
+    let workflow = Workflow::from_json(body_text(body)?)
+        .map_err(|e| ApiError::MalformedBody(e.to_string()))?;
+    validate(&workflow, state.executor().registry().as_ref()).map_err(ApiError::InvalidWorkflow)?;
+    let definition = serde_json::from_str(&workflow.to_json())
+        .map_err(|e| ApiError::Internal(format!("workflow does not serialize: {e}")))?;
+    Ok((workflow, definition))
+}
+
+pub(super) fn workflow_doc(stored: &StoredWorkflow) -> Value {
+    json!({
+        "name": stored.name,
+        "version": stored.version,
+        "created_at": stored.created_at,
+        "definition": stored.definition,
+    })
+}
+
+/// `POST /workflows`: create; 409 when the name exists (use PUT).
+pub(super) async fn create(
+    State(state): State<ApiState>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (workflow, definition) = checked_workflow(&state, &body)?;
+    if state
+        .store()
+        .get_workflow(&workflow.name, None)
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::Conflict(format!(
+            "workflow {:?} exists; PUT /api/v1/workflows/{} saves a new version",
+            workflow.name, workflow.name
+        )));
+    }
+    let stored = state
+        .store()
+        .save_workflow(&workflow.name, &definition)
+        .await?;
+    Ok((StatusCode::CREATED, Json(workflow_doc(&stored))).into_response())
+}
+
+/// `PUT /workflows/{name}`: save a new version (or create); the body's name must match.
+pub(super) async fn update(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (workflow, definition) = checked_workflow(&state, &body)?;
+    if workflow.name != name {
+        return Err(ApiError::InvalidRequest(format!(
+            "the body names workflow {:?} but the path says {name:?}",
+            workflow.name
+        )));
+    }
+    let existed = state.store().get_workflow(&name, None).await?.is_some();
+    let stored = state.store().save_workflow(&name, &definition).await?;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(workflow_doc(&stored))).into_response())
+}
+
+/// `GET /workflows`: the newest version of each workflow.
+pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let workflows = state.store().list_workflows().await?;
+    Ok(Json(
+        json!({ "workflows": workflows.iter().map(workflow_doc).collect::<Vec<_>>() }),
+    ))
+}
+
+/// `GET /workflows/{name}`: the newest version.
+pub(super) async fn get_one(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let stored = state
+        .store()
+        .get_workflow(&name, None)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("workflow {name:?}")))?;
+    Ok(Json(workflow_doc(&stored)))
+}
+
+/// `GET /workflows/{name}/versions`: every version, oldest first.
+pub(super) async fn versions(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let versions = state.store().workflow_versions(&name).await?;
+    if versions.is_empty() {
+        return Err(ApiError::NotFound(format!("workflow {name:?}")));
+    }
+    Ok(Json(
+        json!({ "name": name, "versions": versions.iter().map(workflow_doc).collect::<Vec<_>>() }),
+    ))
+}
+
+/// `DELETE /workflows/{name}`: hide it (runs keep their pinned version).
+pub(super) async fn delete(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state.store().delete_workflow(&name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("workflow {name:?}")))
+    }
+}
+
+/// `POST /workflows:validate`: 200 with `{"valid": bool, "problems": [...]}`.
+pub(super) async fn validate_only(
+    State(state): State<ApiState>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let problems = match Workflow::from_json(body_text(&body)?) {
+        Err(e) => vec![ValidationError {
+            at: "workflow".into(),
+            message: e.to_string(),
+        }],
+        Ok(workflow) => match validate(&workflow, state.executor().registry().as_ref()) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems,
+        },
+    };
+    Ok(Json(
+        json!({ "valid": problems.is_empty(), "problems": problems_json(&problems) }),
+    ))
+}
+
+/// `PUT /workflows/{name}/webhook`: a new webhook secret, shown this once.
+pub(super) async fn set_webhook(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let secret = format!("whsec_{}", hex::encode(rand::random::<[u8; 32]>()));
+    state.store().set_webhook_secret(&name, &secret).await?;
+    Ok(Json(json!({
+        "workflow": name,
+        "secret": secret,
+        "url": format!("/hooks/{name}"),
+        "signature_header": super::SIGNATURE_HEADER,
+    })))
+}

@@ -1,0 +1,219 @@
+//! `omniflow run FILE`, `omniflow validate FILE`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressStyle};
+use omniflow::engine::{EngineError, Executor, ExecutorConfig, RunEvent, RunRequest};
+use omniflow::runtime::{Runtime, RuntimeConfig};
+use omniflow::store::{RunId, RunStatus, StepStatus};
+use omniflow::workflow::validate;
+use tokio_util::sync::CancellationToken;
+
+use super::setup::{executor, parse_var, read_workflow, registry};
+
+pub(crate) struct RunArgs {
+    pub(crate) file: PathBuf,
+    pub(crate) db: PathBuf,
+    pub(crate) vars: Vec<String>,
+    pub(crate) json: bool,
+    pub(crate) pieces: Vec<PathBuf>,
+}
+
+fn status_mark(status: StepStatus) -> &'static str {
+    match status {
+        StepStatus::Succeeded => "✓",
+        StepStatus::Failed => "✗",
+        StepStatus::Skipped => "-",
+        StepStatus::Cancelled => "⊘",
+        _ => "·",
+    }
+}
+
+/// Print events as they come: a progress bar on a terminal, lines otherwise.
+fn spawn_progress(exec: &Executor, quiet: bool, until: RunId) -> tokio::task::JoinHandle<()> {
+    let mut events = exec.subscribe();
+    let tty = std::io::stderr().is_terminal() && !quiet;
+    tokio::spawn(async move {
+        let bar = if tty {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed}] {pos}/{len} steps {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            Some(bar)
+        } else {
+            None
+        };
+        let say = |line: String| match &bar {
+            Some(bar) => bar.println(line),
+            None if !quiet => eprintln!("{line}"),
+            None => {}
+        };
+        loop {
+            let event = match events.recv().await {
+                Ok(event) => event,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            };
+            match event {
+                RunEvent::RunStarted {
+                    run,
+                    steps,
+                    already_done,
+                } => {
+                    if let Some(bar) = &bar {
+                        bar.set_length(steps as u64);
+                        bar.set_position(already_done as u64);
+                    }
+                    if already_done > 0 {
+                        say(format!("resuming run {run}: {already_done}/{steps} steps already done"));
+                    } else {
+                        say(format!("run {run}: {steps} steps"));
+                    }
+                }
+                RunEvent::StepStarted { step, attempt, .. } => {
+                    if let Some(bar) = &bar {
+                        bar.set_message(format!("running {step}"));
+                    }
+                    if attempt > 1 {
+                        say(format!("  ↻ {step} attempt {attempt}"));
+                    }
+                }
+                RunEvent::StepRetrying {
+                    step,
+                    attempt,
+                    delay_ms,
+                    error,
+                    ..
+                } => say(format!(
+                    "  ! {step} attempt {attempt} failed ({error}); retrying in {delay_ms} ms"
+                )),
+                RunEvent::StepFinished {
+                    step,
+                    status,
+                    duration_ms,
+                    error,
+                    ..
+                } => {
+                    if let Some(bar) = &bar {
+                        bar.inc(1);
+                    }
+                    let detail = error.map(|e| format!("  {e}")).unwrap_or_default();
+                    say(format!(
+                        "  {} {step} {} {duration_ms} ms{detail}",
+                        status_mark(status),
+                        status.as_str()
+                    ));
+                }
+                RunEvent::RunFinished { run, .. } => {
+                    if run == until {
+                        if let Some(bar) = &bar {
+                            bar.finish_and_clear();
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
+
+pub(crate) async fn run(args: RunArgs) -> Result<bool> {
+    let workflow = read_workflow(&args.file)?;
+    let mut vars = serde_json::Map::new();
+    for var in &args.vars {
+        let (k, v) = parse_var(var)?;
+        vars.insert(k, v);
+    }
+    let exec = executor(&args.db, &args.pieces, ExecutorConfig::default()).await?;
+
+    // Local mode: one process per database file. Runs a crash left behind
+    // are finished first ("resumed on the next start").
+    for run in exec.store().unfinished_runs().await? {
+        if !args.json {
+            eprintln!("found interrupted run {} of {}", run.id, run.workflow_name);
+        }
+        let progress = spawn_progress(&exec, args.json, run.id);
+        exec.execute(run.id, CancellationToken::new()).await?;
+        let _ = progress.await;
+    }
+
+    let run_id = match exec
+        .submit(
+            &workflow,
+            RunRequest {
+                vars,
+                trigger_type: "manual".into(),
+                ..RunRequest::default()
+            },
+        )
+        .await
+    {
+        Ok(id) => id,
+        Err(EngineError::Invalid(errors)) => {
+            eprintln!("{}: the workflow is invalid:", args.file.display());
+            for e in errors {
+                eprintln!("  {e}");
+            }
+            return Ok(false);
+        }
+        Err(e) => return Err(e.into()),
+    };
+
+    let progress = spawn_progress(&exec, args.json, run_id);
+    let cancel = CancellationToken::new();
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel.cancel();
+            }
+        });
+    }
+    let status = exec.execute(run_id, cancel).await?;
+    let _ = progress.await;
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&super::runs::run_json(&exec, run_id).await?)?);
+    } else {
+        super::runs::print_summary(&exec, run_id).await?;
+    }
+    Ok(status == RunStatus::Succeeded)
+}
+
+pub(crate) async fn validate_file(file: &Path, pieces: &[PathBuf]) -> Result<bool> {
+    let workflow = match read_workflow(file) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(false);
+        }
+    };
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let registry = registry(&runtime, pieces).await?;
+    match validate(&workflow, registry.as_ref()) {
+        Ok(v) => {
+            println!(
+                "ok: {} ({} steps, order: {})",
+                workflow.name,
+                workflow.steps.len(),
+                v.dag
+                    .order
+                    .iter()
+                    .map(|&i| workflow.steps[i].id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" → ")
+            );
+            Ok(true)
+        }
+        Err(errors) => {
+            eprintln!("{}: {} problem(s):", file.display(), errors.len());
+            for e in errors {
+                eprintln!("  {e}");
+            }
+            Ok(false)
+        }
+    }
+}

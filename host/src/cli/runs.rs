@@ -1,0 +1,157 @@
+//! `omniflow runs list|show`, and the run summary/JSON shared with `run`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use omniflow::engine::Executor;
+use omniflow::store::{RunFilter, RunId, RunStatus, Store};
+use serde_json::{Value, json};
+
+async fn run_doc(store: &dyn Store, id: RunId) -> Result<Value> {
+    let run = store
+        .get_run(id)
+        .await?
+        .with_context(|| format!("no run {id}"))?;
+    let steps = store.steps(id).await?;
+    Ok(json!({
+        "run_id": run.id,
+        "workflow": run.workflow_name,
+        "workflow_version": run.workflow_version,
+        "status": run.status.as_str(),
+        "priority": run.priority.as_str(),
+        "trigger": run.trigger,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "total_time_ms": run.total_time_ms,
+        "error": run.error,
+        "steps": steps.iter().map(|s| json!({
+            "id": s.step_id,
+            "status": s.status.as_str(),
+            "attempts": s.attempts,
+            "input": s.input,
+            "output": s.output,
+            "error": s.error_class.as_ref().map(|class| json!({
+                "class": class,
+                "message": s.error_message,
+            })),
+            "fuel_used": s.fuel_used,
+            "duration_ms": s.duration_ms,
+            "logs": s.logs,
+        })).collect::<Vec<_>>(),
+    }))
+}
+
+pub(crate) async fn run_json(exec: &Executor, id: RunId) -> Result<Value> {
+    run_doc(exec.store().as_ref(), id).await
+}
+
+pub(crate) async fn print_summary(exec: &Executor, id: RunId) -> Result<()> {
+    print_run(exec.store().as_ref(), id, false).await
+}
+
+async fn print_run(store: &dyn Store, id: RunId, logs: bool) -> Result<()> {
+    let run = store
+        .get_run(id)
+        .await?
+        .with_context(|| format!("no run {id}"))?;
+    let steps = store.steps(id).await?;
+    println!(
+        "run {}  {}@v{}  {}  {} ms",
+        run.id,
+        run.workflow_name,
+        run.workflow_version,
+        run.status.as_str(),
+        run.total_time_ms.unwrap_or(0)
+    );
+    let width = steps.iter().map(|s| s.step_id.len()).max().unwrap_or(4).max(4);
+    println!("  {:width$}  {:9}  {:>8}  {:>8}  detail", "step", "status", "attempts", "ms");
+    for s in &steps {
+        let detail = match (&s.error_class, &s.error_message, &s.output) {
+            (Some(class), message, _) => format!("{class}: {}", message.clone().unwrap_or_default()),
+            (None, Some(message), _) => message.clone(),
+            (None, None, Some(output)) => {
+                let text = output.to_string();
+                if text.chars().count() > 80 {
+                    format!("{}…", text.chars().take(80).collect::<String>())
+                } else {
+                    text
+                }
+            }
+            _ => String::new(),
+        };
+        println!(
+            "  {:width$}  {:9}  {:>8}  {:>8}  {detail}",
+            s.step_id,
+            s.status.as_str(),
+            s.attempts,
+            s.duration_ms
+        );
+        if logs && !s.logs.is_empty() {
+            for line in s.logs.lines() {
+                println!("  {:width$}  | {line}", "");
+            }
+        }
+    }
+    if let Some(error) = &run.error {
+        println!("error: {error}");
+    }
+    Ok(())
+}
+
+pub(crate) async fn list(db: &Path, workflow: Option<String>, status: Option<String>, limit: u32, json: bool) -> Result<bool> {
+    let store = omniflow::store::open(&db.to_string_lossy()).await?;
+    let status = status
+        .map(|s| s.parse::<RunStatus>().map_err(|e| anyhow::anyhow!("--status: {e}")))
+        .transpose()?;
+    let runs = store
+        .list_runs(&RunFilter {
+            workflow,
+            status,
+            since: None,
+            limit,
+            offset: 0,
+        })
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(true);
+    }
+    println!("{:36}  {:20}  {:9}  {:>9}  created", "run", "workflow", "status", "ms");
+    for run in runs {
+        println!(
+            "{}  {:20}  {:9}  {:>9}  {}",
+            run.id,
+            run.workflow_name,
+            run.status.as_str(),
+            run.total_time_ms.map(|t| t.to_string()).unwrap_or_default(),
+            run.created_at
+        );
+    }
+    Ok(true)
+}
+
+pub(crate) async fn show(db: &Path, id: &str, json: bool, logs: bool) -> Result<bool> {
+    let id: RunId = id.parse().with_context(|| format!("{id:?} is not a run id (UUID)"))?;
+    let store = omniflow::store::open(&db.to_string_lossy()).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&run_doc(store.as_ref(), id).await?)?);
+    } else {
+        print_run(store.as_ref(), id, logs).await?;
+    }
+    Ok(true)
+}
+
+pub(crate) async fn resume(db: &Path, pieces: &[std::path::PathBuf]) -> Result<bool> {
+    let exec = super::setup::executor(db, pieces, omniflow::engine::ExecutorConfig::default()).await?;
+    let resumed = exec.resume_unfinished().await?;
+    if resumed.is_empty() {
+        println!("no interrupted runs");
+    }
+    let mut all_ok = true;
+    for (id, status) in resumed {
+        println!("run {id}: {}", status.as_str());
+        all_ok &= status == RunStatus::Succeeded;
+    }
+    Ok(all_ok)
+}

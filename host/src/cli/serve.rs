@@ -1,0 +1,91 @@
+//! `omniflow serve`: API + worker pool on one SQLite file until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use omniflow::engine::ExecutorConfig;
+use omniflow::server::queue::PoolConfig;
+use omniflow::server::{Server, ServerConfig};
+
+use super::setup;
+
+/// What `serve` was asked to do.
+pub(crate) struct ServeArgs {
+    pub(crate) listen: SocketAddr,
+    pub(crate) db: PathBuf,
+    pub(crate) pieces: Vec<PathBuf>,
+    pub(crate) workers: usize,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) admin_token: Option<String>,
+}
+
+/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
+async fn stop_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+pub(crate) async fn serve(args: ServeArgs) -> Result<bool> {
+    let executor = setup::executor(&args.db, &args.pieces, ExecutorConfig::default()).await?;
+    let config = ServerConfig {
+        listen: args.listen,
+        pool: PoolConfig {
+            workers: args.workers,
+            shutdown_grace: args.shutdown_grace,
+            ..PoolConfig::default()
+        },
+        admin_token: args.admin_token.filter(|t| !t.is_empty()),
+        ..ServerConfig::default()
+    };
+    let server = Server::start(Arc::new(executor), config)
+        .await
+        .context("starting the server")?;
+    if let Some(token) = server.generated_admin_token() {
+        eprintln!("Created the first API token (shown once, only its hash is stored):");
+        eprintln!("  {token}");
+        eprintln!(
+            "Use it as `Authorization: Bearer <token>`; more with `omniflow token create NAME`."
+        );
+    }
+    if server.requeued_at_start() > 0 {
+        eprintln!(
+            "re-queued {} run(s) a previous process left running",
+            server.requeued_at_start()
+        );
+    }
+    eprintln!(
+        "omniflow serving on http://{}  (database {}, {} workers)",
+        server.local_addr(),
+        args.db.display(),
+        args.workers
+    );
+    stop_signal().await;
+    eprintln!(
+        "shutting down: finishing runs in flight (up to {:?})...",
+        args.shutdown_grace
+    );
+    server.shutdown().await.context("shutting down")?;
+    eprintln!("stopped");
+    Ok(true)
+}

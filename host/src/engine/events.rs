@@ -1,0 +1,66 @@
+//! Live run events (CLI progress now; SSE later).
+
+use serde::Serialize;
+
+use crate::store::{RunId, RunStatus, StepStatus};
+
+/// Something that happened in a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RunEvent {
+    /// The run started (or resumed).
+    RunStarted {
+        /// Run id.
+        run: RunId,
+        /// Steps in the workflow.
+        steps: usize,
+        /// Steps already finished before this start (resume).
+        already_done: usize,
+    },
+    /// An attempt of a step started.
+    StepStarted {
+        /// Run id.
+        run: RunId,
+        /// Step id.
+        step: String,
+        /// Attempt number (1-based).
+        attempt: u32,
+    },
+    /// An attempt failed and will be retried after `delay_ms`.
+    StepRetrying {
+        /// Run id.
+        run: RunId,
+        /// Step id.
+        step: String,
+        /// The attempt that failed.
+        attempt: u32,
+        /// Wait before the next attempt.
+        delay_ms: u64,
+        /// Error class and message.
+        error: String,
+    },
+    /// A step reached a final status.
+    StepFinished {
+        /// Run id.
+        run: RunId,
+        /// Step id.
+        step: String,
+        /// Final status.
+        status: StepStatus,
+        /// Attempts made.
+        attempts: u32,
+        /// Duration of the step, all attempts.
+        duration_ms: u64,
+        /// Error class and message, when it failed.
+        error: Option<String>,
+    },
+    /// The run reached a final status.
+    RunFinished {
+        /// Run id.
+        run: RunId,
+        /// Final status.
+        status: RunStatus,
+        /// Why it failed, if it did.
+        error: Option<String>,
+    },
+}

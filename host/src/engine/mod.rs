@@ -1,0 +1,188 @@
+//! The workflow engine: turns a stored run into step attempts on the piece
+//! runtime, in dependency order and in parallel, persisting every step's
+//! record before its dependents start.
+//!
+//! - [`Executor::submit`] validates a workflow, saves it as a version and
+//!   creates a queued run pinned to that version.
+//! - [`Executor::execute`] runs (or resumes) a run to its end: steps whose
+//!   record is already terminal are not run again.
+//!
+//! Must not know: SQL (that is `store`), HTTP frameworks, the CLI.
+
+mod events;
+mod registry;
+mod run;
+mod step;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+pub use events::RunEvent;
+pub use registry::PieceRegistry;
+
+use crate::capabilities::secrets::Secrets;
+use crate::runtime::{Runtime, StepLimits};
+use crate::store::{NewRun, Priority, RunId, RunStatus, Store, StoreError};
+use crate::workflow::{ValidationError, Workflow, validate};
+
+/// Why the engine could not accept or drive a run.
+///
+/// Whose fault: `Invalid` is the workflow author's (fix the file; not
+/// retryable); `NotFound` the caller's; `Store` is the database's
+/// (retryable when the store says so).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The workflow does not validate; every problem is listed.
+    #[error("the workflow is invalid:\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ValidationError>),
+    /// No such run or workflow.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl EngineError {
+    /// Whether trying again may help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, EngineError::Store(e) if e.is_retryable())
+    }
+}
+
+/// Knobs of the executor.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// Steps of one run that may execute at once.
+    pub max_parallel_steps: usize,
+    /// Limits for steps that do not set their own.
+    pub default_limits: StepLimits,
+    /// Whole-run wall-clock budget (`None`: unbounded).
+    pub run_timeout: Option<Duration>,
+    /// Values for `${secret:NAME}` placeholders in granted HTTP requests.
+    pub secrets: Secrets,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            max_parallel_steps: 16,
+            default_limits: StepLimits::default(),
+            run_timeout: None,
+            secrets: Secrets::empty(),
+        }
+    }
+}
+
+/// Inputs for a new run.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    /// `trigger.payload` for templates.
+    pub payload: serde_json::Value,
+    /// Trigger type recorded with the run (`manual`, `schedule`, `webhook`).
+    pub trigger_type: String,
+    /// Overrides of the workflow's `vars`.
+    pub vars: serde_json::Map<String, serde_json::Value>,
+    /// Queue priority.
+    pub priority: Priority,
+}
+
+/// Runs workflows on the piece runtime with a store.
+pub struct Executor {
+    pub(crate) runtime: Arc<Runtime>,
+    pub(crate) registry: Arc<PieceRegistry>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) config: ExecutorConfig,
+    events: broadcast::Sender<RunEvent>,
+}
+
+impl Executor {
+    /// An executor over these parts.
+    pub fn new(
+        runtime: Arc<Runtime>,
+        registry: Arc<PieceRegistry>,
+        store: Arc<dyn Store>,
+        config: ExecutorConfig,
+    ) -> Self {
+        let (events, _) = broadcast::channel(4096);
+        Executor {
+            runtime,
+            registry,
+            store,
+            config,
+            events,
+        }
+    }
+
+    /// The store runs are kept in.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The installed pieces.
+    pub fn registry(&self) -> &Arc<PieceRegistry> {
+        &self.registry
+    }
+
+    /// Live events of every run this executor drives.
+    pub fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn emit(&self, event: RunEvent) {
+        // No subscriber is fine.
+        let _ = self.events.send(event);
+    }
+
+    /// Validate `workflow`, save it (a new version if it changed) and create
+    /// a queued run pinned to that version.
+    pub async fn submit(
+        &self,
+        workflow: &Workflow,
+        request: RunRequest,
+    ) -> Result<RunId, EngineError> {
+        validate(workflow, self.registry.as_ref()).map_err(EngineError::Invalid)?;
+        let definition = serde_json::from_str::<serde_json::Value>(&workflow.to_json())
+            .map_err(|e| EngineError::NotFound(format!("workflow does not serialize: {e}")))?;
+        let stored = self.store.save_workflow(&workflow.name, &definition).await?;
+        let trigger_type = if request.trigger_type.is_empty() {
+            "manual".to_string()
+        } else {
+            request.trigger_type
+        };
+        let run = self
+            .store
+            .create_run(NewRun {
+                workflow_name: stored.name,
+                workflow_version: stored.version,
+                priority: request.priority,
+                trigger: serde_json::json!({ "type": trigger_type, "payload": request.payload }),
+                vars: serde_json::Value::Object(request.vars),
+                simulated: false,
+            })
+            .await?;
+        Ok(run.id)
+    }
+
+    /// Run (or resume) `run` to its end and return its final status.
+    pub async fn execute(
+        &self,
+        run: RunId,
+        cancel: CancellationToken,
+    ) -> Result<RunStatus, EngineError> {
+        run::drive(self, run, cancel).await
+    }
+
+    /// Resume every run left queued or running (e.g. after a crash).
+    pub async fn resume_unfinished(&self) -> Result<Vec<(RunId, RunStatus)>, EngineError> {
+        let mut done = Vec::new();
+        for run in self.store.unfinished_runs().await? {
+            let status = self.execute(run.id, CancellationToken::new()).await?;
+            done.push((run.id, status));
+        }
+        Ok(done)
+    }
+}

@@ -1,0 +1,383 @@
+//! Driving one run: the scheduler loop over the DAG.
+//!
+//! Readiness rule (SPEC §3, handles): a step becomes ready when every step it
+//! depends on is final. A dependency is *met* when that step succeeded and,
+//! for `needs: ["x.h"]`, chose handle `h`. The step is skipped when it has
+//! dependencies and none is met (skip propagates), or when any dependency
+//! that names a handle is unmet (an unchosen branch). So a join after a
+//! branch (`needs: ["a", "b"]`, one of them skipped) runs on the other.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::step::{StepPlan, run_step};
+use super::{EngineError, Executor, RunEvent};
+use crate::store::{RunId, RunRecord, RunStatus, StepRecord, StepStatus, now_rfc3339};
+use crate::workflow::{
+    Dependency, RunContext, StepContext, TemplateContext, ValidatedWorkflow, Workflow, validate,
+};
+
+#[derive(Debug, Clone)]
+enum Slot {
+    Pending,
+    Running,
+    Done(StepRecord),
+}
+
+fn met(dep_record: &StepRecord, handle: Option<&str>) -> bool {
+    if dep_record.status != StepStatus::Succeeded {
+        return false;
+    }
+    match handle {
+        None => true,
+        Some(h) => dep_record
+            .output
+            .as_ref()
+            .and_then(|o| o.get("handle"))
+            .and_then(|v| v.as_str())
+            == Some(h),
+    }
+}
+
+/// Whether a ready step runs; `Err(reason)` when it is skipped.
+fn should_run(deps: &[Dependency], slots: &[Slot], ids: &[String]) -> Result<(), String> {
+    if deps.is_empty() {
+        return Ok(());
+    }
+    // Group by step: needs ["c.then", "c.else"] means "either handle".
+    let mut by_step: BTreeMap<usize, Vec<Option<&str>>> = BTreeMap::new();
+    for dep in deps {
+        by_step
+            .entry(dep.step)
+            .or_default()
+            .push(dep.handle.as_deref());
+    }
+    let mut any_met = false;
+    for (step, handles) in &by_step {
+        let Slot::Done(record) = &slots[*step] else {
+            unreachable!("dependencies are final before a step is ready")
+        };
+        let this_met = handles.iter().any(|h| met(record, *h));
+        if !this_met && handles.iter().any(Option::is_some) {
+            let wanted: Vec<&str> = handles.iter().flatten().copied().collect();
+            return Err(format!(
+                "branch not taken: steps[{}] did not choose {}",
+                ids[*step],
+                wanted.join(" or ")
+            ));
+        }
+        any_met |= this_met;
+    }
+    if any_met {
+        Ok(())
+    } else {
+        Err("every step it needs was skipped".into())
+    }
+}
+
+fn skipped(step_id: &str, reason: String) -> StepRecord {
+    let now = now_rfc3339();
+    StepRecord {
+        step_id: step_id.to_string(),
+        status: StepStatus::Skipped,
+        input: None,
+        output: None,
+        error_class: None,
+        error_message: Some(reason),
+        logs: String::new(),
+        attempts: 0,
+        fuel_used: 0,
+        duration_ms: 0,
+        started_at: None,
+        finished_at: Some(now),
+    }
+}
+
+pub(super) fn template_context(
+    run: &RunRecord,
+    workflow: &Workflow,
+    steps: impl IntoIterator<Item = (String, StepContext)>,
+) -> TemplateContext {
+    let mut vars = workflow.vars.clone();
+    if let Some(overrides) = run.vars.as_object() {
+        for (k, v) in overrides {
+            vars.insert(k.clone(), v.clone());
+        }
+    }
+    TemplateContext {
+        trigger: run.trigger.clone(),
+        vars,
+        steps: steps.into_iter().collect(),
+        run: RunContext {
+            id: run.id.to_string(),
+            workflow: run.workflow_name.clone(),
+        },
+    }
+}
+
+pub(super) fn step_context(record: &StepRecord) -> StepContext {
+    StepContext {
+        output: record.output.clone().unwrap_or(serde_json::Value::Null),
+        status: record.status.as_str().to_string(),
+    }
+}
+
+async fn load_workflow(exec: &Executor, run: &RunRecord) -> Result<ValidatedWorkflow, String> {
+    let stored = exec
+        .store
+        .get_workflow(&run.workflow_name, Some(run.workflow_version))
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!(
+                "workflow {} version {} is missing",
+                run.workflow_name, run.workflow_version
+            )
+        })?;
+    let workflow =
+        Workflow::from_json(&stored.definition.to_string()).map_err(|e| e.to_string())?;
+    validate(&workflow, exec.registry.as_ref()).map_err(|errors| {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+pub(super) async fn drive(
+    exec: &Executor,
+    run_id: RunId,
+    cancel: CancellationToken,
+) -> Result<RunStatus, EngineError> {
+    let run = exec
+        .store
+        .get_run(run_id)
+        .await?
+        .ok_or_else(|| EngineError::NotFound(format!("run {run_id}")))?;
+    if run.status.is_terminal() {
+        return Ok(run.status);
+    }
+    let run = Arc::new(run);
+    let validated = match load_workflow(exec, &run).await {
+        Ok(v) => Arc::new(v),
+        Err(message) => {
+            let error = format!("cannot run: {message}");
+            exec.store
+                .set_run_status(run_id, RunStatus::Failed, Some(&error))
+                .await?;
+            exec.emit(RunEvent::RunFinished {
+                run: run_id,
+                status: RunStatus::Failed,
+                error: Some(error),
+            });
+            return Ok(RunStatus::Failed);
+        }
+    };
+    let steps = &validated.workflow.steps;
+    let ids: Vec<String> = steps.iter().map(|s| s.id.clone()).collect();
+    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+
+    // Resume: final records are kept, anything else runs (again).
+    let mut slots = vec![Slot::Pending; steps.len()];
+    let mut prior_attempts = vec![0u32; steps.len()];
+    for record in exec.store.steps(run_id).await? {
+        let Some(&i) = index.get(record.step_id.as_str()) else {
+            continue;
+        };
+        prior_attempts[i] = record.attempts;
+        if matches!(
+            record.status,
+            StepStatus::Succeeded | StepStatus::Skipped | StepStatus::Failed
+        ) {
+            slots[i] = Slot::Done(record);
+        }
+    }
+    let already_done = slots.iter().filter(|s| matches!(s, Slot::Done(_))).count();
+    exec.store
+        .set_run_status(run_id, RunStatus::Running, None)
+        .await?;
+    exec.emit(RunEvent::RunStarted {
+        run: run_id,
+        steps: steps.len(),
+        already_done,
+    });
+
+    let run_cancel = cancel.child_token();
+    let deadline = exec.config.run_timeout.map(|t| Instant::now() + t);
+    let mut running: JoinSet<(usize, Result<StepRecord, EngineError>)> = JoinSet::new();
+    let mut failure: Option<String> = slots.iter().find_map(|s| match s {
+        Slot::Done(r) if r.status == StepStatus::Failed => Some(format!(
+            "step {} failed: {}",
+            r.step_id,
+            r.error_message.clone().unwrap_or_default()
+        )),
+        _ => None,
+    });
+    let mut store_error: Option<EngineError> = None;
+    let mut timed_out = false;
+
+    loop {
+        // Schedule everything that is ready, in topological order.
+        let mut progressed = true;
+        while progressed && failure.is_none() && !run_cancel.is_cancelled() {
+            progressed = false;
+            for &i in &validated.dag.order {
+                if !matches!(slots[i], Slot::Pending) {
+                    continue;
+                }
+                let deps = &validated.dag.deps[i];
+                if !deps.iter().all(|d| matches!(slots[d.step], Slot::Done(_))) {
+                    continue;
+                }
+                if let Err(reason) = should_run(deps, &slots, &ids) {
+                    let record = skipped(&ids[i], reason);
+                    exec.store.record_step(run_id, &record, None).await?;
+                    exec.emit(RunEvent::StepFinished {
+                        run: run_id,
+                        step: ids[i].clone(),
+                        status: StepStatus::Skipped,
+                        attempts: 0,
+                        duration_ms: 0,
+                        error: None,
+                    });
+                    slots[i] = Slot::Done(record);
+                    progressed = true;
+                    continue;
+                }
+                if running.len() >= exec.config.max_parallel_steps {
+                    continue;
+                }
+                let context = template_context(
+                    &run,
+                    &validated.workflow,
+                    deps.iter().filter_map(|d| match &slots[d.step] {
+                        Slot::Done(r) => Some((ids[d.step].clone(), step_context(r))),
+                        _ => None,
+                    }),
+                );
+                let plan = StepPlan {
+                    run: run.clone(),
+                    workflow: validated.clone(),
+                    index: i,
+                    context,
+                    prior_attempts: prior_attempts[i],
+                    cancel: run_cancel.clone(),
+                };
+                let exec_ref = ExecHandle::from(exec);
+                running.spawn(async move { (i, run_step(&exec_ref, plan).await) });
+                slots[i] = Slot::Running;
+                progressed = true;
+            }
+        }
+
+        if running.is_empty() {
+            break;
+        }
+        let joined = match deadline {
+            Some(d) => match tokio::time::timeout_at(d.into(), running.join_next()).await {
+                Ok(j) => j,
+                Err(_) => {
+                    timed_out = true;
+                    run_cancel.cancel();
+                    running.join_next().await
+                }
+            },
+            None => running.join_next().await,
+        };
+        let Some(joined) = joined else { break };
+        let (i, result) = match joined {
+            Ok(pair) => pair,
+            Err(join_error) => {
+                // A panicking step task is a host bug; fail the run loudly.
+                failure.get_or_insert(format!("internal error in a step task: {join_error}"));
+                continue;
+            }
+        };
+        match result {
+            Ok(record) => {
+                if record.status == StepStatus::Failed && failure.is_none() {
+                    failure = Some(format!(
+                        "step {} failed: {}",
+                        record.step_id,
+                        record.error_message.clone().unwrap_or_default()
+                    ));
+                }
+                slots[i] = Slot::Done(record);
+            }
+            Err(err) => {
+                // The store failed: stop scheduling, leave the run resumable.
+                failure.get_or_insert(format!("store error: {err}"));
+                store_error.get_or_insert(err);
+                slots[i] = Slot::Pending;
+            }
+        }
+    }
+
+    if let Some(err) = store_error {
+        return Err(err);
+    }
+    let (status, error) = if timed_out {
+        (RunStatus::Failed, Some("run timed out".to_string()))
+    } else if cancel.is_cancelled() {
+        (RunStatus::Cancelled, Some("cancelled".to_string()))
+    } else if let Some(f) = failure {
+        (RunStatus::Failed, Some(f))
+    } else {
+        (RunStatus::Succeeded, None)
+    };
+    // Steps never started are recorded so the run reads completely.
+    for (i, slot) in slots.iter().enumerate() {
+        if matches!(slot, Slot::Pending) {
+            let mut record = skipped(&ids[i], format!("not run: the run {}", status.as_str()));
+            if status == RunStatus::Cancelled {
+                record.status = StepStatus::Cancelled;
+            }
+            exec.store.record_step(run_id, &record, None).await?;
+        }
+    }
+
+    super::step::run_handler(exec, &run, &validated, status, error.as_deref()).await;
+
+    exec.store
+        .set_run_status(run_id, status, error.as_deref())
+        .await?;
+    exec.emit(RunEvent::RunFinished {
+        run: run_id,
+        status,
+        error,
+    });
+    Ok(status)
+}
+
+/// What a step task needs from the executor (cheap clones, `'static`).
+#[derive(Clone)]
+pub(super) struct ExecHandle {
+    pub(super) runtime: Arc<crate::runtime::Runtime>,
+    pub(super) registry: Arc<super::PieceRegistry>,
+    pub(super) store: Arc<dyn crate::store::Store>,
+    pub(super) config: super::ExecutorConfig,
+    pub(super) events: tokio::sync::broadcast::Sender<RunEvent>,
+}
+
+impl From<&Executor> for ExecHandle {
+    fn from(exec: &Executor) -> Self {
+        ExecHandle {
+            runtime: exec.runtime.clone(),
+            registry: exec.registry.clone(),
+            store: exec.store.clone(),
+            config: exec.config.clone(),
+            events: exec.events.clone(),
+        }
+    }
+}
+
+impl ExecHandle {
+    pub(super) fn emit(&self, event: RunEvent) {
+        let _ = self.events.send(event);
+    }
+}

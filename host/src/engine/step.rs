@@ -1,0 +1,500 @@
+//! One step: `when`, `for_each`, input rendering and schema check, attempts
+//! with retries (SPEC §6), and the persisted record.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::run::{ExecHandle, template_context};
+use super::{Executor, RunEvent};
+use crate::capabilities::http::HttpGrants;
+use crate::runtime::{LoadedPiece, StepCall, StepFailure, StepLimits};
+use crate::store::{AttemptRecord, RunRecord, RunStatus, StepRecord, StepStatus, now_rfc3339};
+use crate::workflow::{
+    RetryPolicy, Scope, Step, TemplateContext, ValidatedWorkflow, eval_for_each, eval_when,
+    input_schema_errors, render_input,
+};
+
+pub(super) struct StepPlan {
+    pub(super) run: Arc<RunRecord>,
+    pub(super) workflow: Arc<ValidatedWorkflow>,
+    pub(super) index: usize,
+    pub(super) context: TemplateContext,
+    pub(super) prior_attempts: u32,
+    pub(super) cancel: CancellationToken,
+}
+
+/// The failure of one item/attempt, before it becomes a record.
+struct Failed {
+    class: String,
+    message: String,
+}
+
+impl From<&StepFailure> for Failed {
+    fn from(f: &StepFailure) -> Self {
+        Failed {
+            class: f.class(),
+            message: f.message(),
+        }
+    }
+}
+
+/// Accumulates what a step did across items and attempts.
+struct Progress {
+    /// Attempt numbers handed out so far for this step (shared by items).
+    numbering: Arc<std::sync::atomic::AtomicU32>,
+    attempts: u32,
+    fuel_used: u64,
+    logs: String,
+}
+
+fn limits_for(step: &Step, defaults: &StepLimits) -> StepLimits {
+    let mut limits = defaults.clone();
+    if let Some(l) = &step.limits {
+        if let Some(fuel) = l.fuel {
+            limits.fuel = fuel;
+        }
+        if let Some(mb) = l.memory_mb {
+            limits.memory_bytes = (mb as usize).saturating_mul(1 << 20);
+        }
+        if let Some(kb) = l.output_kb {
+            limits.output_bytes = (kb as usize).saturating_mul(1 << 10);
+        }
+    }
+    if let Some(timeout) = step.timeout {
+        limits.timeout = timeout;
+    }
+    limits
+}
+
+fn retry_delay(policy: &RetryPolicy, failed_attempt: u32, failure: &StepFailure) -> Duration {
+    let jitter = if policy.jitter { rand::random::<f64>() } else { 0.5 };
+    let delay = policy.delay_for(failed_attempt, jitter);
+    // A piece's retry-after is a floor, never shortened by the policy.
+    failure.retry_after().map_or(delay, |floor| delay.max(floor))
+}
+
+/// Run a step to a final record (persisted before returning).
+pub(super) async fn run_step(
+    exec: &ExecHandle,
+    plan: StepPlan,
+) -> Result<StepRecord, super::EngineError> {
+    let step = &plan.workflow.workflow.steps[plan.index];
+    let resolved = &plan.workflow.pieces[plan.index];
+    let started = Instant::now();
+    let started_at = now_rfc3339();
+    let scope = Scope::new(&plan.context);
+    let mut record = StepRecord {
+        step_id: step.id.clone(),
+        status: StepStatus::Running,
+        input: None,
+        output: None,
+        error_class: None,
+        error_message: None,
+        logs: String::new(),
+        attempts: plan.prior_attempts,
+        fuel_used: 0,
+        duration_ms: 0,
+        started_at: Some(started_at.clone()),
+        finished_at: None,
+    };
+
+    let finish = |mut record: StepRecord, status: StepStatus, failed: Option<Failed>| {
+        record.status = status;
+        if let Some(f) = failed {
+            record.error_class = Some(f.class);
+            record.error_message = Some(f.message);
+        }
+        record.duration_ms = started.elapsed().as_millis() as u64;
+        record.finished_at = Some(now_rfc3339());
+        record
+    };
+
+    let Some(piece) = exec.registry.get(&resolved.name, &resolved.version) else {
+        let failed = Failed {
+            class: "piece-missing".into(),
+            message: format!("piece {}@{} is not installed", resolved.name, resolved.version),
+        };
+        let record = finish(record, StepStatus::Failed, Some(failed));
+        return persist_final(exec, &plan, record).await;
+    };
+
+    if let Some(when) = &step.when {
+        match eval_when(when, &scope) {
+            Ok(true) => {}
+            Ok(false) => {
+                let mut record = finish(record, StepStatus::Skipped, None);
+                record.error_message = Some(format!("`when` was false: {when}"));
+                return persist_final(exec, &plan, record).await;
+            }
+            Err(e) => {
+                let failed = Failed {
+                    class: "template-error".into(),
+                    message: format!("when: {e}"),
+                };
+                let record = finish(record, StepStatus::Failed, Some(failed));
+                return persist_final(exec, &plan, record).await;
+            }
+        }
+    }
+    exec.store.record_step(plan.run.id, &record, None).await?;
+
+    let numbering = Arc::new(std::sync::atomic::AtomicU32::new(plan.prior_attempts));
+    let mut progress = Progress {
+        numbering: numbering.clone(),
+        attempts: plan.prior_attempts,
+        fuel_used: 0,
+        logs: String::new(),
+    };
+    let outcome = match &step.for_each {
+        None => {
+            let input = render_input(&step.input, &scope);
+            let result = match input {
+                Ok(input) => {
+                    record.input = Some(input.clone());
+                    attempts(exec, &plan, &piece, &mut record, &mut progress, input, None).await
+                }
+                Err(e) => Err(Failed {
+                    class: "template-error".into(),
+                    message: format!("input: {e}"),
+                }),
+            };
+            result
+        }
+        Some(for_each) => match eval_for_each(for_each, &scope) {
+            Err(e) => Err(Failed {
+                class: "template-error".into(),
+                message: format!("for_each: {e}"),
+            }),
+            Ok(items) => {
+                run_items(exec, &plan, &piece, &scope, &mut record, &mut progress, items).await
+            }
+        },
+    };
+
+    record.attempts = progress.attempts;
+    record.fuel_used = progress.fuel_used;
+    record.logs = progress.logs;
+    let record = match outcome {
+        Ok(output) => {
+            record.output = Some(output);
+            finish(record, StepStatus::Succeeded, None)
+        }
+        Err(failed) => {
+            let status = if plan.cancel.is_cancelled() {
+                StepStatus::Cancelled
+            } else {
+                StepStatus::Failed
+            };
+            finish(record, status, Some(failed))
+        }
+    };
+    persist_final(exec, &plan, record).await
+}
+
+async fn persist_final(
+    exec: &ExecHandle,
+    plan: &StepPlan,
+    record: StepRecord,
+) -> Result<StepRecord, super::EngineError> {
+    exec.store.record_step(plan.run.id, &record, None).await?;
+    exec.emit(RunEvent::StepFinished {
+        run: plan.run.id,
+        step: record.step_id.clone(),
+        status: record.status,
+        attempts: record.attempts,
+        duration_ms: record.duration_ms,
+        error: record
+            .error_class
+            .as_ref()
+            .map(|c| format!("{c}: {}", record.error_message.clone().unwrap_or_default())),
+    });
+    Ok(record)
+}
+
+async fn run_items(
+    exec: &ExecHandle,
+    plan: &StepPlan,
+    piece: &Arc<LoadedPiece>,
+    scope: &Scope,
+    record: &mut StepRecord,
+    progress: &mut Progress,
+    items: Vec<serde_json::Value>,
+) -> Result<serde_json::Value, Failed> {
+    let step = &plan.workflow.workflow.steps[plan.index];
+    let mut inputs = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let input = render_input(&step.input, &scope.with_item(item, i)).map_err(|e| Failed {
+            class: "template-error".into(),
+            message: format!("input (item {i}): {e}"),
+        })?;
+        inputs.push(input);
+    }
+    record.input = Some(serde_json::Value::Array(inputs.clone()));
+    let concurrency = step.for_each_concurrency().max(1) as usize;
+    // Each item retries on its own; attempts are numbered per step.
+    let results: Vec<(Result<serde_json::Value, Failed>, Progress)> =
+        futures::stream::iter(inputs.into_iter().enumerate())
+            .map(|(i, input)| {
+                let mut item_record = record.clone();
+                let numbering = progress.numbering.clone();
+                async move {
+                    let mut p = Progress {
+                        numbering,
+                        attempts: 0,
+                        fuel_used: 0,
+                        logs: String::new(),
+                    };
+                    let r = attempts(exec, plan, piece, &mut item_record, &mut p, input, Some(i)).await;
+                    (r, p)
+                }
+            })
+            .buffered(concurrency)
+            .collect()
+            .await;
+    let mut outputs = Vec::with_capacity(results.len());
+    let mut first_failure = None;
+    for (i, (result, p)) in results.into_iter().enumerate() {
+        progress.attempts += p.attempts;
+        progress.fuel_used += p.fuel_used;
+        progress.logs.push_str(&p.logs);
+        match result {
+            Ok(output) => outputs.push(output),
+            Err(f) => {
+                first_failure.get_or_insert(Failed {
+                    class: f.class,
+                    message: format!("item {i}: {}", f.message),
+                });
+            }
+        }
+    }
+    match first_failure {
+        Some(f) => Err(f),
+        None => Ok(serde_json::Value::Array(outputs)),
+    }
+}
+
+/// Attempts of one call (one item), with the retry policy.
+async fn attempts(
+    exec: &ExecHandle,
+    plan: &StepPlan,
+    piece: &Arc<LoadedPiece>,
+    record: &mut StepRecord,
+    progress: &mut Progress,
+    input: serde_json::Value,
+    item: Option<usize>,
+) -> Result<serde_json::Value, Failed> {
+    let step = &plan.workflow.workflow.steps[plan.index];
+    if let Some(action) = piece.info().action(&step.action) {
+        match input_schema_errors(&action.input_schema, &input) {
+            Ok(errors) if errors.is_empty() => {}
+            Ok(errors) => {
+                return Err(Failed {
+                    class: "invalid-input".into(),
+                    message: errors.join("; "),
+                });
+            }
+            Err(schema_problem) => {
+                return Err(Failed {
+                    class: "invalid-input".into(),
+                    message: format!("the action's input schema is unusable: {schema_problem}"),
+                });
+            }
+        }
+    }
+    let policy = step.retry_policy();
+    let limits = limits_for(step, &exec.config.default_limits);
+    let http = HttpGrants::from_workflow(step.grants.as_ref(), &exec.config.secrets).map_err(
+        |message| Failed {
+            class: "invalid-input".into(),
+            message: format!("grants: {message}"),
+        },
+    )?;
+    let idempotency_key = match item {
+        None => format!("{}:{}", plan.run.id, step.id),
+        Some(i) => format!("{}:{}:{i}", plan.run.id, step.id),
+    };
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let attempt = progress
+            .numbering
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        progress.attempts += 1;
+        exec.emit(RunEvent::StepStarted {
+            run: plan.run.id,
+            step: step.id.clone(),
+            attempt,
+        });
+        let call = StepCall {
+            run_id: plan.run.id.to_string(),
+            step_id: step.id.clone(),
+            attempt,
+            idempotency_key: idempotency_key.clone(),
+            action: step.action.clone(),
+            input: input.clone(),
+            limits: limits.clone(),
+            cancel: plan.cancel.clone(),
+            http: http.clone(),
+        };
+        let attempt_started = now_rfc3339();
+        let report = exec.runtime.run(piece, call).await;
+        progress.fuel_used += report.fuel_used;
+        if !report.log.is_empty() {
+            progress.logs.push_str(&report.log);
+        }
+        let failure = report.outcome.as_ref().err().cloned();
+        let attempt_record = AttemptRecord {
+            attempt,
+            status: match &failure {
+                None => StepStatus::Succeeded,
+                Some(StepFailure::Cancelled) => StepStatus::Cancelled,
+                Some(_) => StepStatus::Failed,
+            },
+            input: Some(input.clone()),
+            output: report.outcome.as_ref().ok().cloned(),
+            error_class: failure.as_ref().map(StepFailure::class),
+            error_message: failure.as_ref().map(StepFailure::message),
+            logs: report.log.clone(),
+            fuel_used: report.fuel_used,
+            duration_ms: report.duration.as_millis() as u64,
+            started_at: attempt_started,
+            finished_at: now_rfc3339(),
+        };
+        let Some(failure) = failure else {
+            let mut snapshot = record.clone();
+            snapshot.attempts = attempt;
+            exec.store
+                .record_step(plan.run.id, &snapshot, Some(&attempt_record))
+                .await
+                .map_err(|e| Failed {
+                    class: "host-error".into(),
+                    message: e.to_string(),
+                })?;
+            return report.outcome.map_err(|f| Failed::from(&f));
+        };
+        let retry = failure.is_retryable()
+            && tries < policy.max_attempts
+            && !plan.cancel.is_cancelled();
+        let mut snapshot = record.clone();
+        snapshot.attempts = attempt;
+        snapshot.status = if retry {
+            StepStatus::Waiting
+        } else {
+            StepStatus::Running
+        };
+        exec.store
+            .record_step(plan.run.id, &snapshot, Some(&attempt_record))
+            .await
+            .map_err(|e| Failed {
+                class: "host-error".into(),
+                message: e.to_string(),
+            })?;
+        if !retry {
+            return Err(Failed::from(&failure));
+        }
+        let delay = retry_delay(&policy, tries, &failure);
+        exec.emit(RunEvent::StepRetrying {
+            run: plan.run.id,
+            step: step.id.clone(),
+            attempt,
+            delay_ms: delay.as_millis() as u64,
+            error: format!("{}: {}", failure.class(), failure.message()),
+        });
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = plan.cancel.cancelled() => return Err(Failed::from(&StepFailure::Cancelled)),
+        }
+    }
+}
+
+/// Run `on_failure` / `on_success` (recorded as a step named after the
+/// handler). Its own failure is recorded but does not change the run status.
+pub(super) async fn run_handler(
+    exec: &Executor,
+    run: &RunRecord,
+    validated: &ValidatedWorkflow,
+    status: RunStatus,
+    error: Option<&str>,
+) {
+    let (name, handler, resolved) = match status {
+        RunStatus::Failed => ("on_failure", &validated.workflow.on_failure, &validated.on_failure),
+        RunStatus::Succeeded => ("on_success", &validated.workflow.on_success, &validated.on_success),
+        _ => return,
+    };
+    let (Some(handler), Some(resolved)) = (handler, resolved) else {
+        return;
+    };
+    let Some(piece) = exec.registry.get(&resolved.name, &resolved.version) else {
+        return;
+    };
+    let mut context = template_context(run, &validated.workflow, std::iter::empty());
+    if let Ok(records) = exec.store.steps(run.id).await {
+        for r in &records {
+            context.steps.insert(r.step_id.clone(), super::run::step_context(r));
+        }
+    }
+    let mut scope_context = context;
+    scope_context.trigger = serde_json::json!({
+        "type": run.trigger.get("type"),
+        "payload": run.trigger.get("payload"),
+        "status": status.as_str(),
+        "error": error,
+    });
+    let started = Instant::now();
+    let started_at = now_rfc3339();
+    let scope = Scope::new(&scope_context);
+    let mut record = StepRecord {
+        step_id: format!("${name}"),
+        status: StepStatus::Running,
+        input: None,
+        output: None,
+        error_class: None,
+        error_message: None,
+        logs: String::new(),
+        attempts: 0,
+        fuel_used: 0,
+        duration_ms: 0,
+        started_at: Some(started_at),
+        finished_at: None,
+    };
+    match render_input(&handler.input, &scope) {
+        Err(e) => {
+            record.status = StepStatus::Failed;
+            record.error_class = Some("template-error".into());
+            record.error_message = Some(e.to_string());
+        }
+        Ok(input) => {
+            record.input = Some(input.clone());
+            let mut call = StepCall::new(&run.id.to_string(), name, &handler.action, input);
+            call.limits = exec.config.default_limits.clone();
+            match HttpGrants::from_workflow(handler.grants.as_ref(), &exec.config.secrets) {
+                Ok(http) => call.http = http,
+                Err(e) => tracing::warn!(run = %run.id, "{name}: {e}"),
+            }
+            let report = exec.runtime.run(&piece, call).await;
+            record.attempts = 1;
+            record.fuel_used = report.fuel_used;
+            record.logs = report.log;
+            match report.outcome {
+                Ok(output) => {
+                    record.status = StepStatus::Succeeded;
+                    record.output = Some(output);
+                }
+                Err(f) => {
+                    record.status = StepStatus::Failed;
+                    record.error_class = Some(f.class());
+                    record.error_message = Some(f.message());
+                }
+            }
+        }
+    }
+    record.duration_ms = started.elapsed().as_millis() as u64;
+    record.finished_at = Some(now_rfc3339());
+    if let Err(e) = exec.store.record_step(run.id, &record, None).await {
+        tracing::warn!(run = %run.id, "could not record {name}: {e}");
+    }
+}

@@ -1,0 +1,188 @@
+//! `omniflow serve` as a library: the HTTP API ([`crate::api`]) and the
+//! worker pool ([`queue`]) over one executor, in one process.
+//!
+//! Recipe ([`Server::start`]):
+//! 1. make sure an API token exists (first start: the configured admin
+//!    token, else a generated one the caller prints once);
+//! 2. put runs a crash left `running` back in the queue (one server per
+//!    SQLite file, so nothing else can be executing them);
+//! 3. bind the listener, start the worker pool, serve the router;
+//! 4. on shutdown: stop accepting connections and claiming runs, let runs in
+//!    flight finish within the grace period, release the rest, return.
+//!
+//! Must not know axum: routes, extractors, responses and the HTTP serve
+//! loop live in `api` ([`api::serve`]).
+
+pub mod queue;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiConfig, ApiState};
+use crate::engine::Executor;
+use crate::store::StoreError;
+use queue::{PoolConfig, QueueHandle, WorkerPool};
+
+/// How `serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    pub listen: SocketAddr,
+    /// Worker pool knobs (concurrent runs, lease, grace period).
+    pub pool: PoolConfig,
+    /// HTTP knobs (body limit, longest wait).
+    pub api: ApiConfig,
+    /// The admin token to store on first start (`OMNIFLOW_ADMIN_TOKEN`);
+    /// `None` generates one ([`Server::generated_admin_token`]).
+    pub admin_token: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            pool: PoolConfig::default(),
+            api: ApiConfig::default(),
+            admin_token: None,
+        }
+    }
+}
+
+/// Why the server could not start or stopped badly. All the operator's
+/// (address in use, database down); not retryable as is.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store failed during start-up.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Serving HTTP failed.
+    #[error("serving HTTP: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A running server.
+pub struct Server {
+    local_addr: SocketAddr,
+    generated_admin_token: Option<String>,
+    requeued_at_start: u64,
+    shutdown: CancellationToken,
+    queue: QueueHandle,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl Server {
+    /// Bootstrap auth, recover crashed runs, bind, and start serving and working.
+    pub async fn start(
+        executor: Arc<Executor>,
+        config: ServerConfig,
+    ) -> Result<Server, ServerError> {
+        let store = executor.store().clone();
+        let (token, generated) = match &config.admin_token {
+            Some(token) => (token.clone(), false),
+            None => (api::generate_token(), true),
+        };
+        let created = store
+            .create_first_token("admin", &api::hash_token(&token))
+            .await?
+            .is_some();
+        let generated_admin_token = (created && generated).then_some(token);
+        let requeued_at_start = store.requeue_running().await?;
+        if requeued_at_start > 0 {
+            tracing::warn!(
+                runs = requeued_at_start,
+                "re-queued runs left running by a previous process"
+            );
+        }
+
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+
+        let shutdown = CancellationToken::new();
+        let pool = WorkerPool::start(
+            executor.clone(),
+            config.pool.clone(),
+            shutdown.child_token(),
+        );
+        let queue = pool.handle();
+        let state = ApiState::new(
+            executor,
+            queue.clone(),
+            shutdown.clone(),
+            config.api.clone(),
+        );
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move {
+            let served = api::serve(listener, state, stop)
+                .await
+                .map_err(ServerError::Serve);
+            pool.join().await;
+            served
+        });
+        Ok(Server {
+            local_addr,
+            generated_admin_token,
+            requeued_at_start,
+            shutdown,
+            queue,
+            task,
+        })
+    }
+
+    /// The bound address (the real port when `listen` said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The admin token generated on this (first) start, to be shown once.
+    pub fn generated_admin_token(&self) -> Option<&str> {
+        self.generated_admin_token.as_deref()
+    }
+
+    /// How many runs a previous process left running and start-up re-queued.
+    pub fn requeued_at_start(&self) -> u64 {
+        self.requeued_at_start
+    }
+
+    /// The worker pool's handle (busy count, wake-up).
+    pub fn queue(&self) -> &QueueHandle {
+        &self.queue
+    }
+
+    /// Cancelling this token stops the server (like [`Server::shutdown`]).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stop gracefully and wait until everything wound down.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Wait until the server stopped (its shutdown token was cancelled).
+    pub async fn wait(self) -> Result<(), ServerError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(join) => Err(ServerError::Serve(std::io::Error::other(join.to_string()))),
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The worker pool: takes runs from the durable queue (the store) and
+//! executes them, at most `workers` at once.
+//!
+//! One dispatcher task claims runs (`QueueStore::claim_next_run`: priority,
+//! then age) while a permit is free and spawns one task per run; idle, it
+//! sleeps until [`QueueHandle::wake`] (a new run) or the poll interval
+//! (runs queued by another process, parked runs waking up). A heartbeat task
+//! extends this pool's leases and re-queues runs whose lease expired.
+//!
+//! Shutdown: stop claiming, let runs in flight finish within the grace
+//! period, then abort the rest and give them back to the queue (their
+//! finished steps are kept; the next start resumes them).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::engine::Executor;
+use crate::store::RunId;
+
+/// Knobs of the pool.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Runs executed at once (each may run several steps in parallel).
+    pub workers: usize,
+    /// How long a claim is valid without a heartbeat.
+    pub lease: Duration,
+    /// Idle re-check of the queue.
+    pub poll_interval: Duration,
+    /// How long shutdown waits for runs in flight before releasing them.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> PoolConfig {
+        PoolConfig {
+            workers: 40,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(500),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the API may ask of the pool. Cheap to clone.
+#[derive(Clone)]
+pub struct QueueHandle {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    worker_id: String,
+    capacity: usize,
+    wake: Notify,
+    /// Runs executing here, with the token that cancels each.
+    running: Mutex<HashMap<RunId, CancellationToken>>,
+    /// Cancels asked for runs not (yet) registered here.
+    cancel_requested: Mutex<HashSet<RunId>>,
+    alive: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl QueueHandle {
+    /// There is new work: claim now instead of at the next poll.
+    pub fn wake(&self) {
+        self.shared.wake.notify_one();
+    }
+
+    /// Cancel run `id` if it executes here; false otherwise.
+    pub fn cancel(&self, id: RunId) -> bool {
+        match lock(&self.shared.running).get(&id) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Cancel run `id` as soon as this pool registers it (it was claimed
+    /// but is not registered yet), or now if it already is.
+    pub fn request_cancel(&self, id: RunId) {
+        let running = lock(&self.shared.running);
+        match running.get(&id) {
+            Some(token) => token.cancel(),
+            None => {
+                lock(&self.shared.cancel_requested).insert(id);
+            }
+        }
+    }
+
+    /// Runs executing now.
+    pub fn busy(&self) -> usize {
+        lock(&self.shared.running).len()
+    }
+
+    /// Runs executed at most at once.
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
+    /// This pool's lease owner id.
+    pub fn worker_id(&self) -> &str {
+        &self.shared.worker_id
+    }
+
+    /// False once the dispatcher stopped.
+    pub fn is_alive(&self) -> bool {
+        self.shared.alive.load(Ordering::SeqCst)
+    }
+}
+
+/// A running pool; [`WorkerPool::join`] waits for it to wind down after
+/// its shutdown token is cancelled.
+pub struct WorkerPool {
+    handle: QueueHandle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WorkerPool {
+    /// Start claiming and executing runs until `shutdown` is cancelled.
+    pub fn start(
+        executor: Arc<Executor>,
+        config: PoolConfig,
+        shutdown: CancellationToken,
+    ) -> WorkerPool {
+        let shared = Arc::new(Shared {
+            worker_id: format!(
+                "serve-{}-{}",
+                std::process::id(),
+                uuid::Uuid::now_v7().simple()
+            ),
+            capacity: config.workers.max(1),
+            wake: Notify::new(),
+            running: Mutex::new(HashMap::new()),
+            cancel_requested: Mutex::new(HashSet::new()),
+            alive: AtomicBool::new(true),
+        });
+        let handle = QueueHandle { shared };
+        let task = tokio::spawn(dispatch(executor, config, shutdown, handle.clone()));
+        WorkerPool { handle, task }
+    }
+
+    /// The handle the API uses.
+    pub fn handle(&self) -> QueueHandle {
+        self.handle.clone()
+    }
+
+    /// Wait until the pool stopped (after its shutdown token was cancelled).
+    pub async fn join(self) {
+        if let Err(e) = self.task.await {
+            tracing::error!("the worker pool task failed: {e}");
+        }
+    }
+}
+
+async fn heartbeat(
+    executor: Arc<Executor>,
+    config: PoolConfig,
+    worker: String,
+    stop: CancellationToken,
+) {
+    let every = (config.lease / 3).max(Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let now = SystemTime::now();
+        let store = executor.store();
+        if let Err(e) = store.extend_leases(&worker, now + config.lease).await {
+            tracing::warn!("extending leases: {e}");
+        }
+        match store.requeue_expired_leases(now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                runs = n,
+                "re-queued runs whose worker stopped renewing its lease"
+            ),
+            Err(e) => tracing::warn!("re-queueing expired leases: {e}"),
+        }
+    }
+}
+
+async fn dispatch(
+    executor: Arc<Executor>,
+    config: PoolConfig,
+    shutdown: CancellationToken,
+    handle: QueueHandle,
+) {
+    let shared = handle.shared.clone();
+    let worker = shared.worker_id.clone();
+    let permits = Arc::new(Semaphore::new(shared.capacity));
+    let stop_heartbeat = CancellationToken::new();
+    let beat = tokio::spawn(heartbeat(
+        executor.clone(),
+        config.clone(),
+        worker.clone(),
+        stop_heartbeat.clone(),
+    ));
+    let mut tasks: JoinSet<()> = JoinSet::new();
+
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break, // never closed
+            },
+        };
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let claimed = executor
+            .store()
+            .claim_next_run(&worker, SystemTime::now() + config.lease)
+            .await;
+        let run = match claimed {
+            Ok(Some(run)) => run,
+            idle => {
+                if let Err(e) = idle {
+                    tracing::warn!("claiming a run: {e}");
+                }
+                drop(permit);
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = shared.wake.notified() => {}
+                    () = tokio::time::sleep(config.poll_interval) => {}
+                }
+                continue;
+            }
+        };
+        let token = CancellationToken::new();
+        {
+            let mut running = lock(&shared.running);
+            if lock(&shared.cancel_requested).remove(&run.id) {
+                token.cancel();
+            }
+            running.insert(run.id, token.clone());
+        }
+        let executor = executor.clone();
+        let shared = shared.clone();
+        let worker = worker.clone();
+        let span = tracing::info_span!("run", run = %run.id, workflow = %run.workflow_name);
+        tasks.spawn(
+            async move {
+                let _permit = permit;
+                let id = run.id;
+                match executor.execute(id, token).await {
+                    Ok(status) => tracing::debug!(run = %id, %status, "run finished"),
+                    Err(e) => {
+                        // The store failed mid-run: give it back so it resumes later.
+                        tracing::warn!(run = %id, "run interrupted: {e}");
+                        if let Err(e) = executor.store().release_run(id, &worker).await {
+                            tracing::warn!(run = %id, "releasing the run: {e}");
+                        }
+                    }
+                }
+                lock(&shared.running).remove(&id);
+            }
+            .instrument(span),
+        );
+    }
+
+    shared.alive.store(false, Ordering::SeqCst);
+    // Let runs in flight finish, within the grace period.
+    let drained = tokio::time::timeout(config.shutdown_grace, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_ok();
+    if !drained {
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        let left: Vec<RunId> = lock(&shared.running).drain().map(|(id, _)| id).collect();
+        for id in left {
+            match executor.store().release_run(id, &worker).await {
+                Ok(_) => tracing::info!(run = %id, "released an unfinished run to the queue"),
+                Err(e) => tracing::warn!(run = %id, "releasing the run: {e}"),
+            }
+        }
+    }
+    stop_heartbeat.cancel();
+    let _ = beat.await;
+}

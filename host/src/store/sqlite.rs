@@ -1,0 +1,638 @@
+//! [`SqliteStore`]: the embedded default backend, one file in WAL mode.
+//!
+//! Why these settings:
+//! - **WAL** lets readers (the API, `runs list`) proceed while a worker writes;
+//!   `synchronous=NORMAL` is durable against process crashes in WAL mode and
+//!   only risks the last commits on power loss, the usual trade-off.
+//! - **busy_timeout 5s**: SQLite has one writer at a time; concurrent writers
+//!   wait for the lock instead of failing with "database is locked".
+//! - Every transaction that writes starts with `BEGIN IMMEDIATE`, taking the
+//!   write lock up front. A deferred transaction that reads and then writes
+//!   can fail with `SQLITE_BUSY` at once (no busy wait) when another writer
+//!   committed in between.
+//! - Foreign keys are on, so a step can't be recorded for a run that doesn't exist.
+//!
+//! Migrations (`migrations/sqlite/`) are embedded at build time and applied on open.
+
+mod server;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+
+use super::{
+    AttemptRecord, NewRun, Priority, RunFilter, RunId, RunRecord, RunStatus, RunStore, StepRecord,
+    StepStatus, StoreError, StoredWorkflow, WorkflowStore, canonical_json, elapsed_ms, now_rfc3339,
+};
+
+/// How long a connection waits for SQLite's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections in the pool for a file database. SQLite has one writer at a
+/// time anyway; more connections only help concurrent readers.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// The columns of `runs`, in the order [`run_from_row`] reads them.
+const RUN_COLUMNS: &str = "id, workflow_name, workflow_version, status, priority, trigger, vars, simulated, \
+                           created_at, started_at, finished_at, total_time_ms, error";
+/// The columns of `step_runs`, in the order [`step_from_row`] reads them.
+const STEP_COLUMNS: &str = "step_id, status, input, output, error_class, error_message, logs, attempts, \
+                            fuel_used, duration_ms, started_at, finished_at";
+/// The columns of `attempts`, in the order [`attempt_from_row`] reads them.
+const ATTEMPT_COLUMNS: &str = "attempt, status, input, output, error_class, error_message, logs, fuel_used, \
+                               duration_ms, started_at, finished_at";
+
+/// The SQLite-backed [`Store`](super::Store).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Open (creating if missing) and migrate the database at `url_or_path`:
+    /// `sqlite://path`, `sqlite:path`, a bare path, or `sqlite::memory:`.
+    pub async fn open(url_or_path: &str) -> Result<SqliteStore, StoreError> {
+        let options = if url_or_path.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(url_or_path)
+                .map_err(|e| StoreError::Config(format!("{url_or_path:?}: {e}")))?
+        } else {
+            SqliteConnectOptions::new().filename(url_or_path)
+        };
+        SqliteStore::open_with(options).await
+    }
+
+    /// Open (creating if missing) and migrate the database described by
+    /// `options`; journal mode, synchronous, busy timeout and foreign keys
+    /// are set here whatever `options` said.
+    pub async fn open_with(options: SqliteConnectOptions) -> Result<SqliteStore, StoreError> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let in_memory = options
+            .get_filename()
+            .to_string_lossy()
+            .starts_with("file:sqlx-in-memory-");
+        let pool_options = if in_memory {
+            // An in-memory database lives as long as one of its connections:
+            // keep exactly one, forever.
+            SqlitePoolOptions::new()
+                .min_connections(1)
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS)
+        };
+        let pool = pool_options
+            .connect_with(options)
+            .await
+            .map_err(sql_error("open database"))?;
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// Close every connection, waiting for them to be returned. Later calls fail
+    /// with [`StoreError::Unavailable`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Start a write transaction holding SQLite's write lock (see module docs).
+    async fn begin_write(
+        &self,
+        op: &'static str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(sql_error(op))
+    }
+
+    /// The newest version of `name` (or `version`), with its definition text.
+    /// A deleted workflow is only found with `include_deleted`.
+    async fn workflow_row<'e, E>(
+        executor: E,
+        name: &str,
+        version: Option<i64>,
+        include_deleted: bool,
+    ) -> Result<Option<StoredWorkflow>, StoreError>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+    {
+        let row = sqlx::query(
+            "SELECT workflow_name, version, definition, created_at FROM workflow_versions \
+             WHERE workflow_name = ?1 AND (?2 IS NULL OR version = ?2) \
+             AND (?3 OR NOT EXISTS (SELECT 1 FROM workflows w \
+                                    WHERE w.name = workflow_name AND w.deleted_at IS NOT NULL)) \
+             ORDER BY version DESC LIMIT 1",
+        )
+        .bind(name)
+        .bind(version)
+        .bind(include_deleted)
+        .fetch_optional(executor)
+        .await
+        .map_err(sql_error("read workflow"))?;
+        row.as_ref().map(workflow_from_row).transpose()
+    }
+}
+
+#[async_trait::async_trait]
+impl WorkflowStore for SqliteStore {
+    async fn save_workflow(
+        &self,
+        name: &str,
+        definition: &serde_json::Value,
+    ) -> Result<StoredWorkflow, StoreError> {
+        let mut tx = self.begin_write("save workflow").await?;
+        let newest = SqliteStore::workflow_row(&mut *tx, name, None, true).await?;
+        // Saving a deleted workflow brings it back.
+        sqlx::query(
+            "UPDATE workflows SET deleted_at = NULL WHERE name = ?1 AND deleted_at IS NOT NULL",
+        )
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_error("save workflow"))?;
+        if let Some(newest) = &newest
+            && canonical_json(&newest.definition) == canonical_json(definition)
+        {
+            tx.commit().await.map_err(sql_error("save workflow"))?;
+            return Ok(newest.clone());
+        }
+        let now = now_rfc3339();
+        let version = newest.map_or(1, |w| w.version + 1);
+        sqlx::query("INSERT INTO workflows (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_error("save workflow"))?;
+        sqlx::query(
+            "INSERT INTO workflow_versions (workflow_name, version, definition, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(name)
+        .bind(version)
+        .bind(definition.to_string())
+        .bind(&now)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_error("save workflow version"))?;
+        tx.commit().await.map_err(sql_error("save workflow"))?;
+        Ok(StoredWorkflow {
+            name: name.to_owned(),
+            version,
+            definition: definition.clone(),
+            created_at: now,
+        })
+    }
+
+    async fn get_workflow(
+        &self,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Option<StoredWorkflow>, StoreError> {
+        // A pinned version stays readable after a delete (runs need it).
+        SqliteStore::workflow_row(&self.pool, name, version, version.is_some()).await
+    }
+
+    async fn list_workflows(&self) -> Result<Vec<StoredWorkflow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT v.workflow_name, v.version, v.definition, v.created_at FROM workflow_versions v \
+             JOIN workflows w ON w.name = v.workflow_name AND w.deleted_at IS NULL \
+             WHERE v.version = (SELECT MAX(version) FROM workflow_versions WHERE workflow_name = v.workflow_name) \
+             ORDER BY v.workflow_name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error("list workflows"))?;
+        rows.iter().map(workflow_from_row).collect()
+    }
+
+    async fn workflow_versions(&self, name: &str) -> Result<Vec<StoredWorkflow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT v.workflow_name, v.version, v.definition, v.created_at FROM workflow_versions v \
+             JOIN workflows w ON w.name = v.workflow_name AND w.deleted_at IS NULL \
+             WHERE v.workflow_name = ?1 ORDER BY v.version",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error("list workflow versions"))?;
+        rows.iter().map(workflow_from_row).collect()
+    }
+
+    async fn delete_workflow(&self, name: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write("delete workflow").await?;
+        let deleted = sqlx::query(
+            "UPDATE workflows SET deleted_at = ?2 WHERE name = ?1 AND deleted_at IS NULL",
+        )
+        .bind(name)
+        .bind(now_rfc3339())
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_error("delete workflow"))?
+        .rows_affected()
+            > 0;
+        for table in ["webhooks", "schedules"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE workflow_name = ?1"))
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql_error("delete workflow"))?;
+        }
+        tx.commit().await.map_err(sql_error("delete workflow"))?;
+        Ok(deleted)
+    }
+}
+
+#[async_trait::async_trait]
+impl RunStore for SqliteStore {
+    async fn create_run(&self, run: NewRun) -> Result<RunRecord, StoreError> {
+        let mut tx = self.begin_write("create run").await?;
+        let record = insert_run(&mut tx, run).await?;
+        tx.commit().await.map_err(sql_error("create run"))?;
+        Ok(record)
+    }
+
+    async fn get_run(&self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql_error("get run"))?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        let limit = if filter.limit == 0 {
+            RunFilter::DEFAULT_LIMIT
+        } else {
+            filter.limit
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs \
+             WHERE (?1 IS NULL OR workflow_name = ?1) AND (?2 IS NULL OR status = ?2) \
+             AND (?3 IS NULL OR created_at >= ?3) \
+             ORDER BY created_at DESC, id DESC LIMIT ?4 OFFSET ?5"
+        ))
+        .bind(filter.workflow.as_deref())
+        .bind(filter.status.map(RunStatus::as_str))
+        .bind(filter.since.as_deref())
+        .bind(i64::from(limit))
+        .bind(i64::from(filter.offset))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error("list runs"))?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn set_run_status(
+        &self,
+        id: RunId,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write("set run status").await?;
+        let row = sqlx::query("SELECT status, created_at, started_at FROM runs WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(sql_error("set run status"))?
+            .ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
+        let from: RunStatus = parse_text(&row, "status")?;
+        if from.is_terminal() {
+            return Err(StoreError::InvalidTransition {
+                run: id,
+                from,
+                to: status,
+            });
+        }
+        let created_at: String = get(&row, "created_at")?;
+        let mut started_at: Option<String> = get(&row, "started_at")?;
+        let now = now_rfc3339();
+        if status == RunStatus::Running && started_at.is_none() {
+            started_at = Some(now.clone());
+        }
+        let (finished_at, total_time_ms) = if status.is_terminal() {
+            let since = started_at.as_deref().unwrap_or(&created_at);
+            (Some(now.clone()), elapsed_ms(since, &now))
+        } else {
+            (None, None)
+        };
+        sqlx::query(
+            "UPDATE runs SET status = ?2, error = ?3, started_at = ?4, finished_at = ?5, total_time_ms = ?6 \
+             WHERE id = ?1",
+        )
+        .bind(id.to_string())
+        .bind(status.as_str())
+        .bind(error)
+        .bind(started_at)
+        .bind(finished_at)
+        .bind(total_time_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_error("set run status"))?;
+        tx.commit().await.map_err(sql_error("set run status"))
+    }
+
+    async fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE status IN ('queued', 'running') ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error("unfinished runs"))?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn record_step(
+        &self,
+        run: RunId,
+        step: &StepRecord,
+        attempt: Option<&AttemptRecord>,
+    ) -> Result<(), StoreError> {
+        let run_id = run.to_string();
+        let mut tx = self.begin_write("record step").await?;
+        sqlx::query(
+            "INSERT INTO step_runs (run_id, step_id, status, input, output, error_class, error_message, logs, \
+             attempts, fuel_used, duration_ms, started_at, finished_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+             ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status, input = excluded.input, \
+             output = excluded.output, error_class = excluded.error_class, error_message = excluded.error_message, \
+             logs = excluded.logs, attempts = excluded.attempts, fuel_used = excluded.fuel_used, \
+             duration_ms = excluded.duration_ms, started_at = excluded.started_at, \
+             finished_at = excluded.finished_at",
+        )
+        .bind(&run_id)
+        .bind(&step.step_id)
+        .bind(step.status.as_str())
+        .bind(step.input.as_ref().map(serde_json::Value::to_string))
+        .bind(step.output.as_ref().map(serde_json::Value::to_string))
+        .bind(step.error_class.as_deref())
+        .bind(step.error_message.as_deref())
+        .bind(&step.logs)
+        .bind(i64::from(step.attempts))
+        .bind(saturating_i64(step.fuel_used))
+        .bind(saturating_i64(step.duration_ms))
+        .bind(step.started_at.as_deref())
+        .bind(step.finished_at.as_deref())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match sql_error("record step")(e) {
+            StoreError::Constraint(msg) if msg.contains("FOREIGN KEY") => StoreError::NotFound(format!("run {run}")),
+            other => other,
+        })?;
+        if let Some(attempt) = attempt {
+            // Replacing an existing attempt keeps re-recording idempotent
+            // (execution is at-least-once).
+            sqlx::query(
+                "INSERT INTO attempts (run_id, step_id, attempt, status, input, output, error_class, error_message, \
+                 logs, fuel_used, duration_ms, started_at, finished_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+                 ON CONFLICT (run_id, step_id, attempt) DO UPDATE SET status = excluded.status, \
+                 input = excluded.input, output = excluded.output, error_class = excluded.error_class, \
+                 error_message = excluded.error_message, logs = excluded.logs, fuel_used = excluded.fuel_used, \
+                 duration_ms = excluded.duration_ms, started_at = excluded.started_at, \
+                 finished_at = excluded.finished_at",
+            )
+            .bind(&run_id)
+            .bind(&step.step_id)
+            .bind(i64::from(attempt.attempt))
+            .bind(attempt.status.as_str())
+            .bind(attempt.input.as_ref().map(serde_json::Value::to_string))
+            .bind(attempt.output.as_ref().map(serde_json::Value::to_string))
+            .bind(attempt.error_class.as_deref())
+            .bind(attempt.error_message.as_deref())
+            .bind(&attempt.logs)
+            .bind(saturating_i64(attempt.fuel_used))
+            .bind(saturating_i64(attempt.duration_ms))
+            .bind(&attempt.started_at)
+            .bind(&attempt.finished_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_error("record attempt"))?;
+        }
+        tx.commit().await.map_err(sql_error("record step"))
+    }
+
+    async fn steps(&self, run: RunId) -> Result<Vec<StepRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = ?1 \
+             ORDER BY started_at IS NULL, started_at, step_id"
+        ))
+        .bind(run.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error("read steps"))?;
+        rows.iter().map(step_from_row).collect()
+    }
+
+    async fn attempts(&self, run: RunId, step_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ?1 AND step_id = ?2 ORDER BY attempt"
+        ))
+        .bind(run.to_string())
+        .bind(step_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error("read attempts"))?;
+        rows.iter().map(attempt_from_row).collect()
+    }
+}
+
+/// Insert `run` as queued inside `tx`.
+async fn insert_run(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    run: NewRun,
+) -> Result<RunRecord, StoreError> {
+    let record = RunRecord {
+        id: uuid::Uuid::now_v7(),
+        workflow_name: run.workflow_name,
+        workflow_version: run.workflow_version,
+        status: RunStatus::Queued,
+        priority: run.priority,
+        trigger: run.trigger,
+        vars: run.vars,
+        simulated: run.simulated,
+        created_at: now_rfc3339(),
+        started_at: None,
+        finished_at: None,
+        total_time_ms: None,
+        error: None,
+    };
+    sqlx::query(
+        "INSERT INTO runs (id, workflow_name, workflow_version, status, priority, trigger, vars, simulated, \
+         created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .bind(record.id.to_string())
+    .bind(&record.workflow_name)
+    .bind(record.workflow_version)
+    .bind(record.status.as_str())
+    .bind(record.priority.as_i64())
+    .bind(record.trigger.to_string())
+    .bind(record.vars.to_string())
+    .bind(record.simulated)
+    .bind(&record.created_at)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| match sql_error("create run")(e) {
+        StoreError::Constraint(_) => StoreError::NotFound(format!(
+            "workflow {:?} version {}",
+            record.workflow_name, record.workflow_version
+        )),
+        other => other,
+    })?;
+    Ok(record)
+}
+
+/// Classify a sqlx error for `op` (a few words naming the operation).
+fn sql_error(op: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |error| {
+        let message = format!("{op}: {error}");
+        match &error {
+            sqlx::Error::Database(db) => {
+                // SQLite reports extended result codes; the primary code is the low byte.
+                let primary = db
+                    .code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .map(|c| c & 0xff);
+                match primary {
+                    // SQLITE_CORRUPT, SQLITE_NOTADB
+                    Some(11 | 26) => StoreError::Corrupt(message),
+                    // SQLITE_CONSTRAINT
+                    Some(19) => StoreError::Constraint(message),
+                    // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN, ...
+                    _ => StoreError::Unavailable(message),
+                }
+            }
+            sqlx::Error::Configuration(_) => StoreError::Config(message),
+            sqlx::Error::Migrate(_) => StoreError::Migration(message),
+            sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::ColumnIndexOutOfBounds { .. }
+            | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(message),
+            // Io, PoolTimedOut, PoolClosed, WorkerCrashed, Protocol, ...
+            _ => StoreError::Unavailable(message),
+        }
+    }
+}
+
+/// Column `name` of `row`, decoded as `T`.
+fn get<'r, T>(row: &'r SqliteRow, name: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(name)
+        .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
+}
+
+/// A text column parsed with `FromStr` (statuses, ids).
+fn parse_text<T>(row: &SqliteRow, name: &str) -> Result<T, StoreError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text: String = get(row, name)?;
+    text.parse()
+        .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
+}
+
+/// A JSON text column.
+fn json(row: &SqliteRow, name: &str) -> Result<serde_json::Value, StoreError> {
+    let text: String = get(row, name)?;
+    serde_json::from_str(&text)
+        .map_err(|e| StoreError::Corrupt(format!("column {name} is not JSON: {e}")))
+}
+
+/// A nullable JSON text column.
+fn json_opt(row: &SqliteRow, name: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    let text: Option<String> = get(row, name)?;
+    text.map(|t| serde_json::from_str(&t))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("column {name} is not JSON: {e}")))
+}
+
+/// An INTEGER column that must fit an unsigned type.
+fn unsigned<T: TryFrom<i64>>(row: &SqliteRow, name: &str) -> Result<T, StoreError> {
+    let value: i64 = get(row, name)?;
+    T::try_from(value)
+        .map_err(|_| StoreError::Corrupt(format!("column {name} out of range: {value}")))
+}
+
+/// Counters are u64 in Rust, INTEGER (i64) in SQL; no real run gets near the limit.
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn workflow_from_row(row: &SqliteRow) -> Result<StoredWorkflow, StoreError> {
+    Ok(StoredWorkflow {
+        name: get(row, "workflow_name")?,
+        version: get(row, "version")?,
+        definition: json(row, "definition")?,
+        created_at: get(row, "created_at")?,
+    })
+}
+
+fn run_from_row(row: &SqliteRow) -> Result<RunRecord, StoreError> {
+    let priority: i64 = get(row, "priority")?;
+    Ok(RunRecord {
+        id: parse_text(row, "id")?,
+        workflow_name: get(row, "workflow_name")?,
+        workflow_version: get(row, "workflow_version")?,
+        status: parse_text(row, "status")?,
+        priority: Priority::from_i64(priority).ok_or_else(|| {
+            StoreError::Corrupt(format!("column priority: unknown value {priority}"))
+        })?,
+        trigger: json(row, "trigger")?,
+        vars: json(row, "vars")?,
+        simulated: get(row, "simulated")?,
+        created_at: get(row, "created_at")?,
+        started_at: get(row, "started_at")?,
+        finished_at: get(row, "finished_at")?,
+        total_time_ms: get(row, "total_time_ms")?,
+        error: get(row, "error")?,
+    })
+}
+
+fn step_from_row(row: &SqliteRow) -> Result<StepRecord, StoreError> {
+    Ok(StepRecord {
+        step_id: get(row, "step_id")?,
+        status: parse_text::<StepStatus>(row, "status")?,
+        input: json_opt(row, "input")?,
+        output: json_opt(row, "output")?,
+        error_class: get(row, "error_class")?,
+        error_message: get(row, "error_message")?,
+        logs: get(row, "logs")?,
+        attempts: unsigned(row, "attempts")?,
+        fuel_used: unsigned(row, "fuel_used")?,
+        duration_ms: unsigned(row, "duration_ms")?,
+        started_at: get(row, "started_at")?,
+        finished_at: get(row, "finished_at")?,
+    })
+}
+
+fn attempt_from_row(row: &SqliteRow) -> Result<AttemptRecord, StoreError> {
+    Ok(AttemptRecord {
+        attempt: unsigned(row, "attempt")?,
+        status: parse_text::<StepStatus>(row, "status")?,
+        input: json_opt(row, "input")?,
+        output: json_opt(row, "output")?,
+        error_class: get(row, "error_class")?,
+        error_message: get(row, "error_message")?,
+        logs: get(row, "logs")?,
+        fuel_used: unsigned(row, "fuel_used")?,
+        duration_ms: unsigned(row, "duration_ms")?,
+        started_at: get(row, "started_at")?,
+        finished_at: get(row, "finished_at")?,
+    })
+}

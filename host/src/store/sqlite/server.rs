@@ -1,0 +1,390 @@
+//! SQLite SQL for the server: the run queue (claims, leases, re-queues),
+//! API tokens and webhook deliveries.
+//!
+//! The claim is one `UPDATE ... WHERE id = (SELECT ... ORDER BY priority
+//! DESC, created_at LIMIT 1) ... RETURNING` inside a `BEGIN IMMEDIATE`
+//! transaction: SQLite has one writer at a time, so two workers can never
+//! take the same run (PostgreSQL will add `FOR UPDATE SKIP LOCKED`).
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use sqlx::sqlite::SqliteRow;
+
+use super::{RUN_COLUMNS, SqliteStore, get, insert_run, parse_text, run_from_row, sql_error};
+use crate::store::{
+    ApiToken, NewRun, Priority, QueueStats, QueueStore, RunId, RunRecord, RunStatus, StoreError,
+    TokenStore, WebhookStore, elapsed_ms, now_rfc3339, rfc3339,
+};
+
+const TOKEN_COLUMNS: &str = "id, name, created_at, revoked_at";
+
+fn token_from_row(row: &SqliteRow) -> Result<ApiToken, StoreError> {
+    Ok(ApiToken {
+        id: get(row, "id")?,
+        name: get(row, "name")?,
+        created_at: get(row, "created_at")?,
+        revoked_at: get(row, "revoked_at")?,
+    })
+}
+
+fn count(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+#[async_trait::async_trait]
+impl QueueStore for SqliteStore {
+    async fn create_runs(&self, runs: Vec<NewRun>) -> Result<Vec<RunRecord>, StoreError> {
+        let mut tx = self.begin_write("create runs").await?;
+        let mut records = Vec::with_capacity(runs.len());
+        for run in runs {
+            records.push(insert_run(&mut tx, run).await?);
+        }
+        tx.commit().await.map_err(sql_error("create runs"))?;
+        Ok(records)
+    }
+
+    async fn claim_next_run(
+        &self,
+        worker: &str,
+        lease_until: SystemTime,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let now = now_rfc3339();
+        let mut tx = self.begin_write("claim run").await?;
+        let row = sqlx::query(&format!(
+            "UPDATE runs SET status = 'running', lease_owner = ?1, lease_until = ?2, \
+             started_at = COALESCE(started_at, ?3), wake_at = NULL \
+             WHERE id = (SELECT id FROM runs WHERE status = 'queued' AND (wake_at IS NULL OR wake_at <= ?3) \
+                         ORDER BY priority DESC, created_at, id LIMIT 1) \
+             AND status = 'queued' \
+             RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(worker)
+        .bind(rfc3339(lease_until))
+        .bind(&now)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql_error("claim run"))?;
+        tx.commit().await.map_err(sql_error("claim run"))?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    async fn extend_leases(
+        &self,
+        worker: &str,
+        lease_until: SystemTime,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE runs SET lease_until = ?2 WHERE lease_owner = ?1 AND status = 'running'",
+        )
+        .bind(worker)
+        .bind(rfc3339(lease_until))
+        .execute(&self.pool)
+        .await
+        .map_err(sql_error("extend leases"))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn release_run(&self, id: RunId, worker: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_until = NULL \
+             WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
+        )
+        .bind(id.to_string())
+        .bind(worker)
+        .execute(&self.pool)
+        .await
+        .map_err(sql_error("release run"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn requeue_expired_leases(&self, now: SystemTime) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_until = NULL \
+             WHERE status = 'running' AND lease_until IS NOT NULL AND lease_until < ?1",
+        )
+        .bind(rfc3339(now))
+        .execute(&self.pool)
+        .await
+        .map_err(sql_error("requeue expired leases"))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn requeue_running(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_until = NULL \
+             WHERE status = 'running'",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(sql_error("requeue running runs"))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn cancel_queued_run(&self, id: RunId) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write("cancel run").await?;
+        let row = sqlx::query("SELECT status, created_at FROM runs WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(sql_error("cancel run"))?
+            .ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
+        let status: RunStatus = parse_text(&row, "status")?;
+        if status != RunStatus::Queued {
+            return Ok(false);
+        }
+        let created_at: String = get(&row, "created_at")?;
+        let now = now_rfc3339();
+        sqlx::query(
+            "UPDATE runs SET status = 'cancelled', error = 'cancelled', finished_at = ?2, total_time_ms = ?3 \
+             WHERE id = ?1",
+        )
+        .bind(id.to_string())
+        .bind(&now)
+        .bind(elapsed_ms(&created_at, &now))
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_error("cancel run"))?;
+        tx.commit().await.map_err(sql_error("cancel run"))?;
+        Ok(true)
+    }
+
+    async fn requeue_for_retry(&self, id: RunId) -> Result<RunRecord, StoreError> {
+        let mut tx = self.begin_write("retry run").await?;
+        let row = sqlx::query("SELECT status FROM runs WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(sql_error("retry run"))?
+            .ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
+        let from: RunStatus = parse_text(&row, "status")?;
+        if !matches!(from, RunStatus::Failed | RunStatus::Cancelled) {
+            return Err(StoreError::InvalidTransition {
+                run: id,
+                from,
+                to: RunStatus::Queued,
+            });
+        }
+        // Handler records (`$on_failure`) are history, not steps to re-run.
+        sqlx::query(
+            "UPDATE step_runs SET status = 'pending', finished_at = NULL \
+             WHERE run_id = ?1 AND status IN ('failed', 'skipped', 'cancelled') \
+             AND substr(step_id, 1, 1) <> '$'",
+        )
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_error("retry run"))?;
+        let row = sqlx::query(&format!(
+            "UPDATE runs SET status = 'queued', error = NULL, finished_at = NULL, total_time_ms = NULL, \
+             lease_owner = NULL, lease_until = NULL, wake_at = NULL WHERE id = ?1 RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(id.to_string())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(sql_error("retry run"))?;
+        let record = run_from_row(&row)?;
+        tx.commit().await.map_err(sql_error("retry run"))?;
+        Ok(record)
+    }
+
+    async fn queue_stats(&self, since: SystemTime) -> Result<QueueStats, StoreError> {
+        let mut stats = QueueStats {
+            queued_by_priority: Priority::ALL
+                .iter()
+                .map(|p| (p.as_str().to_owned(), 0))
+                .collect(),
+            runs_by_status: RunStatus::ALL
+                .iter()
+                .map(|s| (s.as_str().to_owned(), 0))
+                .collect(),
+            finished_since: BTreeMap::new(),
+            fuel_used_total: 0,
+        };
+        let rows = sqlx::query(
+            "SELECT priority, COUNT(*) AS n FROM runs WHERE status = 'queued' GROUP BY priority",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error("queue stats"))?;
+        for row in &rows {
+            let priority: i64 = get(row, "priority")?;
+            if let Some(p) = Priority::from_i64(priority) {
+                stats
+                    .queued_by_priority
+                    .insert(p.as_str().to_owned(), count(get(row, "n")?));
+            }
+        }
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error("queue stats"))?;
+        for row in &rows {
+            let status: String = get(row, "status")?;
+            stats.runs_by_status.insert(status, count(get(row, "n")?));
+        }
+        for status in RunStatus::ALL.iter().filter(|s| s.is_terminal()) {
+            stats.finished_since.insert(status.as_str().to_owned(), 0);
+        }
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM runs WHERE finished_at >= ?1 GROUP BY status",
+        )
+        .bind(rfc3339(since))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error("queue stats"))?;
+        for row in &rows {
+            let status: String = get(row, "status")?;
+            stats.finished_since.insert(status, count(get(row, "n")?));
+        }
+        let fuel: Option<i64> = sqlx::query_scalar("SELECT SUM(fuel_used) FROM step_runs")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(sql_error("queue stats"))?;
+        stats.fuel_used_total = count(fuel.unwrap_or(0));
+        Ok(stats)
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenStore for SqliteStore {
+    async fn create_token(&self, name: &str, token_hash: &str) -> Result<ApiToken, StoreError> {
+        let row = sqlx::query(&format!(
+            "INSERT INTO api_tokens (name, token_hash, created_at) VALUES (?1, ?2, ?3) RETURNING {TOKEN_COLUMNS}"
+        ))
+        .bind(name)
+        .bind(token_hash)
+        .bind(now_rfc3339())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(sql_error("create token"))?;
+        token_from_row(&row)
+    }
+
+    async fn create_first_token(
+        &self,
+        name: &str,
+        token_hash: &str,
+    ) -> Result<Option<ApiToken>, StoreError> {
+        let mut tx = self.begin_write("create first token").await?;
+        let active: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens WHERE revoked_at IS NULL")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(sql_error("create first token"))?;
+        if active > 0 {
+            return Ok(None);
+        }
+        let row = sqlx::query(&format!(
+            "INSERT INTO api_tokens (name, token_hash, created_at) VALUES (?1, ?2, ?3) RETURNING {TOKEN_COLUMNS}"
+        ))
+        .bind(name)
+        .bind(token_hash)
+        .bind(now_rfc3339())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(sql_error("create first token"))?;
+        let token = token_from_row(&row)?;
+        tx.commit().await.map_err(sql_error("create first token"))?;
+        Ok(Some(token))
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error("list tokens"))?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_token(&self, id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .bind(now_rfc3339())
+        .execute(&self.pool)
+        .await
+        .map_err(sql_error("revoke token"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn active_token(&self, token_hash: &str) -> Result<Option<ApiToken>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = ?1 AND revoked_at IS NULL"
+        ))
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql_error("check token"))?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+}
+
+#[async_trait::async_trait]
+impl WebhookStore for SqliteStore {
+    async fn set_webhook_secret(&self, name: &str, secret: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_write("set webhook secret").await?;
+        let exists: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM workflows WHERE name = ?1 AND deleted_at IS NULL",
+        )
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(sql_error("set webhook secret"))?;
+        if exists == 0 {
+            return Err(StoreError::NotFound(format!("workflow {name:?}")));
+        }
+        sqlx::query(
+            "INSERT INTO webhooks (workflow_name, secret, created_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (workflow_name) DO UPDATE SET secret = excluded.secret, created_at = excluded.created_at",
+        )
+        .bind(name)
+        .bind(secret)
+        .bind(now_rfc3339())
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_error("set webhook secret"))?;
+        tx.commit().await.map_err(sql_error("set webhook secret"))
+    }
+
+    async fn webhook_secret(&self, name: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT secret FROM webhooks WHERE workflow_name = ?1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql_error("read webhook secret"))
+    }
+
+    async fn record_delivery(
+        &self,
+        signature: &str,
+        workflow: &str,
+        now: SystemTime,
+        forget_before: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write("record webhook delivery").await?;
+        sqlx::query("DELETE FROM webhook_deliveries WHERE received_at < ?1")
+            .bind(rfc3339(forget_before))
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_error("record webhook delivery"))?;
+        let inserted = sqlx::query(
+            "INSERT INTO webhook_deliveries (signature, workflow_name, received_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (signature) DO NOTHING",
+        )
+        .bind(signature)
+        .bind(workflow)
+        .bind(rfc3339(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_error("record webhook delivery"))?
+        .rows_affected();
+        tx.commit()
+            .await
+            .map_err(sql_error("record webhook delivery"))?;
+        Ok(inserted > 0)
+    }
+}

@@ -1,0 +1,3 @@
+// error: fatal
+// message-contains: is a Map
+return new Map([["a", 1]]);

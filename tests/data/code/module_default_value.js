@@ -1,0 +1,2 @@
+// expect: {"constant": true}
+export default { constant: true };

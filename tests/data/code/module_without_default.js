@@ -1,0 +1,3 @@
+// error: invalid-input
+// message-contains: no default export
+export const answer = 42;

@@ -1,0 +1,3 @@
+// error: fatal
+// message-contains: invalid output: the value at key "handler" is a function
+return { ok: true, handler() {} };

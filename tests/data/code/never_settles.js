@@ -1,0 +1,4 @@
+// error: fatal
+// message-contains: never settled
+await new Promise(() => {});
+return 1;

@@ -1,0 +1,3 @@
+// error: fatal
+// message-contains: invalid output: the result is a function
+return () => 1;

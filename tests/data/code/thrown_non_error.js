@@ -1,0 +1,3 @@
+// error: fatal
+// message-contains: Uncaught {"code":42}
+throw { code: 42 };

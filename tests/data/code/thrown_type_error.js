@@ -1,0 +1,4 @@
+// error: fatal
+// message-contains: TypeError
+const missing = null;
+return missing.field;
