@@ -20,6 +20,8 @@ use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
     ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
 };
+use crate::bindings::wasi::clocks::monotonic_clock;
+use crate::bindings::wasi::io::poll::{Pollable, poll};
 use crate::bindings::wasi::io::streams::StreamError;
 use crate::{Error, Result};
 
@@ -139,11 +141,11 @@ impl Request {
         self
     }
 
-    /// Give up after `timeout`: it bounds connecting, the wait for the first
-    /// response byte, each gap between body bytes (enforced by the host) and
-    /// the whole exchange (checked by the SDK between body chunks). Expiry is
-    /// an [`HttpError::Transport`] error. Without it, only the step's own
-    /// timeout bounds the request.
+    /// Give up after `timeout`, counted from sending: the SDK stops waiting
+    /// for the response and its body when it passes (and also asks the host
+    /// for connect / first-byte / between-bytes timeouts). Expiry is an
+    /// [`HttpError::Transport`] error, so retryable. Without it, only the
+    /// step's own timeout bounds the request.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -219,33 +221,53 @@ impl Request {
             let options = RequestOptions::new();
             let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
             // A host that does not support a timeout refuses it; the SDK's own
-            // deadline check below still applies.
+            // deadline below still applies.
             let _ = options.set_connect_timeout(Some(nanos));
             let _ = options.set_first_byte_timeout(Some(nanos));
             let _ = options.set_between_bytes_timeout(Some(nanos));
             options
         });
         let future = outgoing_handler::handle(request, options).map_err(transport)?;
+        let mut write_error = None;
         {
             let stream = body.write().map_err(|()| invalid("body stream"))?;
             for chunk in self.body.chunks(4096) {
-                stream.blocking_write_and_flush(chunk).map_err(|e| HttpError::Transport {
-                    url: self.url.clone(),
-                    detail: format!("writing the body: {e:?}"),
-                })?;
+                if let Err(e) = stream.blocking_write_and_flush(chunk) {
+                    write_error = Some(HttpError::Transport {
+                        url: self.url.clone(),
+                        detail: format!("writing the body: {e:?}"),
+                    });
+                    break;
+                }
             }
         }
-        OutgoingBody::finish(body, None).map_err(transport)?;
+        match write_error {
+            None => OutgoingBody::finish(body, None).map_err(transport)?,
+            // The host closes the body of a request it refused: the response
+            // future says why (e.g. denied), so wait for it below.
+            Some(_) => drop(body),
+        }
 
-        future.subscribe().block();
+        let deadline = self.timeout.map(|timeout| started + timeout);
+        let timed_out = || HttpError::Transport {
+            url: self.url.clone(),
+            detail: format!(
+                "timed out after {} ms",
+                self.timeout.unwrap_or_default().as_millis()
+            ),
+        };
+        if !wait_until(&future.subscribe(), deadline) {
+            // Dropping `future` on return cancels the request.
+            return Err(timed_out());
+        }
         let response = match future.get() {
             Some(Ok(Ok(response))) => response,
             Some(Ok(Err(code))) => return Err(transport(code)),
             Some(Err(())) | None => {
-                return Err(HttpError::Transport {
+                return Err(write_error.unwrap_or_else(|| HttpError::Transport {
                     url: self.url.clone(),
                     detail: "the response was lost".into(),
-                });
+                }));
             }
         };
         let status = response.status();
@@ -259,15 +281,12 @@ impl Request {
         let stream = incoming.stream().map_err(|()| invalid("response stream"))?;
         let mut bytes = Vec::new();
         loop {
-            if let Some(timeout) = self.timeout
-                && started.elapsed() > timeout
-            {
-                return Err(HttpError::Transport {
-                    url: self.url.clone(),
-                    detail: format!("timed out after {} ms", timeout.as_millis()),
-                });
-            }
-            match stream.blocking_read(64 * 1024) {
+            match stream.read(64 * 1024) {
+                Ok(chunk) if chunk.is_empty() => {
+                    if !wait_until(&stream.subscribe(), deadline) {
+                        return Err(timed_out());
+                    }
+                }
                 Ok(chunk) => bytes.extend_from_slice(&chunk),
                 Err(StreamError::Closed) => break,
                 Err(StreamError::LastOperationFailed(e)) => {
@@ -286,6 +305,18 @@ impl Request {
             body: bytes,
         })
     }
+}
+
+/// Wait until `pollable` is ready (`true`) or `deadline` passes (`false`).
+fn wait_until(pollable: &Pollable, deadline: Option<Instant>) -> bool {
+    let Some(deadline) = deadline else {
+        pollable.block();
+        return true;
+    };
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let timer =
+        monotonic_clock::subscribe_duration(u64::try_from(remaining.as_nanos()).unwrap_or(u64::MAX));
+    poll(&[pollable, &timer]).contains(&0)
 }
 
 impl Response {
@@ -357,7 +388,11 @@ fn parse_http_date(value: &str) -> Option<u64> {
         return None;
     }
     // Days from 1970-01-01 to the date (Howard Hinnant's days_from_civil).
-    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
     let era = y / 400;
     let year_of_era = y - era * 400;
     let day_of_year = (153 * m + 2) / 5 + day - 1;
@@ -373,10 +408,19 @@ mod tests {
     #[test]
     fn retry_after_reads_seconds_and_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_470);
-        assert_eq!(parse_retry_after(" 120 ", now), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after("1.5", now), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("1.5", now),
+            Some(Duration::from_millis(1500))
+        );
         assert_eq!(parse_retry_after("-3", now), None);
-        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
         assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
             Some(Duration::from_secs(10))
@@ -386,6 +430,9 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 UTC", now), None);
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 UTC", now),
+            None
+        );
     }
 }

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use omniflow::api::{ApiConfig, SIGNATURE_HEADER, sign_webhook};
 use omniflow::engine::{Executor, ExecutorConfig, PieceRegistry, RunEvent, RunRequest};
 use omniflow::server::queue::PoolConfig;
+use omniflow::server::schedule::ManualClock;
 use omniflow::server::{Server, ServerConfig};
 use omniflow::store::{Priority, RunId, RunStatus};
 use omniflow::workflow::Workflow;
@@ -60,6 +61,7 @@ fn config(workers: usize, admin_token: Option<&str>) -> ServerConfig {
         },
         api: ApiConfig::default(),
         admin_token: admin_token.map(str::to_owned),
+        ..ServerConfig::default()
     }
 }
 
@@ -719,6 +721,7 @@ async fn every_protected_route_requires_a_valid_token() {
         ("GET", format!("/api/v1/runs/{id}/events")),
         ("POST", format!("/api/v1/runs/{id}/cancel")),
         ("POST", format!("/api/v1/runs/{id}/retry")),
+        ("GET", "/api/v1/schedules".to_owned()),
         ("GET", "/api/v1/stats".to_owned()),
         ("GET", "/api/v1/metrics".to_owned()),
         ("GET", "/api/v1/ready".to_owned()),
@@ -939,4 +942,110 @@ async fn shutdown_releases_runs_that_do_not_finish_in_the_grace_period() {
         RunStatus::Queued,
         "released back to the queue, not lost"
     );
+}
+
+fn at(rfc3339: &str) -> SystemTime {
+    humantime::parse_rfc3339(rfc3339).unwrap()
+}
+
+#[tokio::test]
+async fn cron_schedules_fire_once_per_fire_time_on_a_controlled_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(dir.path()).await;
+    let clock = Arc::new(ManualClock::new(at("2030-01-01T00:00:30Z")));
+    let mut cfg = config(2, Some(TOKEN));
+    cfg.clock = clock.clone();
+    // The background loop ticks too; exactly-once must hold with it.
+    cfg.schedule_tick = Duration::from_millis(20);
+    let s = start_on(dir, exec.clone(), cfg).await;
+    let scheduler = s.server.as_ref().unwrap().scheduler().clone();
+    let scheduled = |name: &str| {
+        let mut w = echo_workflow(name);
+        w["steps"][0]["input"]["value"] = json!("{{ trigger.payload.fire_time }}");
+        w
+    };
+    let mut every5 = scheduled("every5");
+    every5["trigger"] =
+        json!({ "type": "schedule", "cron": "*/5 * * * *", "timezone": "Europe/Paris" });
+    s.create_workflow(&every5).await;
+    let mut skipper = scheduled("skipper");
+    skipper["trigger"] = json!({ "type": "schedule", "cron": "0 9 * * *", "timezone": "America/New_York", "missed": "skip" });
+    s.create_workflow(&skipper).await;
+    let mut bad = echo_workflow("badcron");
+    bad["trigger"] = json!({ "type": "schedule", "cron": "61 * * * *" });
+    let (status, body) = s.json(s.post("/api/v1/workflows", &bad)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["problems"][0]["at"], "trigger");
+
+    let (_, list) = s.json(s.get("/api/v1/schedules")).await;
+    let next: HashMap<String, String> = list["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["workflow_name"].as_str().unwrap().to_owned(),
+                s["next_fire_at"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(next["every5"], "2030-01-01T00:05:00.000Z");
+    // 09:00 in New York in January is 14:00 UTC.
+    assert_eq!(next["skipper"], "2030-01-01T14:00:00.000Z");
+
+    let runs_of = |name: &'static str| {
+        let s = &s;
+        async move {
+            let (_, list) = s
+                .json(s.get(&format!("/api/v1/runs?workflow={name}")))
+                .await;
+            list["runs"].as_array().unwrap().clone()
+        }
+    };
+    // Not yet due.
+    clock.set(at("2030-01-01T00:04:59Z"));
+    assert!(scheduler.tick().await.unwrap().is_empty());
+    // Due: one run, however many ticks (ours and the background loop's) race.
+    clock.set(at("2030-01-01T00:05:00Z"));
+    let (a, b) = tokio::join!(scheduler.tick(), scheduler.tick());
+    let fired = a.unwrap().len() + b.unwrap().len();
+    assert!(fired <= 1);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while runs_of("every5").await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(scheduler.tick().await.unwrap().is_empty());
+    let runs = runs_of("every5").await;
+    assert_eq!(runs.len(), 1, "exactly one run for 00:05");
+    let run = s.wait_finished(runs[0]["id"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["trigger"]["type"], "schedule");
+    assert_eq!(
+        run["trigger"]["payload"]["fire_time"],
+        "2030-01-01T00:05:00.000Z"
+    );
+    assert_eq!(run["trigger"]["payload"]["missed"], false);
+    assert_eq!(run["output"]["value"], "2030-01-01T00:05:00.000Z");
+
+    // Down for a day: run_once catches up with ONE run, skip with none.
+    clock.set(at("2030-01-02T15:00:00Z"));
+    scheduler.tick().await.unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while runs_of("every5").await.len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    scheduler.tick().await.unwrap();
+    let runs = runs_of("every5").await;
+    assert_eq!(runs.len(), 2);
+    let catch_up = s.run(runs[0]["id"].as_str().unwrap()).await;
+    assert_eq!(catch_up["trigger"]["payload"]["missed"], true);
+    assert!(runs_of("skipper").await.is_empty(), "skip: no catch-up run");
+    let (_, list) = s.json(s.get("/api/v1/schedules")).await;
+    for schedule in list["schedules"].as_array().unwrap() {
+        let next = at(schedule["next_fire_at"].as_str().unwrap());
+        assert!(next > at("2030-01-02T15:00:00Z"), "{schedule}");
+    }
+    s.stop().await;
 }

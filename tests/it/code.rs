@@ -241,17 +241,20 @@ async fn infinite_loop_with_fuel_to_spare_times_out() {
 }
 
 #[tokio::test]
-async fn allocation_bomb_hits_the_memory_limit() {
+async fn allocation_bombs_hit_the_memory_limit() {
     let piece = code_piece().await;
-    let mut call = js(
-        "const keep = []; for (let i = 0; ; i++) keep.push('x'.repeat(1 << 20) + i);",
-        Value::Null,
-    );
-    call.limits.memory_bytes = 32 << 20;
-    let report = runtime().run(&piece, call).await;
-    let f = failure(&report);
-    assert_eq!(f.class(), "memory-limit", "{f}");
-    assert!(f.message().contains("limit is 33554432"), "{f}");
+    for bomb in [
+        "const keep = []; for (;;) keep.push(new Uint8Array(1 << 20));",
+        "const keep = []; for (let i = 0; ; i++) keep.push({ i, s: 'v' + i });",
+    ] {
+        let mut call = js(bomb, Value::Null);
+        call.limits.memory_bytes = 32 << 20;
+        call.limits.fuel = 50_000_000_000;
+        let report = runtime().run(&piece, call).await;
+        let f = failure(&report);
+        assert_eq!(f.class(), "memory-limit", "{bomb}: {f}");
+        assert!(f.message().contains("limit is 33554432"), "{f}");
+    }
 }
 
 #[tokio::test]
@@ -287,12 +290,13 @@ async fn deep_recursion_is_a_classified_error() {
 #[tokio::test]
 async fn huge_output_is_refused() {
     let piece = code_piece().await;
+    // Boa's `repeat` keeps one 16-byte slice per repetition: repeat a 1 MiB
+    // string instead of repeating one character 100 Mi times.
     let mut call = js(
-        "return 'x'.repeat(input.mb * 1024 * 1024)",
+        "return 'x'.repeat(1 << 20).repeat(input.mb)",
         json!({ "mb": 100 }),
     );
     call.limits.memory_bytes = 512 << 20;
-    let started = Instant::now();
     let report = runtime().run(&piece, call).await;
     let f = failure(&report);
     assert_eq!(f.class(), "output-too-large", "{f}");
@@ -301,10 +305,29 @@ async fn huge_output_is_refused() {
         "{f}"
     );
     assert!(
-        started.elapsed() < Duration::from_secs(20),
+        report.duration < Duration::from_secs(20),
         "{:?}",
-        started.elapsed()
+        report.duration
     );
+}
+
+#[tokio::test]
+async fn strings_are_escaped_at_every_offset() {
+    // The output writer copies plain runs eight bytes at a time; put every
+    // kind of special character at every offset around those chunks.
+    let piece = code_piece().await;
+    let code = "const specials = ['\"', '\\\\', '\\n', '\\u0001', '\\u007f', 'é', '€', '😀'];\n\
+                return specials.flatMap((c) => Array.from({ length: 20 }, (_, i) => \
+                'a'.repeat(i) + c + 'b'.repeat(19 - i) + c));";
+    let report = runtime().run(&piece, js(code, Value::Null)).await;
+    let specials = ["\"", "\\", "\n", "\u{1}", "\u{7f}", "é", "€", "😀"];
+    let want: Vec<String> = specials
+        .iter()
+        .flat_map(|c| {
+            (0..20).map(move |i| format!("{}{c}{}{c}", "a".repeat(i), "b".repeat(19 - i)))
+        })
+        .collect();
+    assert_eq!(report.outcome.unwrap(), json!(want));
 }
 
 #[tokio::test]
@@ -406,6 +429,87 @@ async fn hostile_code_does_not_slow_normal_runs() {
             ["timeout", "memory-limit", "fatal", "out-of-fuel"].contains(&class.as_str()),
             "{class}: {}",
             failure(&report)
+        );
+    }
+}
+
+#[tokio::test]
+async fn zz_experiment() {
+    let piece = code_piece().await;
+    let cases = [
+        (
+            "repeat-concat",
+            "const keep = []; for (let i = 0; ; i++) keep.push('x'.repeat(1 << 20) + i);",
+            32usize << 20,
+        ),
+        (
+            "array-fill",
+            "const keep = []; for (let i = 0; ; i++) keep.push(new Array(1 << 16).fill(i));",
+            32 << 20,
+        ),
+        (
+            "uint8",
+            "const keep = []; for (let i = 0; ; i++) keep.push(new Uint8Array(1 << 20));",
+            32 << 20,
+        ),
+        (
+            "objects",
+            "const keep = []; for (let i = 0; ; i++) keep.push({ i, s: 'v' + i });",
+            32 << 20,
+        ),
+        ("doubling", "let s = 'x'; for (;;) s = s + s;", 32 << 20),
+        (
+            "deep-native",
+            "function down(n) { return [n].map(down); }\nreturn down(0);",
+            64 << 20,
+        ),
+        (
+            "deep-js",
+            "function down(n) { return down(n + 1) + 1; }\nreturn down(0);",
+            64 << 20,
+        ),
+        (
+            "deep-output",
+            "let o = {}; for (let i = 0; i < 100000; i++) o = { o }; return o;",
+            64 << 20,
+        ),
+        (
+            "huge-100",
+            "return 'x'.repeat(100 * 1024 * 1024)",
+            512 << 20,
+        ),
+        ("huge-20", "return 'x'.repeat(20 * 1024 * 1024)", 512 << 20),
+        (
+            "fib25",
+            "function fib(n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); } return fib(25);",
+            64 << 20,
+        ),
+        ("trivial", "return input.a + input.b", 64 << 20),
+        ("trivial", "return input.a + input.b", 64 << 20),
+        ("trivial", "return input.a + input.b", 64 << 20),
+        ("trivial-module", "export default (i) => i.a + i.b", 64 << 20),
+        ("trivial", "return input.a + input.b", 64 << 20),
+        ("trivial", "return input.a + input.b", 64 << 20),
+        ("trivial-module", "export default (i) => i.a + i.b", 64 << 20),
+    ];
+    for (name, code, memory) in cases {
+        let mut call = js(code, json!({"a": 1, "b": 2}));
+        call.limits.memory_bytes = memory;
+        call.limits.fuel = 20_000_000_000;
+        let report = runtime().run(&piece, call).await;
+        let outcome = match &report.outcome {
+            Ok(v) => {
+                let s = v.to_string();
+                s[..s.len().min(60)].to_string()
+            }
+            Err(f) => {
+                let m = f.to_string();
+                format!("{}: {}", f.class(), &m[..m.len().min(200)])
+            }
+        };
+        println!(
+            "EXP {name}: {:?} fuel={} {outcome} {}",
+            report.duration, report.fuel_used, report.log.lines().filter(|l| l.contains("TIMING")).collect::<Vec<_>>().join(" ")
         );
     }
 }

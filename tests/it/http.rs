@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use omniflow::capabilities::secrets::Secrets;
 use omniflow::engine::{Executor, ExecutorConfig, PieceRegistry, RunRequest};
-use omniflow::store::{AttemptRecord, RunId, RunStatus, StepRecord, StepStatus, Store};
+use omniflow::store::{AttemptRecord, RunId, RunStatus, StepRecord, StepStatus};
 use omniflow::workflow::Workflow;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -839,8 +839,11 @@ async fn llm_reports_every_provider_when_all_fail() {
     // Retryable because one provider's failure (connection refused) was.
     assert_eq!(step.error_class.as_deref(), Some("retryable"));
     let message = step.error_message.unwrap();
+    assert!(message.contains("ollama (llama3.2): "), "{message}");
+    // The POST body was refused with the request: still reported as a denial.
     assert!(
-        message.contains("ollama") && message.contains("huggingface"),
+        message.contains("huggingface (meta-llama/Llama-3.1-8B-Instruct): HTTP request")
+            && message.contains("denied"),
         "{message}"
     );
     assert!(server.requests().is_empty());
@@ -875,6 +878,30 @@ async fn telegram_send_message_puts_the_token_in_the_path() {
         json!({ "chat_id": "4242", "text": "*hello*", "parse_mode": "MarkdownV2" })
     );
     h.assert_no_secret_stored(run).await;
+}
+
+#[tokio::test]
+async fn telegram_without_its_secret_grant_is_denied_not_retried() {
+    let server = FakeServer::start().await;
+    let h = harness().await;
+    let input = json!({ "chat_id": 1, "text": "hi", "base_url": server.origin() });
+    let retry = json!({ "max_attempts": 3, "initial_delay": "10ms" });
+    let (run, status) = h
+        .run(one_step(
+            "telegram",
+            "send-message",
+            input,
+            granted(&server),
+            retry,
+        ))
+        .await;
+    assert_eq!(status, RunStatus::Failed);
+    let step = h.step(run, "s").await;
+    assert_eq!(step.error_class.as_deref(), Some("fatal"), "{step:?}");
+    assert_eq!(step.attempts, 1);
+    assert!(step.error_message.as_deref().unwrap().contains("denied"));
+    assert!(step.logs.contains("TELEGRAM_BOT_TOKEN"), "{}", step.logs);
+    assert!(server.requests().is_empty());
 }
 
 #[tokio::test]

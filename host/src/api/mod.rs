@@ -36,6 +36,7 @@ pub use hooks::{REPLAY_WINDOW, SIGNATURE_HEADER, sign_webhook};
 
 use crate::engine::Executor;
 use crate::server::queue::QueueHandle;
+use crate::server::schedule::Scheduler;
 
 /// Knobs of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -64,17 +65,20 @@ pub struct ApiState {
 struct Shared {
     executor: Arc<Executor>,
     queue: QueueHandle,
+    scheduler: Scheduler,
     shutdown: CancellationToken,
     config: ApiConfig,
     started: Instant,
 }
 
 impl ApiState {
-    /// State over an executor and the worker pool feeding on its queue.
+    /// State over an executor, the worker pool feeding on its queue and
+    /// the cron scheduler.
     /// `shutdown` ends waits and event streams when the server stops.
     pub fn new(
         executor: Arc<Executor>,
         queue: QueueHandle,
+        scheduler: Scheduler,
         shutdown: CancellationToken,
         config: ApiConfig,
     ) -> ApiState {
@@ -82,6 +86,7 @@ impl ApiState {
             inner: Arc::new(Shared {
                 executor,
                 queue,
+                scheduler,
                 shutdown,
                 config,
                 started: Instant::now(),
@@ -99,6 +104,10 @@ impl ApiState {
 
     fn queue(&self) -> &QueueHandle {
         &self.inner.queue
+    }
+
+    fn scheduler(&self) -> &Scheduler {
+        &self.inner.scheduler
     }
 
     fn shutdown(&self) -> &CancellationToken {
@@ -145,6 +154,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/runs/{id}/events", get(runs::events))
         .route("/runs/{id}/cancel", post(runs::cancel))
         .route("/runs/{id}/retry", post(runs::retry))
+        .route("/schedules", get(workflows::schedules))
         .route("/stats", get(system::stats))
         .route("/metrics", get(system::metrics))
         .route("/ready", get(system::ready))

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::error::problems_json;
 use super::{ApiError, ApiState, Body};
+use crate::server::schedule::{self, SyncError};
 use crate::store::StoredWorkflow;
 use crate::workflow::{ValidationError, Workflow, validate};
 
@@ -22,6 +23,12 @@ fn checked_workflow(state: &ApiState, body: &Body) -> Result<(Workflow, Value), 
     let workflow = Workflow::from_json(body_text(body)?)
         .map_err(|e| ApiError::MalformedBody(e.to_string()))?;
     validate(&workflow, state.executor().registry().as_ref()).map_err(ApiError::InvalidWorkflow)?;
+    schedule::check_trigger(&workflow).map_err(|e| {
+        ApiError::InvalidWorkflow(vec![ValidationError {
+            at: "trigger".into(),
+            message: e.to_string(),
+        }])
+    })?;
     let definition = serde_json::from_str(&workflow.to_json())
         .map_err(|e| ApiError::Internal(format!("workflow does not serialize: {e}")))?;
     Ok((workflow, definition))
@@ -34,6 +41,25 @@ pub(super) fn workflow_doc(stored: &StoredWorkflow) -> Value {
         "created_at": stored.created_at,
         "definition": stored.definition,
     })
+}
+
+/// Store the saved workflow's schedule (or drop it).
+async fn sync_schedule(state: &ApiState, stored: &StoredWorkflow) -> Result<(), ApiError> {
+    let now = state.scheduler().clock().now();
+    match schedule::sync_workflow(state.store().as_ref(), stored, now).await {
+        Ok(()) => Ok(()),
+        Err(SyncError::Store(e)) => Err(e.into()),
+        Err(SyncError::Schedule(e)) => Err(ApiError::InvalidWorkflow(vec![ValidationError {
+            at: "trigger".into(),
+            message: e.to_string(),
+        }])),
+    }
+}
+
+/// `GET /schedules`: every cron trigger with its next fire time.
+pub(super) async fn schedules(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let schedules = state.store().list_schedules().await?;
+    Ok(Json(json!({ "schedules": schedules })))
 }
 
 /// `POST /workflows`: create; 409 when the name exists (use PUT).
@@ -57,6 +83,7 @@ pub(super) async fn create(
         .store()
         .save_workflow(&workflow.name, &definition)
         .await?;
+    sync_schedule(&state, &stored).await?;
     Ok((StatusCode::CREATED, Json(workflow_doc(&stored))).into_response())
 }
 
@@ -75,6 +102,7 @@ pub(super) async fn update(
     }
     let existed = state.store().get_workflow(&name, None).await?.is_some();
     let stored = state.store().save_workflow(&name, &definition).await?;
+    sync_schedule(&state, &stored).await?;
     let status = if existed {
         StatusCode::OK
     } else {

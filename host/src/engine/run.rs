@@ -25,7 +25,7 @@ use crate::workflow::{
 enum Slot {
     Pending,
     Running,
-    Done(StepRecord),
+    Done(Box<StepRecord>),
 }
 
 fn met(dep_record: &StepRecord, handle: Option<&str>) -> bool {
@@ -194,7 +194,7 @@ pub(super) async fn drive(
             record.status,
             StepStatus::Succeeded | StepStatus::Skipped | StepStatus::Failed
         ) {
-            slots[i] = Slot::Done(record);
+            slots[i] = Slot::Done(Box::new(record));
         }
     }
     let already_done = slots.iter().filter(|s| matches!(s, Slot::Done(_))).count();
@@ -245,7 +245,7 @@ pub(super) async fn drive(
                         duration_ms: 0,
                         error: None,
                     });
-                    slots[i] = Slot::Done(record);
+                    slots[i] = Slot::Done(Box::new(record));
                     progressed = true;
                     continue;
                 }
@@ -307,7 +307,7 @@ pub(super) async fn drive(
                         record.error_message.clone().unwrap_or_default()
                     ));
                 }
-                slots[i] = Slot::Done(record);
+                slots[i] = Slot::Done(Box::new(record));
             }
             Err(err) => {
                 // The store failed: stop scheduling, leave the run resumable.

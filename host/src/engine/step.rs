@@ -48,6 +48,9 @@ struct Progress {
     attempts: u32,
     fuel_used: u64,
     logs: String,
+    /// The successful attempt of a plain (not `for_each`) step, written in
+    /// the same transaction as the step's final record (one write fewer).
+    final_attempt: Option<AttemptRecord>,
 }
 
 fn limits_for(step: &Step, defaults: &StepLimits) -> StepLimits {
@@ -147,11 +150,12 @@ pub(super) async fn run_step(
         attempts: plan.prior_attempts,
         fuel_used: 0,
         logs: String::new(),
+        final_attempt: None,
     };
     let outcome = match &step.for_each {
         None => {
             let input = render_input(&step.input, &scope);
-            let result = match input {
+            match input {
                 Ok(input) => {
                     record.input = Some(input.clone());
                     attempts(exec, &plan, &piece, &mut record, &mut progress, input, None).await
@@ -160,8 +164,7 @@ pub(super) async fn run_step(
                     class: "template-error".into(),
                     message: format!("input: {e}"),
                 }),
-            };
-            result
+            }
         }
         Some(for_each) => match eval_for_each(for_each, &scope) {
             Err(e) => Err(Failed {
@@ -177,6 +180,7 @@ pub(super) async fn run_step(
     record.attempts = progress.attempts;
     record.fuel_used = progress.fuel_used;
     record.logs = progress.logs;
+    let final_attempt = progress.final_attempt;
     let record = match outcome {
         Ok(output) => {
             record.output = Some(output);
@@ -191,7 +195,7 @@ pub(super) async fn run_step(
             finish(record, status, Some(failed))
         }
     };
-    persist_final(exec, &plan, record).await
+    persist_final_with(exec, &plan, record, final_attempt.as_ref()).await
 }
 
 async fn persist_final(
@@ -199,7 +203,16 @@ async fn persist_final(
     plan: &StepPlan,
     record: StepRecord,
 ) -> Result<StepRecord, super::EngineError> {
-    exec.store.record_step(plan.run.id, &record, None).await?;
+    persist_final_with(exec, plan, record, None).await
+}
+
+async fn persist_final_with(
+    exec: &ExecHandle,
+    plan: &StepPlan,
+    record: StepRecord,
+    attempt: Option<&AttemptRecord>,
+) -> Result<StepRecord, super::EngineError> {
+    exec.store.record_step(plan.run.id, &record, attempt).await?;
     exec.emit(RunEvent::StepFinished {
         run: plan.run.id,
         step: record.step_id.clone(),
@@ -246,6 +259,7 @@ async fn run_items(
                         attempts: 0,
                         fuel_used: 0,
                         logs: String::new(),
+                        final_attempt: None,
                     };
                     let r = attempts(exec, plan, piece, &mut item_record, &mut p, input, Some(i)).await;
                     (r, p)
@@ -365,6 +379,11 @@ async fn attempts(
             finished_at: now_rfc3339(),
         };
         let Some(failure) = failure else {
+            if item.is_none() {
+                // Written with the final record by the caller.
+                progress.final_attempt = Some(attempt_record);
+                return report.outcome.map_err(|f| Failed::from(&f));
+            }
             let mut snapshot = record.clone();
             snapshot.attempts = attempt;
             exec.store

@@ -162,11 +162,8 @@ impl Runtime {
         let from_cache = cached.is_some();
         let component = match cached {
             Some(component) => component,
-            None => {
-                let component = Component::new(&self.engine, bytes)
-                    .map_err(|e| RuntimeError::Malformed(format!("{e:#}")))?;
-                component
-            }
+            None => Component::new(&self.engine, bytes)
+                .map_err(|e| RuntimeError::Malformed(format!("{e:#}")))?,
         };
 
         let ty = component.component_type();

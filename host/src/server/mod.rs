@@ -6,7 +6,8 @@
 //!    token, else a generated one the caller prints once);
 //! 2. put runs a crash left `running` back in the queue (one server per
 //!    SQLite file, so nothing else can be executing them);
-//! 3. bind the listener, start the worker pool, serve the router;
+//! 3. bind the listener, start the worker pool and the cron scheduler
+//!    ([`schedule`]), serve the router;
 //! 4. on shutdown: stop accepting connections and claiming runs, let runs in
 //!    flight finish within the grace period, release the rest, return.
 //!
@@ -14,9 +15,11 @@
 //! loop live in `api` ([`api::serve`]).
 
 pub mod queue;
+pub mod schedule;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -25,9 +28,10 @@ use crate::api::{self, ApiConfig, ApiState};
 use crate::engine::Executor;
 use crate::store::StoreError;
 use queue::{PoolConfig, QueueHandle, WorkerPool};
+use schedule::{Clock, Scheduler, SystemClock};
 
 /// How `serve` runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerConfig {
     /// Address to listen on (`127.0.0.1:0` picks a free port).
     pub listen: SocketAddr,
@@ -38,6 +42,10 @@ pub struct ServerConfig {
     /// The admin token to store on first start (`OMNIFLOW_ADMIN_TOKEN`);
     /// `None` generates one ([`Server::generated_admin_token`]).
     pub admin_token: Option<String>,
+    /// Where the scheduler reads the time ([`schedule::ManualClock`] in tests).
+    pub clock: Arc<dyn Clock>,
+    /// How often the scheduler looks for due schedules.
+    pub schedule_tick: Duration,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +55,8 @@ impl Default for ServerConfig {
             pool: PoolConfig::default(),
             api: ApiConfig::default(),
             admin_token: None,
+            clock: Arc::new(SystemClock),
+            schedule_tick: Duration::from_secs(1),
         }
     }
 }
@@ -78,6 +88,7 @@ pub struct Server {
     requeued_at_start: u64,
     shutdown: CancellationToken,
     queue: QueueHandle,
+    scheduler: Scheduler,
     task: JoinHandle<Result<(), ServerError>>,
 }
 
@@ -123,9 +134,17 @@ impl Server {
             shutdown.child_token(),
         );
         let queue = pool.handle();
+        let scheduler = Scheduler::new(store.clone(), config.clock.clone(), queue.clone());
+        scheduler.sync_all().await?;
+        tokio::spawn(
+            scheduler
+                .clone()
+                .run(config.schedule_tick, shutdown.child_token()),
+        );
         let state = ApiState::new(
             executor,
             queue.clone(),
+            scheduler.clone(),
             shutdown.clone(),
             config.api.clone(),
         );
@@ -143,6 +162,7 @@ impl Server {
             requeued_at_start,
             shutdown,
             queue,
+            scheduler,
             task,
         })
     }
@@ -165,6 +185,11 @@ impl Server {
     /// The worker pool's handle (busy count, wake-up).
     pub fn queue(&self) -> &QueueHandle {
         &self.queue
+    }
+
+    /// The cron scheduler ([`Scheduler::tick`] fires due schedules now).
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
     }
 
     /// Cancelling this token stops the server (like [`Server::shutdown`]).

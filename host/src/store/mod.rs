@@ -729,10 +729,65 @@ pub trait WebhookStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
-/// Everything the engine and the server need from storage.
-pub trait Store: WorkflowStore + RunStore + QueueStore + TokenStore + WebhookStore {}
+/// A workflow's cron trigger as stored (the `schedules` table).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleRecord {
+    /// The workflow it starts.
+    pub workflow_name: String,
+    /// The cron expression (`0 */6 * * *`).
+    pub cron: String,
+    /// IANA time zone the expression is read in.
+    pub timezone: String,
+    /// Missed-fire policy: `run_once` or `skip`.
+    pub missed: String,
+    /// The next fire time (RFC 3339 UTC).
+    pub next_fire_at: String,
+    /// The fire time handled last, if any.
+    pub last_fired_at: Option<String>,
+}
 
-impl<T: WorkflowStore + RunStore + QueueStore + TokenStore + WebhookStore> Store for T {}
+/// Cron schedules. Each fire time is handled by exactly one caller:
+/// [`ScheduleStore::fire_schedule`] is a compare-and-set on `next_fire_at`.
+#[async_trait::async_trait]
+pub trait ScheduleStore: Send + Sync {
+    /// Make the stored schedule of `workflow` match: `None` deletes it;
+    /// an unchanged cron + timezone + policy keeps the stored next fire
+    /// time, a changed one stores `next_fire_at`.
+    async fn sync_schedule(
+        &self,
+        workflow: &str,
+        schedule: Option<(&str, &str, &str, SystemTime)>,
+    ) -> Result<(), StoreError>;
+
+    /// Schedules whose next fire time is at or before `now`.
+    async fn due_schedules(&self, now: SystemTime) -> Result<Vec<ScheduleRecord>, StoreError>;
+
+    /// Every schedule, by workflow name.
+    async fn list_schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError>;
+
+    /// If `workflow`'s next fire time is still `fire_at` (RFC 3339 text as
+    /// read), move it to `next` and, when `run` is given, queue that run, in
+    /// ONE transaction. None when another scheduler handled this fire time
+    /// (or no run was asked for).
+    async fn fire_schedule(
+        &self,
+        workflow: &str,
+        fire_at: &str,
+        next: SystemTime,
+        run: Option<NewRun>,
+    ) -> Result<Option<RunRecord>, StoreError>;
+}
+
+/// Everything the engine and the server need from storage.
+pub trait Store:
+    WorkflowStore + RunStore + QueueStore + TokenStore + WebhookStore + ScheduleStore
+{
+}
+
+impl<T> Store for T where
+    T: WorkflowStore + RunStore + QueueStore + TokenStore + WebhookStore + ScheduleStore
+{
+}
 
 /// Open (creating and migrating if needed) the store at `url_or_path`:
 ///

@@ -3,8 +3,8 @@
 //! cycles) is an error naming where in the result it sits.
 //!
 //! Written in Rust (instead of calling `JSON.stringify`) so the text is built
-//! once, in one buffer: a 100 MB string result needs ~1× its size here rather
-//! than the ~6× that going through UTF-16 intermediates took.
+//! once, straight into the output buffer (a large string result costs one
+//! copy, not UTF-16 intermediates), and errors can name the path.
 
 use std::fmt::Write as _;
 
@@ -71,7 +71,19 @@ impl Writer<'_> {
             return "the result".into();
         }
         let mut text = String::from("the value at $");
-        for segment in &self.path {
+        // A deep path keeps its first and last segments.
+        let (head, tail) = if self.path.len() > 16 {
+            (8, self.path.len() - 6)
+        } else {
+            (self.path.len(), self.path.len())
+        };
+        for (n, segment) in self.path.iter().enumerate() {
+            if n == head && head < tail {
+                let _ = write!(text, "…({} levels)…", tail - head);
+            }
+            if (head..tail).contains(&n) {
+                continue;
+            }
             match segment {
                 Segment::Index(i) => {
                     let _ = write!(text, "[{i}]");
@@ -239,32 +251,78 @@ fn is_identifier(key: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
 }
 
-/// A JSON string literal; lone surrogates become `\uXXXX` escapes
-/// (well-formed JSON.stringify).
+/// A JSON string literal; a lone surrogate becomes U+FFFD. Runs that need no
+/// escaping are copied in one go (per-character pushes cost far more fuel).
 fn write_string(out: &mut String, s: &JsString) {
+    out.push('"');
     match s.variant() {
         JsStrVariant::Latin1(bytes) => {
-            out.reserve(bytes.len() + 2);
-            out.push('"');
-            for &b in bytes {
-                push_escaped(out, char::from(b));
-            }
-            out.push('"');
-        }
-        JsStrVariant::Utf16(units) => {
-            out.reserve(units.len() + 2);
-            out.push('"');
-            for unit in char::decode_utf16(units.iter().copied()) {
-                match unit {
-                    Ok(c) => push_escaped(out, c),
-                    Err(lone) => {
-                        let _ = write!(out, "\\u{:04x}", lone.unpaired_surrogate());
+            out.reserve(bytes.len() + 1);
+            let mut rest = bytes;
+            while !rest.is_empty() {
+                let plain = plain_prefix(rest);
+                // Plain bytes are ASCII, so this never fails.
+                if let Ok(run) = std::str::from_utf8(&rest[..plain]) {
+                    out.push_str(run);
+                }
+                match rest.get(plain) {
+                    Some(&b) => {
+                        push_escaped(out, char::from(b));
+                        rest = &rest[plain + 1..];
                     }
+                    None => rest = &[],
                 }
             }
-            out.push('"');
+        }
+        JsStrVariant::Utf16(units) => {
+            out.reserve(units.len() + 1);
+            for unit in char::decode_utf16(units.iter().copied()) {
+                // JSON.stringify would write `\udXXX`, which serde (and so
+                // the host) refuses: a lone surrogate becomes U+FFFD.
+                push_escaped(out, unit.unwrap_or(char::REPLACEMENT_CHARACTER));
+            }
         }
     }
+    out.push('"');
+}
+
+/// ASCII that JSON takes as it is.
+fn is_plain(byte: u8) -> bool {
+    (0x20..0x80).contains(&byte) && byte != b'"' && byte != b'\\'
+}
+
+/// Length of the leading run of plain bytes, eight at a time (SWAR): fuel
+/// is per wasm instruction, and a 100 MB string is common enough in a
+/// "return the whole file" script to matter.
+fn plain_prefix(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    /// Some byte of `w` is zero (exact as a yes/no answer).
+    fn has_zero(w: u64) -> bool {
+        w.wrapping_sub(ONES) & !w & HIGH != 0
+    }
+    let mut start = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0;
+        let non_ascii = w & HIGH != 0;
+        if below_space
+            || non_ascii
+            || has_zero(w ^ (ONES * u64::from(b'"')))
+            || has_zero(w ^ (ONES * u64::from(b'\\')))
+        {
+            break;
+        }
+        start += 8;
+    }
+    let rest = &bytes[start..];
+    start
+        + rest
+            .iter()
+            .position(|&b| !is_plain(b))
+            .unwrap_or(rest.len())
 }
 
 fn push_escaped(out: &mut String, c: char) {

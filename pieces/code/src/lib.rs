@@ -19,8 +19,9 @@
 //!   `undefined` properties are dropped, `NaN`/`Infinity` become `null`), with
 //!   these exceptions, each a `fatal` error whose message starts with
 //!   `invalid output:` and names the key: functions, symbols, `BigInt`s,
-//!   `Map`s, `Set`s and cyclic objects anywhere in the result. A top-level
-//!   `undefined` (a body without `return`) becomes `null`.
+//!   `Map`s, `Set`s, cyclic objects and nesting deeper than 512 levels
+//!   anywhere in the result. A top-level `undefined` (a body without
+//!   `return`) becomes `null`; a lone UTF-16 surrogate becomes U+FFFD.
 //! * **Errors**: an uncaught exception is `fatal` with the JS message and
 //!   stack. `throw new Retryable("msg", { retryAfterMs })` (a global subclass
 //!   of `Error`) is `retryable`. A syntax error is `invalid-input` with the
@@ -47,11 +48,12 @@ use std::rc::Rc;
 
 use boa_engine::builtins::promise::PromiseState;
 use boa_engine::module::{ModuleLoader, ModuleRequest, Referrer};
-use boa_engine::object::ObjectInitializer;
+use boa_engine::object::{FunctionObjectBuilder, ObjectInitializer};
 use boa_engine::property::Attribute;
+use boa_engine::property::PropertyDescriptor;
 use boa_engine::vm::RuntimeLimits;
 use boa_engine::{
-    Context as JsContext, JsError, JsNativeError, JsResult, JsString, JsValue, Module,
+    Context as JsContext, JsError, JsNativeError, JsObject, JsResult, JsString, JsValue, Module,
     NativeFunction, Script, Source, js_string,
 };
 use omniflow_sdk::prelude::*;
@@ -67,20 +69,6 @@ pub const RECURSION_LIMIT: usize = 10_000;
 
 /// Values on Boa's VM stack before a `RuntimeLimitError` (≈ 16 bytes each).
 const VALUE_STACK_LIMIT: usize = 1 << 20;
-
-/// Defined before user code runs.
-const PRELUDE: &str = r#"
-class Retryable extends Error {
-  constructor(message, options) {
-    super(message, options);
-    this.name = "Retryable";
-    if (options != null && options.retryAfterMs != null) {
-      this.retryAfterMs = Number(options.retryAfterMs);
-    }
-  }
-}
-globalThis.Retryable = Retryable;
-"#;
 
 /// The prefix that turns a function body into an expression; kept on the
 /// body's first line so line numbers in errors match the user's code.
@@ -118,15 +106,16 @@ impl JsonSchema for JsonOutput {
 
 fn run_js(_ctx: &Context, input: RunJsInput) -> Result<JsonOutput> {
     CONSOLE_USED.with(|used| used.set(0));
-    let mut context = new_context()?;
-    let json = execute(&mut context, &input.code, &input.input)?;
+    let (mut context, retryable) = new_context()?;
+    let json = execute(&mut context, &retryable, &input.code, &input.input)?;
     RawValue::from_string(json)
         .map(JsonOutput)
         .map_err(|e| Error::fatal(format!("invalid output: {e}")))
 }
 
-/// A fresh JS context with our globals and limits.
-fn new_context() -> Result<JsContext> {
+/// A fresh JS context with our globals and limits, and the `Retryable`
+/// constructor (kept here: the code may overwrite the global).
+fn new_context() -> Result<(JsContext, JsObject)> {
     let mut context = JsContext::builder()
         .module_loader(Rc::new(NoImports))
         .build()
@@ -141,7 +130,8 @@ fn new_context() -> Result<JsContext> {
     Ok(context)
 }
 
-fn install_globals(context: &mut JsContext) -> JsResult<()> {
+/// `console`, `fetch` (which throws) and `Retryable`; returns the latter.
+fn install_globals(context: &mut JsContext) -> JsResult<JsObject> {
     let console = ObjectInitializer::new(context)
         .function(
             NativeFunction::from_fn_ptr(console_log),
@@ -176,16 +166,91 @@ fn install_globals(context: &mut JsContext) -> JsResult<()> {
         1,
         NativeFunction::from_fn_ptr(no_fetch),
     )?;
-    context.eval(Source::from_bytes(PRELUDE))?;
-    Ok(())
+    let retryable = retryable_class(context)?;
+    context.register_global_property(js_string!("Retryable"), retryable.clone(), writable)?;
+    Ok(retryable)
+}
+
+/// `class Retryable extends Error`, built natively: evaluating the same
+/// class in JS costs ~150 µs per run (a sixth of a trivial run).
+/// `new Retryable(message, { retryAfterMs, cause })`.
+fn retryable_class(context: &mut JsContext) -> JsResult<JsObject> {
+    let error = context.intrinsics().constructors().error().clone();
+    let constructor: JsObject = FunctionObjectBuilder::new(
+        context.realm(),
+        NativeFunction::from_fn_ptr(construct_retryable),
+    )
+    .name(js_string!("Retryable"))
+    .length(1)
+    .constructor(true)
+    .build()
+    .into();
+    let prototype = JsObject::with_object_proto(context.intrinsics());
+    prototype.set_prototype(Some(error.prototype()));
+    let hidden = |value: JsValue| {
+        PropertyDescriptor::builder()
+            .value(value)
+            .writable(true)
+            .enumerable(false)
+            .configurable(true)
+    };
+    prototype.define_property_or_throw(
+        js_string!("name"),
+        hidden(js_string!("Retryable").into()),
+        context,
+    )?;
+    prototype.define_property_or_throw(
+        js_string!("constructor"),
+        hidden(constructor.clone().into()),
+        context,
+    )?;
+    constructor.define_property_or_throw(
+        js_string!("prototype"),
+        PropertyDescriptor::builder()
+            .value(prototype)
+            .writable(false)
+            .enumerable(false)
+            .configurable(false),
+        context,
+    )?;
+    constructor.set_prototype(Some(error.constructor()));
+    Ok(constructor)
+}
+
+/// Native constructors get `new.target` first (`undefined`-ish when called
+/// without `new`, which a class refuses too).
+fn construct_retryable(
+    new_target: &JsValue,
+    args: &[JsValue],
+    context: &mut JsContext,
+) -> JsResult<JsValue> {
+    let Some(new_target) = new_target.as_object().filter(|o| o.is_constructor()) else {
+        return Err(JsNativeError::typ()
+            .with_message("class constructor Retryable cannot be invoked without 'new'")
+            .into());
+    };
+    let error = context.intrinsics().constructors().error().constructor();
+    // Error's own constructor with our new.target: [[ErrorData]], message,
+    // cause and stack as for any Error, prototype from new.target.
+    let instance = error.construct(args, Some(&new_target), context)?;
+    if let Some(options) = args.get(1).and_then(JsValue::as_object) {
+        let after = options.get(js_string!("retryAfterMs"), context)?;
+        if !after.is_null_or_undefined() {
+            let ms = after.to_number(context)?;
+            instance.set(js_string!("retryAfterMs"), ms, true, context)?;
+        }
+    }
+    Ok(instance.into())
 }
 
 /// Run the user's code to completion; the result as JSON text.
-fn execute(context: &mut JsContext, code: &str, input: &Value) -> Result<String> {
-    let retryable = context
-        .global_object()
-        .get(js_string!("Retryable"), context)
-        .map_err(|e| Error::fatal(format!("setting up globals: {e}")))?;
+fn execute(
+    context: &mut JsContext,
+    retryable: &JsObject,
+    code: &str,
+    input: &Value,
+) -> Result<String> {
+    let retryable: JsValue = retryable.clone().into();
     let input = JsValue::from_json(input, context)
         .map_err(|e| Error::invalid_input(format!("input: {e}")))?;
 

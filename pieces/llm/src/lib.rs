@@ -285,17 +285,18 @@ fn run(call: Call) -> Result<LlmOutput> {
         .map(|spec| resolve(spec, call.model.as_deref()))
         .collect::<Result<Vec<_>>>()?;
 
-    let mut failures: Vec<(ProviderName, Error)> = Vec::new();
+    let mut failures: Vec<Error> = Vec::new();
     for (i, target) in targets.iter().enumerate() {
         match ask(target, &call) {
             Ok(output) => return Ok(output),
             Err(err) => {
+                let err = in_context(&err, target);
                 let next = targets
                     .get(i + 1)
                     .map(|t| format!("; trying {}", t.name.as_str()))
                     .unwrap_or_default();
-                log::warn(format!("{}: {}{next}", target.name.as_str(), err.message()));
-                failures.push((target.name, err));
+                log::warn(format!("{}{next}", err.message()));
+                failures.push(err);
             }
         }
     }
@@ -350,25 +351,42 @@ fn is_model_path(model: &str) -> bool {
     })
 }
 
-/// One failure per provider → the step's error.
-fn combine(mut failures: Vec<(ProviderName, Error)>) -> Error {
+/// `err` with `"{provider} ({model}): "` in front of its message, same kind.
+fn in_context(err: &Error, target: &Target) -> Error {
+    let message = format!(
+        "{} ({}): {}",
+        target.name.as_str(),
+        target.model,
+        err.message()
+    );
+    match err.kind() {
+        ErrorKind::InvalidInput => Error::invalid_input(message),
+        ErrorKind::Fatal => Error::fatal(message),
+        ErrorKind::Retryable {
+            retry_after: Some(wait),
+        } => Error::retry_after(message, wait),
+        ErrorKind::Retryable { retry_after: None } => Error::retryable(message),
+    }
+}
+
+/// One failure per provider (each message names it) → the step's error.
+fn combine(mut failures: Vec<Error>) -> Error {
     if failures.len() == 1 {
         return failures
             .pop()
-            .map(|(_, e)| e)
             .unwrap_or_else(|| Error::fatal("no provider"));
     }
     let message = format!(
         "all providers failed: {}",
         failures
             .iter()
-            .map(|(name, e)| format!("{}: {}", name.as_str(), e.message()))
+            .map(Error::message)
             .collect::<Vec<_>>()
             .join("; ")
     );
     let mut retryable = false;
     let mut wait: Option<Duration> = None;
-    for (_, err) in &failures {
+    for err in &failures {
         if let ErrorKind::Retryable { retry_after } = err.kind() {
             retryable = true;
             wait = wait.max(retry_after);
@@ -377,10 +395,7 @@ fn combine(mut failures: Vec<(ProviderName, Error)>) -> Error {
     match (retryable, wait) {
         (true, Some(wait)) => Error::retry_after(message, wait),
         (true, None) => Error::retryable(message),
-        _ if failures
-            .iter()
-            .all(|(_, e)| e.kind() == ErrorKind::InvalidInput) =>
-        {
+        _ if failures.iter().all(|e| e.kind() == ErrorKind::InvalidInput) => {
             Error::invalid_input(message)
         }
         _ => Error::fatal(message),
@@ -403,21 +418,10 @@ fn ask(target: &Target, call: &Call) -> Result<LlmOutput> {
     if !response.is_success() {
         return Err(status_error(target, &response));
     }
-    let json: Value = response.json().map_err(|e| {
-        Error::fatal(format!(
-            "{} ({}): {}",
-            target.name.as_str(),
-            target.model,
-            e.message()
-        ))
-    })?;
+    let json: Value = response.json()?;
     let output = parse_reply(target, &json).ok_or_else(|| {
         let text: String = response.text().chars().take(300).collect();
-        Error::fatal(format!(
-            "{} ({}): unexpected response: {text}",
-            target.name.as_str(),
-            target.model
-        ))
+        Error::fatal(format!("unexpected response: {text}"))
     })?;
     log::info(format!(
         "{} ({}) answered with {} characters{}",
@@ -597,11 +601,7 @@ fn status_error(target: &Target, response: &Response) -> Error {
         })
         .unwrap_or_else(|| response.text().chars().take(300).collect());
     let status = response.status;
-    let message = format!(
-        "{} ({}): HTTP {status}: {detail}",
-        target.name.as_str(),
-        target.model
-    );
+    let message = format!("HTTP {status}: {detail}");
     let estimated = json
         .as_ref()
         .and_then(|j| j.get("estimated_time"))
@@ -744,23 +744,26 @@ mod tests {
     #[test]
     fn combined_failures_are_retryable_if_any_is_and_wait_the_longest() {
         let err = combine(vec![
-            (ProviderName::Ollama, Error::retryable("refused")),
-            (
-                ProviderName::Huggingface,
-                Error::retry_after("loading", Duration::from_secs(3)),
+            in_context(&Error::retryable("refused"), &target(ProviderName::Ollama)),
+            Error::retry_after("loading", Duration::from_secs(3)),
+            in_context(
+                &Error::fatal("denied"),
+                &target(ProviderName::HuggingfaceLegacy),
             ),
-            (ProviderName::HuggingfaceLegacy, Error::fatal("denied")),
         ]);
         assert_eq!(wait(&err), Some(Duration::from_secs(3)));
-        assert!(err.message().contains("ollama: refused"));
-        assert!(err.message().contains("huggingface-legacy: denied"));
-        let err = combine(vec![
-            (ProviderName::Ollama, Error::fatal("a")),
-            (ProviderName::Huggingface, Error::invalid_input("b")),
-        ]);
+        assert!(err.message().contains("ollama (m/x): refused; loading; "));
+        assert!(err.message().contains("huggingface-legacy (m/x): denied"));
+        let err = combine(vec![Error::fatal("a"), Error::invalid_input("b")]);
         assert_eq!(err.kind(), ErrorKind::Fatal);
-        let single = combine(vec![(ProviderName::Ollama, Error::invalid_input("x"))]);
+        let single = combine(vec![Error::invalid_input("x")]);
         assert_eq!(single, Error::invalid_input("x"));
+        let waited = in_context(
+            &Error::retry_after("x", Duration::from_secs(2)),
+            &target(ProviderName::Huggingface),
+        );
+        assert_eq!(wait(&waited), Some(Duration::from_secs(2)));
+        assert_eq!(waited.message(), "huggingface (m/x): x");
     }
 
     #[test]

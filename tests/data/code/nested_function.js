@@ -1,3 +1,3 @@
 // error: fatal
-// message-contains: invalid output: the value at key "handler" is a function
+// message-contains: invalid output: the value at $.handler is a function
 return { ok: true, handler() {} };

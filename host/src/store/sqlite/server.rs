@@ -1,5 +1,5 @@
 //! SQLite SQL for the server: the run queue (claims, leases, re-queues),
-//! API tokens and webhook deliveries.
+//! API tokens, webhook deliveries and cron schedules.
 //!
 //! The claim is one `UPDATE ... WHERE id = (SELECT ... ORDER BY priority
 //! DESC, created_at LIMIT 1) ... RETURNING` inside a `BEGIN IMMEDIATE`
@@ -13,8 +13,9 @@ use sqlx::sqlite::SqliteRow;
 
 use super::{RUN_COLUMNS, SqliteStore, get, insert_run, parse_text, run_from_row, sql_error};
 use crate::store::{
-    ApiToken, NewRun, Priority, QueueStats, QueueStore, RunId, RunRecord, RunStatus, StoreError,
-    TokenStore, WebhookStore, elapsed_ms, now_rfc3339, rfc3339,
+    ApiToken, NewRun, Priority, QueueStats, QueueStore, RunId, RunRecord, RunStatus,
+    ScheduleRecord, ScheduleStore, StoreError, TokenStore, WebhookStore, elapsed_ms, now_rfc3339,
+    rfc3339,
 };
 
 const TOKEN_COLUMNS: &str = "id, name, created_at, revoked_at";
@@ -386,5 +387,107 @@ impl WebhookStore for SqliteStore {
             .await
             .map_err(sql_error("record webhook delivery"))?;
         Ok(inserted > 0)
+    }
+}
+
+fn schedule_from_row(row: &SqliteRow) -> Result<ScheduleRecord, StoreError> {
+    Ok(ScheduleRecord {
+        workflow_name: get(row, "workflow_name")?,
+        cron: get(row, "cron")?,
+        timezone: get(row, "timezone")?,
+        missed: get(row, "missed")?,
+        next_fire_at: get(row, "next_fire_at")?,
+        last_fired_at: get(row, "last_fired_at")?,
+    })
+}
+
+const SCHEDULE_COLUMNS: &str = "workflow_name, cron, timezone, missed, next_fire_at, last_fired_at";
+
+#[async_trait::async_trait]
+impl ScheduleStore for SqliteStore {
+    async fn sync_schedule(
+        &self,
+        workflow: &str,
+        schedule: Option<(&str, &str, &str, SystemTime)>,
+    ) -> Result<(), StoreError> {
+        let Some((cron, timezone, missed, next)) = schedule else {
+            sqlx::query("DELETE FROM schedules WHERE workflow_name = ?1")
+                .bind(workflow)
+                .execute(&self.pool)
+                .await
+                .map_err(sql_error("delete schedule"))?;
+            return Ok(());
+        };
+        sqlx::query(
+            "INSERT INTO schedules (workflow_name, cron, timezone, missed, next_fire_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (workflow_name) DO UPDATE SET cron = excluded.cron, timezone = excluded.timezone, \
+             missed = excluded.missed, next_fire_at = excluded.next_fire_at \
+             WHERE schedules.cron <> excluded.cron OR schedules.timezone <> excluded.timezone \
+             OR schedules.missed <> excluded.missed",
+        )
+        .bind(workflow)
+        .bind(cron)
+        .bind(timezone)
+        .bind(missed)
+        .bind(rfc3339(next))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match sql_error("save schedule")(e) {
+            StoreError::Constraint(_) => StoreError::NotFound(format!("workflow {workflow:?}")),
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    async fn due_schedules(&self, now: SystemTime) -> Result<Vec<ScheduleRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE next_fire_at <= ?1 ORDER BY next_fire_at"
+        ))
+        .bind(rfc3339(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error("due schedules"))?;
+        rows.iter().map(schedule_from_row).collect()
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY workflow_name"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error("list schedules"))?;
+        rows.iter().map(schedule_from_row).collect()
+    }
+
+    async fn fire_schedule(
+        &self,
+        workflow: &str,
+        fire_at: &str,
+        next: SystemTime,
+        run: Option<NewRun>,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let mut tx = self.begin_write("fire schedule").await?;
+        let moved = sqlx::query(
+            "UPDATE schedules SET next_fire_at = ?3, last_fired_at = ?2 \
+             WHERE workflow_name = ?1 AND next_fire_at = ?2",
+        )
+        .bind(workflow)
+        .bind(fire_at)
+        .bind(rfc3339(next))
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_error("fire schedule"))?
+        .rows_affected();
+        if moved == 0 {
+            return Ok(None);
+        }
+        let record = match run {
+            Some(run) => Some(insert_run(&mut tx, run).await?),
+            None => None,
+        };
+        tx.commit().await.map_err(sql_error("fire schedule"))?;
+        Ok(record)
     }
 }

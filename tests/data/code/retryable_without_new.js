@@ -1,0 +1,4 @@
+// error: fatal
+// message-contains: TypeError
+// message-contains: without 'new'
+throw Retryable("oops");
