@@ -16,6 +16,7 @@
 
 mod server;
 
+use std::sync::Arc;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -49,6 +50,42 @@ const ATTEMPT_COLUMNS: &str = "attempt, status, input, output, error_class, erro
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One writer at a time inside this process: writers queue here instead
+    /// of in SQLite's busy handler, which sleeps in 1–100 ms steps.
+    write_gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction plus this process's write turn; derefs to the
+/// connection, so `&mut *tx` works as with a plain transaction.
+pub(crate) struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    /// Commit; the write turn ends with `self`.
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    /// Roll back explicitly (dropping also rolls back).
+    #[allow(dead_code)]
+    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::SqliteConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
 }
 
 impl SqliteStore {
@@ -97,7 +134,10 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            write_gate: Arc::default(),
+        })
     }
 
     /// Close every connection, waiting for them to be returned. Later calls fail
@@ -110,11 +150,14 @@ impl SqliteStore {
     async fn begin_write(
         &self,
         op: &'static str,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        self.pool
+    ) -> Result<WriteTx, StoreError> {
+        let turn = self.write_gate.clone().lock_owned().await;
+        let tx = self
+            .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(sql_error(op))
+            .map_err(sql_error(op))?;
+        Ok(WriteTx { tx, _turn: turn })
     }
 
     /// The newest version of `name` (or `version`), with its definition text.
@@ -451,7 +494,7 @@ impl RunStore for SqliteStore {
 
 /// Insert `run` as queued inside `tx`.
 async fn insert_run(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut sqlx::SqliteConnection,
     run: NewRun,
 ) -> Result<RunRecord, StoreError> {
     let record = RunRecord {
@@ -482,7 +525,7 @@ async fn insert_run(
     .bind(record.vars.to_string())
     .bind(record.simulated)
     .bind(&record.created_at)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await
     .map_err(|e| match sql_error("create run")(e) {
         StoreError::Constraint(_) => StoreError::NotFound(format!(

@@ -126,8 +126,9 @@ fn new_context() -> Result<(JsContext, JsObject)> {
     limits.set_recursion_limit(RECURSION_LIMIT);
     limits.set_stack_size_limit(VALUE_STACK_LIMIT);
     context.set_runtime_limits(limits);
-    install_globals(&mut context).map_err(|e| Error::fatal(format!("setting up globals: {e}")))?;
-    Ok(context)
+    let retryable = install_globals(&mut context)
+        .map_err(|e| Error::fatal(format!("setting up globals: {e}")))?;
+    Ok((context, retryable))
 }
 
 /// `console`, `fetch` (which throws) and `Retryable`; returns the latter.
