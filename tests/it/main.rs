@@ -5,6 +5,8 @@ mod api;
 mod cli;
 mod engine;
 mod flows;
+mod http;
 mod runtime;
 mod store;
 mod support;
+mod wire;
