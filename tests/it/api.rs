@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use omniflow::api::{ApiConfig, SIGNATURE_HEADER, sign_webhook};
-use omniflow::engine::{Executor, ExecutorConfig, PieceRegistry, RunEvent, RunRequest};
+use omniflow::engine::{Executor, ExecutorConfig, RunEvent, RunRequest};
 use omniflow::server::queue::PoolConfig;
 use omniflow::server::schedule::ManualClock;
 use omniflow::server::{Server, ServerConfig};
@@ -17,7 +17,6 @@ use omniflow::workflow::Workflow;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{load, runtime, shared_runtime};
 
 const TOKEN: &str = "test-admin-token";
 /// Upper bound for anything a test waits for (never reached when things work).
@@ -32,22 +31,10 @@ struct TestServer {
 }
 
 async fn executor(dir: &std::path::Path) -> Arc<Executor> {
-    let store = omniflow::store::open(&dir.join("omniflow.db").to_string_lossy())
-        .await
-        .unwrap();
-    let registry = Arc::new(PieceRegistry::new());
-    for piece in runtime().load_builtins().await.unwrap() {
-        registry.add(piece);
-    }
-    for name in ["flaky", "hostile_loop"] {
-        registry.add(load(name).await);
-    }
-    Arc::new(Executor::new(
-        shared_runtime().clone(),
-        registry,
-        store,
-        ExecutorConfig::default(),
-    ))
+    Arc::new(
+        crate::support::executor_in(dir, &["flaky", "hostile_loop"], ExecutorConfig::default())
+            .await,
+    )
 }
 
 fn config(workers: usize, admin_token: Option<&str>) -> ServerConfig {

@@ -3,13 +3,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use omniflow::engine::{Executor, ExecutorConfig, PieceRegistry, RunRequest};
+use omniflow::engine::{Executor, ExecutorConfig, RunRequest};
 use omniflow::store::{RunId, RunStatus, StepRecord, StepStatus, Store};
 use omniflow::workflow::Workflow;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{load, runtime};
 
 struct Harness {
     exec: Executor,
@@ -18,23 +17,13 @@ struct Harness {
 
 async fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let store = omniflow::store::open(&dir.path().join("omniflow.db").to_string_lossy())
-        .await
-        .unwrap();
-    let registry = Arc::new(PieceRegistry::new());
-    for piece in runtime().load_builtins().await.unwrap() {
-        registry.add(piece);
-    }
-    for name in ["flaky", "hostile_loop"] {
-        registry.add(load(name).await);
-    }
     Harness {
-        exec: Executor::new(
-            crate::support::shared_runtime().clone(),
-            registry,
-            store,
+        exec: crate::support::executor_in(
+            dir.path(),
+            &["flaky", "hostile_loop"],
             ExecutorConfig::default(),
-        ),
+        )
+        .await,
         _dir: dir,
     }
 }

@@ -4,11 +4,10 @@
 //! redaction, no redirects, body cap) and a local fake of each service
 //! (`wire.rs`). Nothing leaves 127.0.0.1.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use omniflow::capabilities::secrets::Secrets;
-use omniflow::engine::{Executor, ExecutorConfig, PieceRegistry, RunRequest};
+use omniflow::engine::{Executor, ExecutorConfig, RunRequest};
 use omniflow::store::{AttemptRecord, RunId, RunStatus, StepRecord, StepStatus};
 use omniflow::workflow::Workflow;
 use serde_json::{Value, json};
@@ -36,24 +35,12 @@ async fn harness() -> Harness {
         .with("DISCORD_WEBHOOK_ID", DISCORD_ID)
         .with("DISCORD_WEBHOOK_TOKEN", DISCORD_TOKEN);
     let dir = tempfile::tempdir().unwrap();
-    let store = omniflow::store::open(&dir.path().join("omniflow.db").to_string_lossy())
-        .await
-        .unwrap();
-    let registry = Arc::new(PieceRegistry::new());
-    for piece in runtime().load_builtins().await.unwrap() {
-        registry.add(piece);
-    }
     let config = ExecutorConfig {
         secrets,
         ..ExecutorConfig::default()
     };
     Harness {
-        exec: Executor::new(
-            crate::support::shared_runtime().clone(),
-            registry,
-            store,
-            config,
-        ),
+        exec: crate::support::executor_in(dir.path(), &[], config).await,
         dir,
     }
 }

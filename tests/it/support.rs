@@ -52,3 +52,23 @@ pub(crate) async fn load(name: &str) -> Arc<LoadedPiece> {
         .await
         .unwrap_or_else(|e| panic!("loading {name}: {e}"))
 }
+
+/// An executor over a fresh SQLite file in `dir`: the built-in pieces plus
+/// the named test components, on the shared runtime.
+pub(crate) async fn executor_in(
+    dir: &std::path::Path,
+    test_components: &[&str],
+    config: omniflow::engine::ExecutorConfig,
+) -> omniflow::engine::Executor {
+    let store = omniflow::store::open(&dir.join("omniflow.db").to_string_lossy())
+        .await
+        .unwrap();
+    let registry = Arc::new(omniflow::engine::PieceRegistry::new());
+    for piece in runtime().load_builtins().await.unwrap() {
+        registry.add(piece);
+    }
+    for name in test_components {
+        registry.add(load(name).await);
+    }
+    omniflow::engine::Executor::new(shared_runtime().clone(), registry, store, config)
+}
