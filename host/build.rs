@@ -71,7 +71,9 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("running cargo for the guest components");
+    let status = cmd
+        .status()
+        .expect("running cargo for the guest components");
     if !status.success() {
         panic!(
             "building the guest components failed (see above). Is the target installed? \

@@ -3,10 +3,10 @@
 //! See `ARCHITECTURE.md` for the map. Entry points: [`runtime::Runtime`]
 //! (load and run pieces).
 
-pub mod capabilities;
-pub mod runtime;
-pub mod workflow;
-pub mod engine;
-pub mod store;
 pub mod api;
+pub mod capabilities;
+pub mod engine;
+pub mod runtime;
 pub mod server;
+pub mod store;
+pub mod workflow;

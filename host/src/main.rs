@@ -180,6 +180,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 50)]
         runs: usize,
     },
+    /// User JavaScript in the `code` piece: fresh sandbox per run; fib(25)
+    /// with and without fuel metering.
+    CodeJs {
+        /// Measured runs of the trivial snippet.
+        #[arg(long, default_value_t = 500)]
+        iterations: usize,
+    },
     /// One run fanning out to N parallel trivial steps and joining them.
     Fanout {
         /// Parallel steps.
@@ -259,6 +266,9 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
         }
         Command::Bench(BenchCommand::Chain40 { runs }) => {
             cli::bench::chain40(runs).await.map(|()| true)
+        }
+        Command::Bench(BenchCommand::CodeJs { iterations }) => {
+            cli::bench_code::code_js(iterations).await.map(|()| true)
         }
         Command::Bench(BenchCommand::Fanout { n, parallel }) => {
             cli::bench::fanout(n, parallel).await.map(|()| true)

@@ -16,11 +16,11 @@
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::bindings::wasi::clocks::monotonic_clock;
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
     ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
 };
-use crate::bindings::wasi::clocks::monotonic_clock;
 use crate::bindings::wasi::io::poll::{Pollable, poll};
 use crate::bindings::wasi::io::streams::StreamError;
 use crate::{Error, Result};
@@ -81,7 +81,9 @@ impl fmt::Display for HttpError {
                  grant to add"
             ),
             HttpError::InvalidUrl(msg) => write!(f, "invalid URL: {msg}"),
-            HttpError::Transport { url, detail } => write!(f, "HTTP request to {url} failed: {detail}"),
+            HttpError::Transport { url, detail } => {
+                write!(f, "HTTP request to {url} failed: {detail}")
+            }
             HttpError::TooLarge { url } => write!(
                 f,
                 "the response of {url} is larger than the host's response-size cap"
@@ -125,7 +127,8 @@ impl Request {
 
     /// Add a header (values may contain `${secret:NAME}` placeholders).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into().to_ascii_lowercase(), value.into()));
+        self.headers
+            .push((name.into().to_ascii_lowercase(), value.into()));
         self
     }
 
@@ -165,7 +168,11 @@ impl Request {
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "http" => Scheme::Http,
             "https" => Scheme::Https,
-            other => return Err(HttpError::InvalidUrl(format!("unsupported scheme {other:?}"))),
+            other => {
+                return Err(HttpError::InvalidUrl(format!(
+                    "unsupported scheme {other:?}"
+                )));
+            }
         };
         let split = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, path) = rest.split_at(split);
@@ -194,8 +201,12 @@ impl Request {
             other => Method::Other(other.to_string()),
         };
         let invalid = |what: &str| HttpError::InvalidUrl(format!("{what} of {:?}", self.url));
-        request.set_method(&method).map_err(|()| invalid("method"))?;
-        request.set_scheme(Some(&scheme)).map_err(|()| invalid("scheme"))?;
+        request
+            .set_method(&method)
+            .map_err(|()| invalid("method"))?;
+        request
+            .set_scheme(Some(&scheme))
+            .map_err(|()| invalid("scheme"))?;
         request
             .set_authority(Some(authority))
             .map_err(|()| invalid("authority"))?;
@@ -314,8 +325,9 @@ fn wait_until(pollable: &Pollable, deadline: Option<Instant>) -> bool {
         return true;
     };
     let remaining = deadline.saturating_duration_since(Instant::now());
-    let timer =
-        monotonic_clock::subscribe_duration(u64::try_from(remaining.as_nanos()).unwrap_or(u64::MAX));
+    let timer = monotonic_clock::subscribe_duration(
+        u64::try_from(remaining.as_nanos()).unwrap_or(u64::MAX),
+    );
     poll(&[pollable, &timer]).contains(&0)
 }
 

@@ -158,7 +158,11 @@ impl Piece {
                     output_schema: (a.output_schema)().to_string(),
                 })
                 .collect(),
-            http_destinations: self.http_destinations.iter().map(|s| s.to_string()).collect(),
+            http_destinations: self
+                .http_destinations
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             secrets: self.secrets.iter().map(|s| s.to_string()).collect(),
         }
     }

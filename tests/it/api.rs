@@ -17,7 +17,6 @@ use omniflow::workflow::Workflow;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-
 const TOKEN: &str = "test-admin-token";
 /// Upper bound for anything a test waits for (never reached when things work).
 const PATIENCE: Duration = Duration::from_secs(60);

@@ -12,16 +12,26 @@ fn omniflow() -> Command {
 
 #[test]
 fn piece_inspect_describes_builtin_pieces() {
-    for (file, name) in [("transform.wasm", "transform@0.1.0"), ("flow.wasm", "flow@0.1.0")] {
+    for (file, name) in [
+        ("transform.wasm", "transform@0.1.0"),
+        ("flow.wasm", "flow@0.1.0"),
+    ] {
         let out = omniflow()
             .args(["piece", "inspect"])
             .arg(guest_dir().join(file))
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(stdout.starts_with(name), "{stdout}");
-        assert!(stdout.contains("omniflow:piece/log@0.1.0") || stdout.contains("wasi:"), "{stdout}");
+        assert!(
+            stdout.contains("omniflow:piece/log@0.1.0") || stdout.contains("wasi:"),
+            "{stdout}"
+        );
         assert!(stdout.contains("input  {"), "{stdout}");
     }
     let out = omniflow()
@@ -48,12 +58,25 @@ fn piece_inspect_rejects_bad_files_with_distinct_messages() {
         guest_dir().join("hostile_sockets.wasm"),
         guest_dir().join("other-world.wasm"),
     ] {
-        let out = omniflow().args(["piece", "inspect"]).arg(&file).output().unwrap();
+        let out = omniflow()
+            .args(["piece", "inspect"])
+            .arg(&file)
+            .output()
+            .unwrap();
         assert!(!out.status.success(), "{} accepted", file.display());
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(stderr.starts_with("error: "), "{stderr}");
         assert!(stderr.contains(&*file.to_string_lossy()), "{stderr}");
-        seen.push(stderr.lines().next().unwrap().split(": ").nth(2).unwrap().to_string());
+        seen.push(
+            stderr
+                .lines()
+                .next()
+                .unwrap()
+                .split(": ")
+                .nth(2)
+                .unwrap()
+                .to_string(),
+        );
     }
     seen.sort();
     seen.dedup();
@@ -71,7 +94,11 @@ fn run_prints_a_summary_and_json_and_history_is_queryable() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("omniflow.db");
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.json");
-    let out = omniflow().args(["run", example, "--db"]).arg(&db).output().unwrap();
+    let out = omniflow()
+        .args(["run", example, "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -94,11 +121,23 @@ fn run_prints_a_summary_and_json_and_history_is_queryable() {
     assert!(short["duration_ms"].is_number());
     assert!(short["error"].is_null());
 
-    let out = omniflow().args(["runs", "list", "--db"]).arg(&db).output().unwrap();
+    let out = omniflow()
+        .args(["runs", "list", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(listing.lines().filter(|l| l.contains("hello")).count(), 2, "{listing}");
+    assert_eq!(
+        listing.lines().filter(|l| l.contains("hello")).count(),
+        2,
+        "{listing}"
+    );
     let run_id = doc["run_id"].as_str().unwrap();
-    let out = omniflow().args(["runs", "show", run_id, "--db"]).arg(&db).output().unwrap();
+    let out = omniflow()
+        .args(["runs", "show", run_id, "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("Al is a short name"));
 }
 
@@ -131,7 +170,11 @@ fn run_and_validate_fail_with_errors_naming_the_step() {
 
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.json");
     let out = omniflow().args(["validate", example]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A failing run exits non-zero.
     let file = write_workflow(
@@ -188,11 +231,20 @@ async fn a_run_killed_mid_step_resumes_without_rerunning_finished_steps() {
     // Wait (bounded) until `fast` is persisted and `slow` is running, then SIGKILL.
     let deadline = Instant::now() + Duration::from_secs(120);
     let run_id = loop {
-        assert!(Instant::now() < deadline, "the run never reached the slow step");
+        assert!(
+            Instant::now() < deadline,
+            "the run never reached the slow step"
+        );
         assert!(child.try_wait().unwrap().is_none(), "omniflow exited early");
         if db.exists() {
             let store = omniflow::store::open(&db.to_string_lossy()).await.unwrap();
-            let runs = store.list_runs(&RunFilter { limit: 5, ..RunFilter::default() }).await.unwrap();
+            let runs = store
+                .list_runs(&RunFilter {
+                    limit: 5,
+                    ..RunFilter::default()
+                })
+                .await
+                .unwrap();
             if let Some(run) = runs.first() {
                 let steps = store.steps(run.id).await.unwrap();
                 let status = |id: &str| steps.iter().find(|s| s.step_id == id).map(|s| s.status);
@@ -215,14 +267,32 @@ async fn a_run_killed_mid_step_resumes_without_rerunning_finished_steps() {
         .arg(&flaky)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let store = omniflow::store::open(&db.to_string_lossy()).await.unwrap();
     let run = store.get_run(run_id).await.unwrap().unwrap();
     assert_eq!(run.status.as_str(), "succeeded");
-    assert_eq!(store.attempts(run_id, "fast").await.unwrap().len(), 1, "fast ran once");
+    assert_eq!(
+        store.attempts(run_id, "fast").await.unwrap().len(),
+        1,
+        "fast ran once"
+    );
     let slow = store.attempts(run_id, "slow").await.unwrap();
-    assert_eq!(slow.len(), 1, "the killed attempt was never recorded; one full attempt after resume");
-    let last = store.steps(run_id).await.unwrap().into_iter().find(|s| s.step_id == "last").unwrap();
+    assert_eq!(
+        slow.len(),
+        1,
+        "the killed attempt was never recorded; one full attempt after resume"
+    );
+    let last = store
+        .steps(run_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.step_id == "last")
+        .unwrap();
     assert_eq!(last.output.unwrap()["value"], 3);
 }

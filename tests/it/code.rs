@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use omniflow::runtime::{LoadedPiece, StepCall, StepFailure, StepReport};
 use serde_json::{Value, json};
@@ -154,6 +154,32 @@ async fn data_driven_cases() {
 }
 
 #[tokio::test]
+async fn error_positions_point_into_the_users_code() {
+    // Body form puts a wrapper before the first line; positions on that
+    // line must still be the user's columns.
+    let piece = code_piece().await;
+    let report = runtime()
+        .run(&piece, js("return 1 +* 2", Value::Null))
+        .await;
+    let f = failure(&report);
+    assert_eq!(f.class(), "invalid-input");
+    assert!(
+        f.message().contains("SyntaxError: unexpected token '*'"),
+        "{f}"
+    );
+    assert!(f.message().contains("at line 1, col 11"), "{f}");
+    assert!(!f.message().contains("(native)"), "{f}");
+
+    let code = "function f() { throw new Error('boom'); }\nreturn f();";
+    let report = runtime().run(&piece, js(code, Value::Null)).await;
+    let f = failure(&report);
+    assert_eq!(f.class(), "fatal");
+    assert!(f.message().starts_with("Uncaught Error: boom\n"), "{f}");
+    assert!(f.message().contains("at f (code.js:1:22)"), "{f}");
+    assert!(f.message().contains("code.js:2:"), "{f}");
+}
+
+#[tokio::test]
 async fn piece_describes_itself_and_imports_only_allowed_interfaces() {
     let piece = code_piece().await;
     assert_eq!(piece.info().name, "code");
@@ -204,15 +230,26 @@ async fn unknown_input_fields_are_invalid_input() {
 #[tokio::test]
 async fn no_state_leaks_between_runs() {
     let piece = code_piece().await;
-    let first = "globalThis.leaked = 1; Array.prototype.evil = () => 1; Math.random = () => 4; return typeof leaked";
-    let report = runtime().run(&piece, js(first, Value::Null)).await;
-    assert_eq!(report.outcome.unwrap(), "number");
-    let second = "return [typeof leaked, typeof [].evil, Math.random() < 1]";
-    let report = runtime().run(&piece, js(second, Value::Null)).await;
-    assert_eq!(
-        report.outcome.unwrap(),
-        json!(["undefined", "undefined", true])
-    );
+    let first = "globalThis.leaked = 1; Array.prototype.evil = () => 1; \
+                 const r = Math.random(); Math.random = () => 4; return [typeof leaked, r]";
+    let out = runtime()
+        .run(&piece, js(first, Value::Null))
+        .await
+        .outcome
+        .unwrap();
+    assert_eq!(out[0], "number");
+    let second = "return [typeof leaked, typeof [].evil, Math.random()]";
+    let out2 = runtime()
+        .run(&piece, js(second, Value::Null))
+        .await
+        .outcome
+        .unwrap();
+    assert_eq!(out2[0], "undefined");
+    assert_eq!(out2[1], "undefined");
+    // Math.random is real (wasi:random), not a fixed seed per instance.
+    let (r1, r2) = (out[1].as_f64().unwrap(), out2[2].as_f64().unwrap());
+    assert!((0.0..1.0).contains(&r1) && (0.0..1.0).contains(&r2));
+    assert_ne!(r1, r2, "two fresh instances drew the same Math.random()");
 }
 
 #[tokio::test]
@@ -397,7 +434,7 @@ async fn hostile_code_does_not_slow_normal_runs() {
             let mut call = js(code, Value::Null);
             call.limits.fuel = *fuel;
             call.limits.memory_bytes = *memory;
-            call.limits.timeout = Duration::from_secs(3);
+            call.limits.timeout = Duration::from_secs(5);
             let piece = piece.clone();
             let rt = shared_runtime().clone();
             tokio::spawn(async move { rt.run(&piece, call).await })
@@ -429,87 +466,6 @@ async fn hostile_code_does_not_slow_normal_runs() {
             ["timeout", "memory-limit", "fatal", "out-of-fuel"].contains(&class.as_str()),
             "{class}: {}",
             failure(&report)
-        );
-    }
-}
-
-#[tokio::test]
-async fn zz_experiment() {
-    let piece = code_piece().await;
-    let cases = [
-        (
-            "repeat-concat",
-            "const keep = []; for (let i = 0; ; i++) keep.push('x'.repeat(1 << 20) + i);",
-            32usize << 20,
-        ),
-        (
-            "array-fill",
-            "const keep = []; for (let i = 0; ; i++) keep.push(new Array(1 << 16).fill(i));",
-            32 << 20,
-        ),
-        (
-            "uint8",
-            "const keep = []; for (let i = 0; ; i++) keep.push(new Uint8Array(1 << 20));",
-            32 << 20,
-        ),
-        (
-            "objects",
-            "const keep = []; for (let i = 0; ; i++) keep.push({ i, s: 'v' + i });",
-            32 << 20,
-        ),
-        ("doubling", "let s = 'x'; for (;;) s = s + s;", 32 << 20),
-        (
-            "deep-native",
-            "function down(n) { return [n].map(down); }\nreturn down(0);",
-            64 << 20,
-        ),
-        (
-            "deep-js",
-            "function down(n) { return down(n + 1) + 1; }\nreturn down(0);",
-            64 << 20,
-        ),
-        (
-            "deep-output",
-            "let o = {}; for (let i = 0; i < 100000; i++) o = { o }; return o;",
-            64 << 20,
-        ),
-        (
-            "huge-100",
-            "return 'x'.repeat(100 * 1024 * 1024)",
-            512 << 20,
-        ),
-        ("huge-20", "return 'x'.repeat(20 * 1024 * 1024)", 512 << 20),
-        (
-            "fib25",
-            "function fib(n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); } return fib(25);",
-            64 << 20,
-        ),
-        ("trivial", "return input.a + input.b", 64 << 20),
-        ("trivial", "return input.a + input.b", 64 << 20),
-        ("trivial", "return input.a + input.b", 64 << 20),
-        ("trivial-module", "export default (i) => i.a + i.b", 64 << 20),
-        ("trivial", "return input.a + input.b", 64 << 20),
-        ("trivial", "return input.a + input.b", 64 << 20),
-        ("trivial-module", "export default (i) => i.a + i.b", 64 << 20),
-    ];
-    for (name, code, memory) in cases {
-        let mut call = js(code, json!({"a": 1, "b": 2}));
-        call.limits.memory_bytes = memory;
-        call.limits.fuel = 20_000_000_000;
-        let report = runtime().run(&piece, call).await;
-        let outcome = match &report.outcome {
-            Ok(v) => {
-                let s = v.to_string();
-                s[..s.len().min(60)].to_string()
-            }
-            Err(f) => {
-                let m = f.to_string();
-                format!("{}: {}", f.class(), &m[..m.len().min(200)])
-            }
-        };
-        println!(
-            "EXP {name}: {:?} fuel={} {outcome} {}",
-            report.duration, report.fuel_used, report.log.lines().filter(|l| l.contains("TIMING")).collect::<Vec<_>>().join(" ")
         );
     }
 }

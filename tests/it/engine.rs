@@ -9,7 +9,6 @@ use omniflow::workflow::Workflow;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-
 struct Harness {
     exec: Executor,
     _dir: tempfile::TempDir,
@@ -36,7 +35,11 @@ impl Harness {
     async fn run_with(&self, workflow: Value, request: RunRequest) -> (RunId, RunStatus) {
         let wf = Workflow::from_json(&workflow.to_string()).unwrap();
         let id = self.exec.submit(&wf, request).await.unwrap();
-        let status = self.exec.execute(id, CancellationToken::new()).await.unwrap();
+        let status = self
+            .exec
+            .execute(id, CancellationToken::new())
+            .await
+            .unwrap();
         (id, status)
     }
 
@@ -58,7 +61,11 @@ impl Harness {
 #[tokio::test]
 async fn hello_example_runs_with_branch_join_and_for_each() {
     let h = harness().await;
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.json")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/hello.json"
+    ))
+    .unwrap();
     let workflow: Value = serde_json::from_str(&text).unwrap();
     let (run, status) = h.run(workflow.clone()).await;
     assert_eq!(status, RunStatus::Succeeded);
@@ -78,7 +85,13 @@ async fn hello_example_runs_with_branch_join_and_for_each() {
     let mut vars = serde_json::Map::new();
     vars.insert("who".into(), json!("Al"));
     let (run, status) = h
-        .run_with(workflow, RunRequest { vars, ..RunRequest::default() })
+        .run_with(
+            workflow,
+            RunRequest {
+                vars,
+                ..RunRequest::default()
+            },
+        )
         .await;
     assert_eq!(status, RunStatus::Succeeded);
     assert_eq!(h.step(run, "long_name").await.status, StepStatus::Skipped);
@@ -128,8 +141,18 @@ async fn for_each_keeps_item_order_with_bounded_concurrency() {
         .await;
     assert_eq!(status, RunStatus::Succeeded);
     let step = h.step(run, "echo").await;
-    let values: Vec<Value> = step.output.unwrap().as_array().unwrap().iter().map(|o| o["value"].clone()).collect();
-    assert_eq!(values, [json!(50), json!(10), json!(40), json!(20), json!(30)]);
+    let values: Vec<Value> = step
+        .output
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["value"].clone())
+        .collect();
+    assert_eq!(
+        values,
+        [json!(50), json!(10), json!(40), json!(20), json!(30)]
+    );
     assert_eq!(step.attempts, 5);
     assert_eq!(h.store().attempts(run, "echo").await.unwrap().len(), 5);
 }
@@ -156,7 +179,10 @@ async fn retries_back_off_then_succeed() {
     assert_eq!(step.output.unwrap()["attempt"], 3);
     let attempts = h.store().attempts(run, "flaky").await.unwrap();
     let classes: Vec<Option<String>> = attempts.iter().map(|a| a.error_class.clone()).collect();
-    assert_eq!(classes, [Some("retryable".into()), Some("retryable".into()), None]);
+    assert_eq!(
+        classes,
+        [Some("retryable".into()), Some("retryable".into()), None]
+    );
     // Same idempotency key across attempts.
     assert_eq!(attempts.len(), 3);
 }
@@ -280,7 +306,11 @@ async fn dependents_start_after_the_dependency_is_persisted() {
         }))
         .await;
     assert_eq!(status, RunStatus::Succeeded);
-    let (a, b, c) = (h.step(run, "a").await, h.step(run, "b").await, h.step(run, "c").await);
+    let (a, b, c) = (
+        h.step(run, "a").await,
+        h.step(run, "b").await,
+        h.step(run, "c").await,
+    );
     assert!(b.started_at.as_deref().unwrap() >= a.finished_at.as_deref().unwrap());
     assert!(c.started_at.as_deref().unwrap() >= b.finished_at.as_deref().unwrap());
     assert_eq!(c.output.unwrap()["value"], 3);
@@ -318,23 +348,36 @@ async fn resume_skips_steps_that_already_succeeded() {
         finished_at: Some(now),
     };
     h.store().record_step(run, &done, None).await.unwrap();
-    h.store().set_run_status(run, RunStatus::Running, None).await.unwrap();
+    h.store()
+        .set_run_status(run, RunStatus::Running, None)
+        .await
+        .unwrap();
     let resumed = h.exec.resume_unfinished().await.unwrap();
     assert_eq!(resumed, vec![(run, RunStatus::Succeeded)]);
     assert_eq!(h.step(run, "first").await.attempts, 1);
-    assert!(h.store().attempts(run, "first").await.unwrap().is_empty(), "first was not re-run");
-    assert_eq!(h.step(run, "second").await.output.unwrap()["value"], "from before the crash");
+    assert!(
+        h.store().attempts(run, "first").await.unwrap().is_empty(),
+        "first was not re-run"
+    );
+    assert_eq!(
+        h.step(run, "second").await.output.unwrap()["value"],
+        "from before the crash"
+    );
 }
 
 #[tokio::test]
 async fn invalid_workflows_are_rejected_before_anything_is_stored() {
     let h = harness().await;
     let wf = Workflow::from_json(
-        &json!({ "name": "bad", "steps": [{ "id": "a", "piece": "nope", "action": "x" }] }).to_string(),
+        &json!({ "name": "bad", "steps": [{ "id": "a", "piece": "nope", "action": "x" }] })
+            .to_string(),
     )
     .unwrap();
     let err = h.exec.submit(&wf, RunRequest::default()).await.unwrap_err();
-    assert!(err.to_string().contains("steps[a]: unknown piece `nope`"), "{err}");
+    assert!(
+        err.to_string().contains("steps[a]: unknown piece `nope`"),
+        "{err}"
+    );
     assert!(h.store().get_workflow("bad", None).await.unwrap().is_none());
 }
 

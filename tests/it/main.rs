@@ -3,6 +3,7 @@
 
 mod api;
 mod cli;
+mod code;
 mod engine;
 mod flows;
 mod http;

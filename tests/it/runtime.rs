@@ -25,14 +25,20 @@ async fn builtin_pieces_load_and_describe_themselves() {
     let mut names: Vec<String> = pieces.iter().map(|p| p.info().name.clone()).collect();
     names.sort();
     // Every crate under pieces/ is a built-in, named after its directory.
-    let mut dirs: Vec<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../pieces"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut dirs: Vec<String> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../pieces"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
     dirs.sort();
     assert_eq!(names, dirs);
     let flow = pieces.iter().find(|p| p.info().name == "flow").unwrap();
-    let actions: Vec<&str> = flow.info().actions.iter().map(|a| a.name.as_str()).collect();
+    let actions: Vec<&str> = flow
+        .info()
+        .actions
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
     assert_eq!(actions, ["if", "switch", "merge"]);
     let if_schema = &flow.info().action("if").unwrap().input_schema;
     assert_eq!(if_schema["required"], json!(["condition"]));
@@ -44,21 +50,44 @@ async fn transform_and_flow_run_through_the_contract() {
     let report = runtime()
         .run(
             &transform,
-            call("pick", json!({"value": {"a": 1, "b": {"c": [10, 20]}}, "keys": ["a", "b.c.1", "zz"]})),
+            call(
+                "pick",
+                json!({"value": {"a": 1, "b": {"c": [10, 20]}}, "keys": ["a", "b.c.1", "zz"]}),
+            ),
         )
         .await;
-    assert_eq!(report.outcome.unwrap(), json!({"a": 1, "b.c.1": 20, "zz": null}));
+    assert_eq!(
+        report.outcome.unwrap(),
+        json!({"a": 1, "b.c.1": 20, "zz": null})
+    );
 
     let report = runtime()
-        .run(&transform, call("template", json!({"template": "Hi {{ who }}!", "data": {"who": "Ada"}})))
+        .run(
+            &transform,
+            call(
+                "template",
+                json!({"template": "Hi {{ who }}!", "data": {"who": "Ada"}}),
+            ),
+        )
         .await;
     assert_eq!(report.outcome.unwrap(), json!({"text": "Hi Ada!"}));
 
     let flow = load("flow").await;
-    let report = runtime().run(&flow, call("if", json!({"condition": 0}))).await;
-    assert_eq!(report.outcome.unwrap(), json!({"handle": "else", "value": 0}));
     let report = runtime()
-        .run(&flow, call("switch", json!({"value": "large", "cases": ["small", "large"]})))
+        .run(&flow, call("if", json!({"condition": 0})))
+        .await;
+    assert_eq!(
+        report.outcome.unwrap(),
+        json!({"handle": "else", "value": 0})
+    );
+    let report = runtime()
+        .run(
+            &flow,
+            call(
+                "switch",
+                json!({"value": "large", "cases": ["small", "large"]}),
+            ),
+        )
         .await;
     assert_eq!(report.outcome.unwrap()["handle"], "large");
 }
@@ -68,18 +97,30 @@ async fn piece_errors_are_typed() {
     let flow = load("flow").await;
     let report = runtime().run(&flow, call("if", json!({"nope": 1}))).await;
     assert_eq!(failure(&report).class(), "invalid-input");
-    let report = runtime().run(&flow, call("no-such-action", json!({}))).await;
-    assert!(failure(&report).message().contains("no action \"no-such-action\""));
+    let report = runtime()
+        .run(&flow, call("no-such-action", json!({})))
+        .await;
+    assert!(
+        failure(&report)
+            .message()
+            .contains("no action \"no-such-action\"")
+    );
 
     let flaky = load("flaky").await;
     let report = runtime()
-        .run(&flaky, call("run", json!({"fail_times": 1, "retry_after_ms": 1500})))
+        .run(
+            &flaky,
+            call("run", json!({"fail_times": 1, "retry_after_ms": 1500})),
+        )
         .await;
     let f = failure(&report);
     assert_eq!(f.class(), "retryable");
     assert_eq!(f.retry_after(), Some(Duration::from_millis(1500)));
     let report = runtime()
-        .run(&flaky, call("run", json!({"fail_times": 1, "mode": "fatal"})))
+        .run(
+            &flaky,
+            call("run", json!({"fail_times": 1, "mode": "fatal"})),
+        )
         .await;
     assert_eq!(failure(&report).class(), "fatal");
     assert!(!failure(&report).is_retryable());
@@ -129,11 +170,21 @@ async fn memory_bomb_hits_the_memory_limit() {
 async fn unbounded_recursion_is_a_stack_overflow() {
     let piece = load("hostile_recursion").await;
     let report = runtime().run(&piece, call("run", json!({}))).await;
-    assert_eq!(failure(&report).class(), "stack-overflow", "{:?}", report.outcome);
+    assert_eq!(
+        failure(&report).class(),
+        "stack-overflow",
+        "{:?}",
+        report.outcome
+    );
     // Rust keeps address-taken locals on a stack in linear memory; when that
     // one overflows first the trap is an out-of-bounds access, still contained.
     let report = runtime().run(&piece, call("shadow", json!({}))).await;
-    assert_eq!(failure(&report).class(), "trap(memory-out-of-bounds)", "{:?}", report.outcome);
+    assert_eq!(
+        failure(&report).class(),
+        "trap(memory-out-of-bounds)",
+        "{:?}",
+        report.outcome
+    );
 }
 
 #[tokio::test]
@@ -149,12 +200,16 @@ async fn panic_is_a_classified_trap_quoting_the_message() {
 #[tokio::test]
 async fn huge_output_is_refused() {
     let piece = load("hostile_huge_output").await;
-    let report = runtime().run(&piece, call("run", json!({"bytes": 3 << 20}))).await;
+    let report = runtime()
+        .run(&piece, call("run", json!({"bytes": 3 << 20})))
+        .await;
     let f = failure(&report);
     assert_eq!(f.class(), "output-too-large");
     assert!(matches!(f, StepFailure::OutputTooLarge { limit, .. } if *limit == 1 << 20));
     // Under the cap it is fine.
-    let report = runtime().run(&piece, call("run", json!({"bytes": 1000}))).await;
+    let report = runtime()
+        .run(&piece, call("run", json!({"bytes": 1000})))
+        .await;
     assert_eq!(report.outcome.unwrap().as_str().unwrap().len(), 1000);
 }
 
@@ -167,7 +222,11 @@ async fn log_flood_is_truncated_with_a_marker() {
     assert_eq!(report.outcome.unwrap()["wrote"], 5000);
     assert!(report.log_truncated);
     assert!(report.log.len() <= (64 << 10) + 200);
-    assert!(report.log.ends_with(omniflow::capabilities::log::TRUNCATION_MARKER));
+    assert!(
+        report
+            .log
+            .ends_with(omniflow::capabilities::log::TRUNCATION_MARKER)
+    );
     assert!(report.log.starts_with("[info] 0 flood"));
 }
 
@@ -180,14 +239,24 @@ async fn pieces_see_no_env_args_files_or_stdin() {
     let out = report.outcome.unwrap();
     assert_eq!(out["env"], json!([]));
     assert_eq!(out["args"], json!([]));
-    assert!(out["read_root"].as_str().unwrap().starts_with("Err"), "{out}");
-    assert!(out["read_etc_passwd"].as_str().unwrap().starts_with("Err"), "{out}");
+    assert!(
+        out["read_root"].as_str().unwrap().starts_with("Err"),
+        "{out}"
+    );
+    assert!(
+        out["read_etc_passwd"].as_str().unwrap().starts_with("Err"),
+        "{out}"
+    );
     assert_eq!(out["stdin"], "");
 }
 
 #[tokio::test]
 async fn forbidden_import_is_refused_at_load_naming_it() {
-    let err = runtime().load(&guest("hostile_sockets")).await.err().expect("refused");
+    let err = runtime()
+        .load(&guest("hostile_sockets"))
+        .await
+        .err()
+        .expect("refused");
     assert!(matches!(err, RuntimeError::ForbiddenImport { .. }), "{err}");
     assert!(err.to_string().contains("wasi:sockets/"), "{err}");
 }
@@ -195,7 +264,9 @@ async fn forbidden_import_is_refused_at_load_naming_it() {
 #[tokio::test]
 async fn malformed_inputs_get_distinct_readable_errors() {
     let rt = runtime();
-    let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let random: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let core_module = b"\0asm\x01\0\0\0".to_vec();
     let flow = guest("flow");
     let truncated = flow[..flow.len() / 2].to_vec();
@@ -209,12 +280,31 @@ async fn malformed_inputs_get_distinct_readable_errors() {
         ("other-world", other_world),
     ] {
         let err = rt.load(&bytes).await.err();
-        messages.push(err.unwrap_or_else(|| panic!("{what} was accepted")).to_string());
+        messages.push(
+            err.unwrap_or_else(|| panic!("{what} was accepted"))
+                .to_string(),
+        );
     }
-    assert!(messages[0].starts_with("not a WebAssembly file"), "{}", messages[0]);
-    assert!(messages[1].contains("core WebAssembly module, not a component"), "{}", messages[1]);
-    assert!(messages[2].starts_with("malformed component"), "{}", messages[2]);
-    assert!(messages[3].contains("does not target the omniflow:piece world"), "{}", messages[3]);
+    assert!(
+        messages[0].starts_with("not a WebAssembly file"),
+        "{}",
+        messages[0]
+    );
+    assert!(
+        messages[1].contains("core WebAssembly module, not a component"),
+        "{}",
+        messages[1]
+    );
+    assert!(
+        messages[2].starts_with("malformed component"),
+        "{}",
+        messages[2]
+    );
+    assert!(
+        messages[3].contains("does not target the omniflow:piece world"),
+        "{}",
+        messages[3]
+    );
     assert!(messages[3].contains("wasi:cli/run"), "{}", messages[3]);
 }
 
@@ -234,7 +324,9 @@ async fn a_spinning_piece_does_not_stall_normal_steps() {
         })
         .collect();
     for i in 0..20 {
-        let report = runtime().run(&flow, call("if", json!({"condition": i}))).await;
+        let report = runtime()
+            .run(&flow, call("if", json!({"condition": i})))
+            .await;
         assert!(report.outcome.is_ok());
     }
     assert!(
@@ -270,12 +362,18 @@ async fn compiled_pieces_are_cached_on_disk() {
         ..RuntimeConfig::default()
     };
     let bytes = guest("flow");
-    let first = Runtime::new(config.clone()).unwrap().load(&bytes).await.unwrap();
+    let first = Runtime::new(config.clone())
+        .unwrap()
+        .load(&bytes)
+        .await
+        .unwrap();
     assert!(!first.from_cache());
     let second = Runtime::new(config).unwrap();
     let piece = second.load(&bytes).await.unwrap();
     assert!(piece.from_cache());
-    let report = second.run(&piece, call("if", json!({"condition": true}))).await;
+    let report = second
+        .run(&piece, call("if", json!({"condition": true})))
+        .await;
     assert_eq!(report.outcome.unwrap()["handle"], "then");
 }
 

@@ -28,8 +28,8 @@ use http_body_util::{BodyExt, Full};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 use wasmtime_wasi_http::{
-    DEFAULT_FORBIDDEN_HEADERS, Error as HttpError, ForbiddenHeaderFilter, RequestOptions,
-    WasiBody, WasiHttpHooks,
+    DEFAULT_FORBIDDEN_HEADERS, Error as HttpError, ForbiddenHeaderFilter, RequestOptions, WasiBody,
+    WasiHttpHooks,
 };
 
 use crate::capabilities::log::StepLog;
@@ -58,7 +58,9 @@ impl Grant {
     /// be placed into requests to it. The error says what is wrong.
     pub fn parse(destination: &str, secrets: &[String]) -> Result<Grant, String> {
         let url = url::Url::parse(destination).map_err(|e| {
-            format!("grant {destination:?} is not a URL ({e}); write e.g. \"https://api.example.com\"")
+            format!(
+                "grant {destination:?} is not a URL ({e}); write e.g. \"https://api.example.com\""
+            )
         })?;
         let scheme = url.scheme().to_string();
         if scheme != "http" && scheme != "https" {
@@ -231,12 +233,11 @@ impl HttpPolicy {
         let step = &self.step_id;
         let Some(grant) = self.access.grants.iter().find(|g| g.matches(&url)).cloned() else {
             let origin = Self::origin(&url);
-            let hint = if self
-                .access
-                .grants
-                .iter()
-                .any(|g| g.scheme == url.scheme() && url.host().map(|h| h.to_owned()) == Some(g.host.clone()) && Some(g.port) == url.port_or_known_default())
-            {
+            let hint = if self.access.grants.iter().any(|g| {
+                g.scheme == url.scheme()
+                    && url.host().map(|h| h.to_owned()) == Some(g.host.clone())
+                    && Some(g.port) == url.port_or_known_default()
+            }) {
                 format!(
                     " (the step's grants for {origin} cover other paths; add a grant covering {})",
                     url.path()
@@ -395,7 +396,9 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
             // NAT64 64:ff9b::/96 embeds an IPv4 address.
             if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
                 let o = v6.octets();
-                return is_public(IpAddr::V4(std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15])));
+                return is_public(IpAddr::V4(std::net::Ipv4Addr::new(
+                    o[12], o[13], o[14], o[15],
+                )));
             }
             !(v6.is_loopback()
                 || v6.is_unspecified()
@@ -474,7 +477,10 @@ async fn connect_and_send(
     let stream = tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr))
         .await
         .map_err(|_| {
-            Failure::Transport(format!("connecting to {addr} timed out"), HttpError::ConnectionTimeout)
+            Failure::Transport(
+                format!("connecting to {addr} timed out"),
+                HttpError::ConnectionTimeout,
+            )
         })?
         .map_err(|e| {
             let code = if e.kind() == std::io::ErrorKind::ConnectionRefused {
@@ -522,7 +528,10 @@ async fn connect_and_send(
         hyper::client::conn::http1::handshake(wasmtime_wasi_http::io::TokioIo::new(io))
             .await
             .map_err(|e| {
-                Failure::Transport(format!("HTTP handshake with {shown}: {e}"), HttpError::HttpProtocolError)
+                Failure::Transport(
+                    format!("HTTP handshake with {shown}: {e}"),
+                    HttpError::HttpProtocolError,
+                )
             })?;
     let conn_task = tokio::spawn(tokio::time::timeout_at(deadline.into(), conn));
 
@@ -547,14 +556,18 @@ async fn connect_and_send(
         }
     }
 
-    let response = sender.send_request(request).await.map_err(|e| {
-        Failure::Transport(format!("{shown}: {e}"), HttpError::HttpProtocolError)
-    })?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| Failure::Transport(format!("{shown}: {e}"), HttpError::HttpProtocolError))?;
     let (mut parts, mut body) = response.into_parts();
     let mut collected: Vec<u8> = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            Failure::Transport(format!("reading the body of {shown}: {e}"), HttpError::HttpResponseIncomplete)
+            Failure::Transport(
+                format!("reading the body of {shown}: {e}"),
+                HttpError::HttpResponseIncomplete,
+            )
         })?;
         if let Ok(data) = frame.into_data() {
             if collected.len() + data.len() > max_body {
@@ -684,18 +697,39 @@ mod tests {
 
     #[test]
     fn bad_grants_are_explained() {
-        assert!(Grant::parse("api.example.com", &[]).unwrap_err().contains("not a URL"));
-        assert!(Grant::parse("ftp://x.com", &[]).unwrap_err().contains("scheme"));
-        assert!(Grant::parse("https://u:p@x.com", &[]).unwrap_err().contains("credentials"));
-        assert!(Grant::parse("https://x.com", &["A-B".into()]).unwrap_err().contains("A-B"));
+        assert!(
+            Grant::parse("api.example.com", &[])
+                .unwrap_err()
+                .contains("not a URL")
+        );
+        assert!(
+            Grant::parse("ftp://x.com", &[])
+                .unwrap_err()
+                .contains("scheme")
+        );
+        assert!(
+            Grant::parse("https://u:p@x.com", &[])
+                .unwrap_err()
+                .contains("credentials")
+        );
+        assert!(
+            Grant::parse("https://x.com", &["A-B".into()])
+                .unwrap_err()
+                .contains("A-B")
+        );
     }
 
     #[test]
     fn placeholders_are_substituted_in_both_spellings() {
-        let out = substitute("/bot${secret:TOKEN}/x?k=$%7Bsecret:KEY%7D", |n| Ok(format!("<{n}>")))
-            .unwrap();
+        let out = substitute("/bot${secret:TOKEN}/x?k=$%7Bsecret:KEY%7D", |n| {
+            Ok(format!("<{n}>"))
+        })
+        .unwrap();
         assert_eq!(out, "/bot<TOKEN>/x?k=<KEY>");
-        assert_eq!(substitute("${secret:}", |_| Ok("v".into())).unwrap(), "${secret:}");
+        assert_eq!(
+            substitute("${secret:}", |_| Ok("v".into())).unwrap(),
+            "${secret:}"
+        );
         let err = substitute("${secret:NOPE}", |n| Err(format!("missing {n}"))).unwrap_err();
         assert_eq!(err, "missing NOPE");
     }
@@ -703,8 +737,18 @@ mod tests {
     #[test]
     fn private_ranges_are_not_public() {
         for ip in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
-            "100.64.0.1", "::1", "fe80::1", "fd00:ec2::254", "::ffff:127.0.0.1", "64:ff9b::a9fe:a9fe",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00:ec2::254",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }

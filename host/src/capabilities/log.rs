@@ -86,7 +86,8 @@ fn level_name(level: Level) -> &'static str {
 
 impl Host for StepState {
     fn log(&mut self, level: Level, message: String) {
-        self.log.append(&format!("[{}] {message}\n", level_name(level)));
+        self.log
+            .append(&format!("[{}] {message}\n", level_name(level)));
     }
 }
 

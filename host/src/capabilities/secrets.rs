@@ -159,7 +159,10 @@ mod tests {
             ("A".to_string(), SecretString::from("abc")),
             ("B".to_string(), SecretString::from("abcdef")),
         ];
-        assert_eq!(redact("x abcdef y abc", &used), "x [redacted:B] y [redacted:A]");
+        assert_eq!(
+            redact("x abcdef y abc", &used),
+            "x [redacted:B] y [redacted:A]"
+        );
         assert_eq!(
             redact_bytes(b"abcdef-abc", &used),
             b"[redacted:B]-[redacted:A]".to_vec()

@@ -53,8 +53,16 @@ pub(crate) async fn instantiate(iterations: usize) -> Result<()> {
             }
         }
         times.sort();
-        line(label, "median_us", percentile(&times, 0.5).as_secs_f64() * 1e6);
-        line(label, "p99_us", percentile(&times, 0.99).as_secs_f64() * 1e6);
+        line(
+            label,
+            "median_us",
+            percentile(&times, 0.5).as_secs_f64() * 1e6,
+        );
+        line(
+            label,
+            "p99_us",
+            percentile(&times, 0.99).as_secs_f64() * 1e6,
+        );
     }
 
     for name in ["flow", "transform"] {
@@ -72,8 +80,16 @@ pub(crate) async fn instantiate(iterations: usize) -> Result<()> {
         let piece = runtime.load(bytes).await?;
         let cached = started.elapsed();
         anyhow::ensure!(piece.from_cache(), "second load did not use the cache");
-        line(&format!("load_{name}"), "compile_ms", compile.as_secs_f64() * 1e3);
-        line(&format!("load_{name}"), "from_cache_ms", cached.as_secs_f64() * 1e3);
+        line(
+            &format!("load_{name}"),
+            "compile_ms",
+            compile.as_secs_f64() * 1e3,
+        );
+        line(
+            &format!("load_{name}"),
+            "from_cache_ms",
+            cached.as_secs_f64() * 1e3,
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
     let _ = std::fs::remove_dir_all(cache);
@@ -173,8 +189,16 @@ pub(crate) async fn chain40(runs: usize) -> Result<()> {
         times.push(started.elapsed());
     }
     times.sort();
-    line("chain40", "wall_ms_median", percentile(&times, 0.5).as_secs_f64() * 1e3);
-    line("chain40", "wall_ms_p99", percentile(&times, 0.99).as_secs_f64() * 1e3);
+    line(
+        "chain40",
+        "wall_ms_median",
+        percentile(&times, 0.5).as_secs_f64() * 1e3,
+    );
+    line(
+        "chain40",
+        "wall_ms_p99",
+        percentile(&times, 0.99).as_secs_f64() * 1e3,
+    );
     line(
         "chain40",
         "per_step_us_median",

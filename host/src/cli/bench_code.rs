@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use omniflow::runtime::{Runtime, RuntimeConfig, StepCall, builtin::BUILTIN_PIECES};
 
 use super::bench::{line, percentile};

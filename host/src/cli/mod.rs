@@ -1,6 +1,7 @@
 //! Subcommand implementations. Each file is one command family.
 
 pub(crate) mod bench;
+pub(crate) mod bench_code;
 pub(crate) mod piece;
 pub(crate) mod run;
 pub(crate) mod runs;

@@ -68,7 +68,9 @@ fn spawn_progress(exec: &Executor, quiet: bool, until: RunId) -> tokio::task::Jo
                         bar.set_position(already_done as u64);
                     }
                     if already_done > 0 {
-                        say(format!("resuming run {run}: {already_done}/{steps} steps already done"));
+                        say(format!(
+                            "resuming run {run}: {already_done}/{steps} steps already done"
+                        ));
                     } else {
                         say(format!("run {run}: {steps} steps"));
                     }
@@ -176,7 +178,10 @@ pub(crate) async fn run(args: RunArgs) -> Result<bool> {
     let _ = progress.await;
 
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&super::runs::run_json(&exec, run_id).await?)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&super::runs::run_json(&exec, run_id).await?)?
+        );
     } else {
         super::runs::print_summary(&exec, run_id).await?;
     }

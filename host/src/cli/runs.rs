@@ -64,11 +64,21 @@ async fn print_run(store: &dyn Store, id: RunId, logs: bool) -> Result<()> {
         run.status.as_str(),
         run.total_time_ms.unwrap_or(0)
     );
-    let width = steps.iter().map(|s| s.step_id.len()).max().unwrap_or(4).max(4);
-    println!("  {:width$}  {:9}  {:>8}  {:>8}  detail", "step", "status", "attempts", "ms");
+    let width = steps
+        .iter()
+        .map(|s| s.step_id.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "  {:width$}  {:9}  {:>8}  {:>8}  detail",
+        "step", "status", "attempts", "ms"
+    );
     for s in &steps {
         let detail = match (&s.error_class, &s.error_message, &s.output) {
-            (Some(class), message, _) => format!("{class}: {}", message.clone().unwrap_or_default()),
+            (Some(class), message, _) => {
+                format!("{class}: {}", message.clone().unwrap_or_default())
+            }
             (None, Some(message), _) => message.clone(),
             (None, None, Some(output)) => {
                 let text = output.to_string();
@@ -99,10 +109,19 @@ async fn print_run(store: &dyn Store, id: RunId, logs: bool) -> Result<()> {
     Ok(())
 }
 
-pub(crate) async fn list(db: &Path, workflow: Option<String>, status: Option<String>, limit: u32, json: bool) -> Result<bool> {
+pub(crate) async fn list(
+    db: &Path,
+    workflow: Option<String>,
+    status: Option<String>,
+    limit: u32,
+    json: bool,
+) -> Result<bool> {
     let store = omniflow::store::open(&db.to_string_lossy()).await?;
     let status = status
-        .map(|s| s.parse::<RunStatus>().map_err(|e| anyhow::anyhow!("--status: {e}")))
+        .map(|s| {
+            s.parse::<RunStatus>()
+                .map_err(|e| anyhow::anyhow!("--status: {e}"))
+        })
         .transpose()?;
     let runs = store
         .list_runs(&RunFilter {
@@ -117,7 +136,10 @@ pub(crate) async fn list(db: &Path, workflow: Option<String>, status: Option<Str
         println!("{}", serde_json::to_string_pretty(&runs)?);
         return Ok(true);
     }
-    println!("{:36}  {:20}  {:9}  {:>9}  created", "run", "workflow", "status", "ms");
+    println!(
+        "{:36}  {:20}  {:9}  {:>9}  created",
+        "run", "workflow", "status", "ms"
+    );
     for run in runs {
         println!(
             "{}  {:20}  {:9}  {:>9}  {}",
@@ -132,10 +154,15 @@ pub(crate) async fn list(db: &Path, workflow: Option<String>, status: Option<Str
 }
 
 pub(crate) async fn show(db: &Path, id: &str, json: bool, logs: bool) -> Result<bool> {
-    let id: RunId = id.parse().with_context(|| format!("{id:?} is not a run id (UUID)"))?;
+    let id: RunId = id
+        .parse()
+        .with_context(|| format!("{id:?} is not a run id (UUID)"))?;
     let store = omniflow::store::open(&db.to_string_lossy()).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&run_doc(store.as_ref(), id).await?)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&run_doc(store.as_ref(), id).await?)?
+        );
     } else {
         print_run(store.as_ref(), id, logs).await?;
     }
@@ -143,7 +170,8 @@ pub(crate) async fn show(db: &Path, id: &str, json: bool, logs: bool) -> Result<
 }
 
 pub(crate) async fn resume(db: &Path, pieces: &[std::path::PathBuf]) -> Result<bool> {
-    let exec = super::setup::executor(db, pieces, omniflow::engine::ExecutorConfig::default()).await?;
+    let exec =
+        super::setup::executor(db, pieces, omniflow::engine::ExecutorConfig::default()).await?;
     let resumed = exec.resume_unfinished().await?;
     if resumed.is_empty() {
         println!("no interrupted runs");

@@ -147,7 +147,10 @@ impl Executor {
         validate(workflow, self.registry.as_ref()).map_err(EngineError::Invalid)?;
         let definition = serde_json::from_str::<serde_json::Value>(&workflow.to_json())
             .map_err(|e| EngineError::NotFound(format!("workflow does not serialize: {e}")))?;
-        let stored = self.store.save_workflow(&workflow.name, &definition).await?;
+        let stored = self
+            .store
+            .save_workflow(&workflow.name, &definition)
+            .await?;
         let trigger_type = if request.trigger_type.is_empty() {
             "manual".to_string()
         } else {

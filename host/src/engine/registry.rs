@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use crate::runtime::LoadedPiece;
-use crate::workflow::{ActionSummary, CatalogMiss, PieceCatalog, PieceSummary, Version, VersionReq};
+use crate::workflow::{
+    ActionSummary, CatalogMiss, PieceCatalog, PieceSummary, Version, VersionReq,
+};
 
 /// The pieces a workflow may use. Built-ins and third-party pieces alike.
 #[derive(Default)]

@@ -34,12 +34,14 @@ fn met(dep_record: &StepRecord, handle: Option<&str>) -> bool {
     }
     match handle {
         None => true,
-        Some(h) => dep_record
-            .output
-            .as_ref()
-            .and_then(|o| o.get("handle"))
-            .and_then(|v| v.as_str())
-            == Some(h),
+        Some(h) => {
+            dep_record
+                .output
+                .as_ref()
+                .and_then(|o| o.get("handle"))
+                .and_then(|v| v.as_str())
+                == Some(h)
+        }
     }
 }
 
@@ -180,7 +182,11 @@ pub(super) async fn drive(
     };
     let steps = &validated.workflow.steps;
     let ids: Vec<String> = steps.iter().map(|s| s.id.clone()).collect();
-    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
 
     // Resume: final records are kept, anything else runs (again).
     let mut slots = vec![Slot::Pending; steps.len()];

@@ -73,10 +73,16 @@ fn limits_for(step: &Step, defaults: &StepLimits) -> StepLimits {
 }
 
 fn retry_delay(policy: &RetryPolicy, failed_attempt: u32, failure: &StepFailure) -> Duration {
-    let jitter = if policy.jitter { rand::random::<f64>() } else { 0.5 };
+    let jitter = if policy.jitter {
+        rand::random::<f64>()
+    } else {
+        0.5
+    };
     let delay = policy.delay_for(failed_attempt, jitter);
     // A piece's retry-after is a floor, never shortened by the policy.
-    failure.retry_after().map_or(delay, |floor| delay.max(floor))
+    failure
+        .retry_after()
+        .map_or(delay, |floor| delay.max(floor))
 }
 
 /// Run a step to a final record (persisted before returning).
@@ -118,7 +124,10 @@ pub(super) async fn run_step(
     let Some(piece) = exec.registry.get(&resolved.name, &resolved.version) else {
         let failed = Failed {
             class: "piece-missing".into(),
-            message: format!("piece {}@{} is not installed", resolved.name, resolved.version),
+            message: format!(
+                "piece {}@{} is not installed",
+                resolved.name, resolved.version
+            ),
         };
         let record = finish(record, StepStatus::Failed, Some(failed));
         return persist_final(exec, &plan, record).await;
@@ -172,7 +181,16 @@ pub(super) async fn run_step(
                 message: format!("for_each: {e}"),
             }),
             Ok(items) => {
-                run_items(exec, &plan, &piece, &scope, &mut record, &mut progress, items).await
+                run_items(
+                    exec,
+                    &plan,
+                    &piece,
+                    &scope,
+                    &mut record,
+                    &mut progress,
+                    items,
+                )
+                .await
             }
         },
     };
@@ -212,7 +230,9 @@ async fn persist_final_with(
     record: StepRecord,
     attempt: Option<&AttemptRecord>,
 ) -> Result<StepRecord, super::EngineError> {
-    exec.store.record_step(plan.run.id, &record, attempt).await?;
+    exec.store
+        .record_step(plan.run.id, &record, attempt)
+        .await?;
     exec.emit(RunEvent::StepFinished {
         run: plan.run.id,
         step: record.step_id.clone(),
@@ -261,7 +281,8 @@ async fn run_items(
                         logs: String::new(),
                         final_attempt: None,
                     };
-                    let r = attempts(exec, plan, piece, &mut item_record, &mut p, input, Some(i)).await;
+                    let r =
+                        attempts(exec, plan, piece, &mut item_record, &mut p, input, Some(i)).await;
                     (r, p)
                 }
             })
@@ -395,9 +416,8 @@ async fn attempts(
                 })?;
             return report.outcome.map_err(|f| Failed::from(&f));
         };
-        let retry = failure.is_retryable()
-            && tries < policy.max_attempts
-            && !plan.cancel.is_cancelled();
+        let retry =
+            failure.is_retryable() && tries < policy.max_attempts && !plan.cancel.is_cancelled();
         let mut snapshot = record.clone();
         snapshot.attempts = attempt;
         snapshot.status = if retry {
@@ -440,8 +460,16 @@ pub(super) async fn run_handler(
     error: Option<&str>,
 ) {
     let (name, handler, resolved) = match status {
-        RunStatus::Failed => ("on_failure", &validated.workflow.on_failure, &validated.on_failure),
-        RunStatus::Succeeded => ("on_success", &validated.workflow.on_success, &validated.on_success),
+        RunStatus::Failed => (
+            "on_failure",
+            &validated.workflow.on_failure,
+            &validated.on_failure,
+        ),
+        RunStatus::Succeeded => (
+            "on_success",
+            &validated.workflow.on_success,
+            &validated.on_success,
+        ),
         _ => return,
     };
     let (Some(handler), Some(resolved)) = (handler, resolved) else {
@@ -453,7 +481,9 @@ pub(super) async fn run_handler(
     let mut context = template_context(run, &validated.workflow, std::iter::empty());
     if let Ok(records) = exec.store.steps(run.id).await {
         for r in &records {
-            context.steps.insert(r.step_id.clone(), super::run::step_context(r));
+            context
+                .steps
+                .insert(r.step_id.clone(), super::run::step_context(r));
         }
     }
     let mut scope_context = context;

@@ -184,22 +184,42 @@ mod tests {
     #[test]
     fn trap_codes_are_kebab_case() {
         assert_eq!(trap_code(&Trap::MemoryOutOfBounds), "memory-out-of-bounds");
-        assert_eq!(trap_code(&Trap::IntegerDivisionByZero), "integer-division-by-zero");
+        assert_eq!(
+            trap_code(&Trap::IntegerDivisionByZero),
+            "integer-division-by-zero"
+        );
     }
 
     #[test]
     fn finds_rust_panic_messages() {
         let log = "[info] hi\nthread '<unnamed>' panicked at src/lib.rs:7:5:\nboom\nnote: run with RUST_BACKTRACE";
-        assert_eq!(panic_message(log).as_deref(), Some("boom (at src/lib.rs:7:5)"));
+        assert_eq!(
+            panic_message(log).as_deref(),
+            Some("boom (at src/lib.rs:7:5)")
+        );
     }
 
     #[test]
     fn retry_classes() {
         assert!(StepFailure::OutOfFuel { fuel: 1 }.is_retryable());
-        assert!(!StepFailure::Fatal { message: "x".into() }.is_retryable());
-        assert!(!StepFailure::InvalidInput { message: "x".into() }.is_retryable());
+        assert!(
+            !StepFailure::Fatal {
+                message: "x".into()
+            }
+            .is_retryable()
+        );
+        assert!(
+            !StepFailure::InvalidInput {
+                message: "x".into()
+            }
+            .is_retryable()
+        );
         assert_eq!(
-            StepFailure::Trap { code: "unreachable".into(), message: String::new() }.class(),
+            StepFailure::Trap {
+                code: "unreachable".into(),
+                message: String::new()
+            }
+            .class(),
             "trap(unreachable)"
         );
     }

@@ -72,7 +72,9 @@ impl wasmtime::ResourceLimiter for StepLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         // Several memories share one budget: count only the growth.
-        let total = self.memory_in_use.saturating_add(desired.saturating_sub(current));
+        let total = self
+            .memory_in_use
+            .saturating_add(desired.saturating_sub(current));
         if total > self.memory_limit {
             return Err(wasmtime::Error::new(LimitBreach::Memory {
                 desired: total,

@@ -150,7 +150,12 @@ impl Runtime {
     /// Validate, compile (or load from cache), pre-instantiate and describe a piece.
     pub async fn load(&self, bytes: &[u8]) -> Result<Arc<LoadedPiece>, RuntimeError> {
         let digest = PieceDigest::of(bytes);
-        if let Some(piece) = self.loaded.lock().unwrap_or_else(|p| p.into_inner()).get(&digest) {
+        if let Some(piece) = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+        {
             return Ok(piece.clone());
         }
         check_header(bytes)?;
@@ -194,11 +199,10 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| RuntimeError::Engine(format!("linking: {e:#}")))?;
-        let pre = PieceCorePre::new(instance_pre)
-            .map_err(|e| RuntimeError::WrongWorld {
-                expected: format!("{HANDLER_EXPORT} with matching types ({e:#})"),
-                exports: exports.join(", "),
-            })?;
+        let pre = PieceCorePre::new(instance_pre).map_err(|e| RuntimeError::WrongWorld {
+            expected: format!("{HANDLER_EXPORT} with matching types ({e:#})"),
+            exports: exports.join(", "),
+        })?;
         if !from_cache && let Some(cache) = &self.cache {
             cache.store(&digest, &component);
         }
@@ -288,9 +292,7 @@ fn is_piece_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
-fn validate_info(
-    raw: super::omniflow::piece::types::PieceInfo,
-) -> Result<PieceInfo, RuntimeError> {
+fn validate_info(raw: super::omniflow::piece::types::PieceInfo) -> Result<PieceInfo, RuntimeError> {
     if !is_piece_name(&raw.name) {
         return Err(RuntimeError::InvalidInfo(format!(
             "name {:?} must be 1-64 characters of a-z, 0-9, '-' or '_'",
@@ -301,7 +303,9 @@ fn validate_info(
         RuntimeError::InvalidInfo(format!("version {:?} is not semver: {e}", raw.version))
     })?;
     if raw.actions.is_empty() {
-        return Err(RuntimeError::InvalidInfo("the piece offers no actions".into()));
+        return Err(RuntimeError::InvalidInfo(
+            "the piece offers no actions".into(),
+        ));
     }
     let mut actions = Vec::with_capacity(raw.actions.len());
     for action in raw.actions {
@@ -351,7 +355,10 @@ mod tests {
     #[test]
     fn header_errors_are_distinct() {
         assert!(matches!(check_header(b""), Err(RuntimeError::NotWasm(_))));
-        assert!(matches!(check_header(b"hello world"), Err(RuntimeError::NotWasm(_))));
+        assert!(matches!(
+            check_header(b"hello world"),
+            Err(RuntimeError::NotWasm(_))
+        ));
         assert!(matches!(
             check_header(b"\0asm\x01\0\0\0"),
             Err(RuntimeError::CoreModule)

@@ -16,8 +16,8 @@
 
 mod server;
 
-use std::sync::Arc;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -147,10 +147,7 @@ impl SqliteStore {
     }
 
     /// Start a write transaction holding SQLite's write lock (see module docs).
-    async fn begin_write(
-        &self,
-        op: &'static str,
-    ) -> Result<WriteTx, StoreError> {
+    async fn begin_write(&self, op: &'static str) -> Result<WriteTx, StoreError> {
         let turn = self.write_gate.clone().lock_owned().await;
         let tx = self
             .pool
@@ -493,10 +490,7 @@ impl RunStore for SqliteStore {
 }
 
 /// Insert `run` as queued inside `tx`.
-async fn insert_run(
-    tx: &mut sqlx::SqliteConnection,
-    run: NewRun,
-) -> Result<RunRecord, StoreError> {
+async fn insert_run(tx: &mut sqlx::SqliteConnection, run: NewRun) -> Result<RunRecord, StoreError> {
     let record = RunRecord {
         id: uuid::Uuid::now_v7(),
         workflow_name: run.workflow_name,

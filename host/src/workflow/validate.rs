@@ -177,7 +177,10 @@ fn check_grants(at: &str, grants: Option<&super::Grants>, errors: &mut Vec<Valid
         if let Err(message) =
             crate::capabilities::http::Grant::parse(grant.destination(), grant.secrets())
         {
-            errors.push(ValidationError::new(format!("{at}.grants.http[{i}]"), message));
+            errors.push(ValidationError::new(
+                format!("{at}.grants.http[{i}]"),
+                message,
+            ));
         }
     }
 }

@@ -38,7 +38,11 @@ fn run(ctx: &Context, input: Input) -> Result<Value> {
         });
     }
     log::info(format!("succeeded on attempt {}", ctx.attempt));
-    Ok(json!({ "value": input.value, "attempt": ctx.attempt, "idempotency_key": ctx.idempotency_key }))
+    Ok(
+        json!({ "value": input.value, "attempt": ctx.attempt, "idempotency_key": ctx.idempotency_key }),
+    )
 }
 
-omniflow_sdk::export_piece!(Piece::new("flaky", "0.1.0", "Fails N times then succeeds").action("run", "maybe fail", run));
+omniflow_sdk::export_piece!(
+    Piece::new("flaky", "0.1.0", "Fails N times then succeeds").action("run", "maybe fail", run)
+);

@@ -10,4 +10,6 @@ fn huge(_ctx: &Context, input: Input) -> Result<String> {
     Ok("x".repeat(input.bytes))
 }
 
-omniflow_sdk::export_piece!(Piece::new("hostile-huge-output", "0.1.0", "Huge output").action("run", "huge output", huge));
+omniflow_sdk::export_piece!(
+    Piece::new("hostile-huge-output", "0.1.0", "Huge output").action("run", "huge output", huge)
+);

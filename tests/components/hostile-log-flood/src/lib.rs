@@ -16,4 +16,6 @@ fn flood(_ctx: &Context, input: Input) -> Result<Value> {
     Ok(json!({ "wrote": input.lines }))
 }
 
-omniflow_sdk::export_piece!(Piece::new("hostile-log-flood", "0.1.0", "Log flood").action("run", "flood the log", flood));
+omniflow_sdk::export_piece!(
+    Piece::new("hostile-log-flood", "0.1.0", "Log flood").action("run", "flood the log", flood)
+);

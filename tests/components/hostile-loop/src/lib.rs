@@ -8,4 +8,6 @@ fn spin(_ctx: &Context, _input: Value) -> Result<Value> {
     }
 }
 
-omniflow_sdk::export_piece!(Piece::new("hostile-loop", "0.1.0", "Spins forever").action("run", "spin", spin));
+omniflow_sdk::export_piece!(
+    Piece::new("hostile-loop", "0.1.0", "Spins forever").action("run", "spin", spin)
+);

@@ -11,4 +11,6 @@ fn bomb(_ctx: &Context, _input: Value) -> Result<Value> {
     }
 }
 
-omniflow_sdk::export_piece!(Piece::new("hostile-membomb", "0.1.0", "Allocates forever").action("run", "allocate", bomb));
+omniflow_sdk::export_piece!(
+    Piece::new("hostile-membomb", "0.1.0", "Allocates forever").action("run", "allocate", bomb)
+);

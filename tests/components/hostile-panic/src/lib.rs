@@ -5,4 +5,6 @@ fn boom(_ctx: &Context, _input: Value) -> Result<Value> {
     panic!("the piece gave up on purpose");
 }
 
-omniflow_sdk::export_piece!(Piece::new("hostile-panic", "0.1.0", "Panics").action("run", "panic", boom));
+omniflow_sdk::export_piece!(
+    Piece::new("hostile-panic", "0.1.0", "Panics").action("run", "panic", boom)
+);

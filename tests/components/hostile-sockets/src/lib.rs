@@ -7,4 +7,6 @@ fn connect(_ctx: &Context, _input: Value) -> Result<Value> {
     Ok(json!("opened a network handle"))
 }
 
-omniflow_sdk::export_piece!(Piece::new("hostile-sockets", "0.1.0", "Wants raw sockets").action("run", "connect", connect));
+omniflow_sdk::export_piece!(
+    Piece::new("hostile-sockets", "0.1.0", "Wants raw sockets").action("run", "connect", connect)
+);

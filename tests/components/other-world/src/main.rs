@@ -1,1 +1,3 @@
-fn main() { println!("hello from another world"); }
+fn main() {
+    println!("hello from another world");
+}
