@@ -11,6 +11,33 @@ fn omniflow() -> Command {
 }
 
 #[test]
+fn piece_inspect_shows_requested_destinations_and_secrets() {
+    for (file, destination, secret) in [
+        (
+            "telegram.wasm",
+            "https://api.telegram.org",
+            "TELEGRAM_BOT_TOKEN",
+        ),
+        ("llm.wasm", "huggingface.co", "HUGGINGFACE_TOKEN"),
+        (
+            "discord.wasm",
+            "https://discord.com",
+            "DISCORD_WEBHOOK_TOKEN",
+        ),
+    ] {
+        let out = omniflow()
+            .args(["piece", "inspect"])
+            .arg(guest_dir().join(file))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{file}: {stdout}");
+        assert!(stdout.contains(destination), "{file}: {stdout}");
+        assert!(stdout.contains(secret), "{file}: {stdout}");
+    }
+}
+
+#[test]
 fn piece_inspect_describes_builtin_pieces() {
     for (file, name) in [
         ("transform.wasm", "transform@0.1.0"),

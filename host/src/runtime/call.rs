@@ -134,9 +134,11 @@ impl Runtime {
             }),
             Ok(Ok(Ok(output))) => check_output(&output, limits.output_bytes),
         };
-        // Dropping the store returns the instance slot to the pool.
-        drop(store);
-        finish(outcome, &log, fuel_used, started)
+        let report = finish(outcome, &log, fuel_used, started);
+        // Dropping the store returns the instance slot to the pool; done on
+        // the drop thread.
+        self.retire(store);
+        report
     }
 }
 
