@@ -134,11 +134,9 @@ impl Runtime {
             }),
             Ok(Ok(Ok(output))) => check_output(&output, limits.output_bytes),
         };
-        let report = finish(outcome, &log, fuel_used, started);
-        // Dropping the store returns the instance slot to the pool; done on
-        // the drop thread.
-        self.retire(store);
-        report
+        // Dropping the store returns the instance slot to the pool.
+        drop(store);
+        finish(outcome, &log, fuel_used, started)
     }
 }
 

@@ -117,9 +117,6 @@ pub struct Runtime {
     loaded: Mutex<HashMap<PieceDigest, Arc<LoadedPiece>>>,
     max_memory_bytes: usize,
     ticker_stop: Arc<AtomicBool>,
-    /// Finished stores go to a background thread to be dropped (returning
-    /// the pool slot takes 10–30 µs), off the step's hot path.
-    retired: std::sync::mpsc::Sender<wasmtime::Store<StepState>>,
 }
 
 impl Runtime {
@@ -174,16 +171,6 @@ impl Runtime {
         let cache = config
             .cache_dir
             .map(|dir| cache::ArtifactCache::new(&engine, dir.join("compiled")));
-        let (retired, graveyard) = std::sync::mpsc::channel::<wasmtime::Store<StepState>>();
-        std::thread::Builder::new()
-            .name("omniflow-store-drop".into())
-            .spawn(move || {
-                // Ends when the runtime (the sender) is dropped.
-                for store in graveyard {
-                    drop(store);
-                }
-            })
-            .map_err(|e| RuntimeError::Engine(format!("starting the store-drop thread: {e}")))?;
         Ok(Runtime {
             engine,
             linker,
@@ -191,14 +178,7 @@ impl Runtime {
             loaded: Mutex::new(HashMap::new()),
             max_memory_bytes: config.max_memory_bytes,
             ticker_stop,
-            retired,
         })
-    }
-
-    /// Hand a finished store to the drop thread (drop here if it is gone).
-    pub(crate) fn retire(&self, store: wasmtime::Store<StepState>) {
-        // A send error hands the store back; it is then dropped here.
-        drop(self.retired.send(store));
     }
 
     /// The wasmtime engine (for tools that inspect components).
