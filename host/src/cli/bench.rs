@@ -16,7 +16,9 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 pub(crate) fn line(workload: &str, metric: &str, value: f64) {
-    println!("{workload} {metric} {value:.2}");
+    use std::io::Write;
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = writeln!(std::io::stdout().lock(), "{workload} {metric} {value:.2}");
 }
 
 fn builtin(name: &str) -> Result<&'static [u8]> {
