@@ -1035,3 +1035,145 @@ async fn cron_schedules_fire_once_per_fire_time_on_a_controlled_clock() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn secrets_are_write_only_encrypted_at_rest_and_placed_into_granted_requests() {
+    const VALUE: &str = "sk-live-very-secret-42";
+    let echo = crate::wire::FakeServer::start().await;
+    let cipher = || {
+        Some(Arc::new(
+            omniflow::capabilities::secrets::SecretCipher::from_key(&[9u8; 32]).unwrap(),
+        ))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(1, Some(TOKEN));
+    cfg.api.secret_cipher = cipher();
+    let exec = executor(dir.path()).await;
+    let server = start_on(dir, exec, cfg).await;
+
+    // Bad names and bodies are refused; nothing stored.
+    let put = |name: &str, body: Value| {
+        server
+            .http
+            .put(server.url(&format!("/api/v1/secrets/{name}")))
+            .bearer_auth(TOKEN)
+            .json(&body)
+    };
+    assert_eq!(
+        put("bad-name", json!({"value": "x"}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        put("OK", json!({"val": "x"}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    let no_auth = server
+        .http
+        .put(server.url("/api/v1/secrets/API_KEY"))
+        .json(&json!({"value": VALUE}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_auth.status(), 401);
+
+    assert_eq!(
+        put("API_KEY", json!({"value": VALUE}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let (status, list) = server.json(server.get("/api/v1/secrets")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["secrets"][0]["name"], "API_KEY");
+    assert!(!list.to_string().contains(VALUE), "{list}");
+
+    // A granted step gets the value placed by the host; the piece sees the marker.
+    server
+        .create_workflow(&json!({
+            "name": "uses-secret",
+            "steps": [{ "id": "call", "piece": "http-request", "action": "request",
+                "input": { "url": echo.url("/echo"),
+                           "headers": { "authorization": "Bearer ${secret:API_KEY}" } },
+                "grants": { "http": [{ "host": echo.origin(), "secrets": ["API_KEY"] }] } }]
+        }))
+        .await;
+    let (status, body) = server
+        .json(server.post(
+            "/api/v1/workflows/uses-secret/runs",
+            &json!({ "wait_ms": 30000 }),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "succeeded", "{body}");
+    let seen = &echo.requests_to("/echo")[0];
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {VALUE}").as_str())
+    );
+    assert!(!body.to_string().contains(VALUE), "{body}");
+
+    // Deleting it: the next run's request is refused by name.
+    let deleted = server
+        .http
+        .delete(server.url("/api/v1/secrets/API_KEY"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let missing = server
+        .http
+        .delete(server.url("/api/v1/secrets/API_KEY"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    // Stored again, then a restart on the same file with the same key finds it.
+    assert_eq!(
+        put("API_KEY", json!({"value": VALUE}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let dir = server.stop().await;
+    let raw = std::fs::read(dir.path().join("omniflow.db")).unwrap();
+    let wal = std::fs::read(dir.path().join("omniflow.db-wal")).unwrap_or_default();
+    for bytes in [&raw, &wal] {
+        assert!(
+            !bytes.windows(VALUE.len()).any(|w| w == VALUE.as_bytes()),
+            "the clear value is in the database file"
+        );
+    }
+    let exec = executor(dir.path()).await;
+    let mut cfg = config(1, Some(TOKEN));
+    cfg.api.secret_cipher = cipher();
+    let server = start_on(dir, exec, cfg).await;
+    let (status, body) = server
+        .json(server.post(
+            "/api/v1/workflows/uses-secret/runs",
+            &json!({ "wait_ms": 30000 }),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "succeeded", "{body}");
+    let last = echo.requests_to("/echo").pop().unwrap();
+    assert_eq!(
+        last.header("authorization"),
+        Some(format!("Bearer {VALUE}").as_str())
+    );
+    server.stop().await;
+}

@@ -17,6 +17,7 @@ mod auth;
 mod error;
 mod hooks;
 mod runs;
+mod secrets;
 mod system;
 mod wait;
 mod workflows;
@@ -45,6 +46,9 @@ pub struct ApiConfig {
     pub body_limit: usize,
     /// Longest `wait` a trigger may ask for.
     pub max_wait: std::time::Duration,
+    /// Encrypts secrets stored through `/secrets` (`None`: those routes
+    /// answer 503).
+    pub secret_cipher: Option<Arc<crate::capabilities::secrets::SecretCipher>>,
 }
 
 impl Default for ApiConfig {
@@ -52,6 +56,7 @@ impl Default for ApiConfig {
         ApiConfig {
             body_limit: 1 << 20,
             max_wait: std::time::Duration::from_secs(300),
+            secret_cipher: None,
         }
     }
 }
@@ -155,6 +160,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/runs/{id}/cancel", post(runs::cancel))
         .route("/runs/{id}/retry", post(runs::retry))
         .route("/schedules", get(workflows::schedules))
+        .route("/secrets", get(secrets::list))
+        .route("/secrets/{name}", put(secrets::put).delete(secrets::delete))
         .route("/stats", get(system::stats))
         .route("/metrics", get(system::metrics))
         .route("/ready", get(system::ready))

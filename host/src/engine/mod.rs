@@ -122,6 +122,12 @@ impl Executor {
         &self.store
     }
 
+    /// Secret values for granted HTTP requests (shared: setting a stored
+    /// secret here is seen by every later step).
+    pub fn secrets(&self) -> &crate::capabilities::secrets::Secrets {
+        &self.config.secrets
+    }
+
     /// The installed pieces.
     pub fn registry(&self) -> &Arc<PieceRegistry> {
         &self.registry

@@ -141,6 +141,15 @@ impl Server {
                 .clone()
                 .run(config.schedule_tick, shutdown.child_token()),
         );
+        if let Some(cipher) = &config.api.secret_cipher {
+            // Secrets stored through the API, decrypted into memory once.
+            for sealed in store.sealed_secrets().await? {
+                match cipher.open(&sealed.name, &sealed.nonce, &sealed.ciphertext) {
+                    Ok(value) => executor.secrets().set_stored(&sealed.name, value),
+                    Err(message) => tracing::warn!("{message}"),
+                }
+            }
+        }
         let state = ApiState::new(
             executor,
             queue.clone(),

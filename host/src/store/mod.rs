@@ -778,14 +778,44 @@ pub trait ScheduleStore: Send + Sync {
     ) -> Result<Option<RunRecord>, StoreError>;
 }
 
+/// An encrypted secret as stored (the store never sees clear values).
+#[derive(Debug, Clone)]
+pub struct SealedSecret {
+    /// Secret name (`HUGGINGFACE_TOKEN`).
+    pub name: String,
+    /// AEAD nonce.
+    pub nonce: Vec<u8>,
+    /// AEAD ciphertext + tag.
+    pub ciphertext: Vec<u8>,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+/// Secrets set through the API, encrypted by the caller.
+#[async_trait::async_trait]
+pub trait SecretStore: Send + Sync {
+    /// Insert or replace.
+    async fn put_secret(&self, secret: &SealedSecret) -> Result<(), StoreError>;
+    /// Delete; false when there was none.
+    async fn delete_secret(&self, name: &str) -> Result<bool, StoreError>;
+    /// Every stored secret, by name.
+    async fn sealed_secrets(&self) -> Result<Vec<SealedSecret>, StoreError>;
+}
+
 /// Everything the engine and the server need from storage.
 pub trait Store:
-    WorkflowStore + RunStore + QueueStore + TokenStore + WebhookStore + ScheduleStore
+    WorkflowStore + RunStore + QueueStore + TokenStore + WebhookStore + ScheduleStore + SecretStore
 {
 }
 
 impl<T> Store for T where
-    T: WorkflowStore + RunStore + QueueStore + TokenStore + WebhookStore + ScheduleStore
+    T: WorkflowStore
+        + RunStore
+        + QueueStore
+        + TokenStore
+        + WebhookStore
+        + ScheduleStore
+        + SecretStore
 {
 }
 

@@ -1,0 +1,86 @@
+//! `/api/v1/secrets`: write-only secret values, encrypted at rest.
+//!
+//! `PUT /secrets/{name}` `{"value": "..."}` stores (or replaces) a value,
+//! `DELETE /secrets/{name}` removes it, `GET /secrets` lists names and dates.
+//! Values are never returned; granted HTTP requests see them through
+//! `${secret:NAME}` (see `capabilities::http`).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::{ApiError, parse_json};
+use super::{ApiState, Body};
+use crate::capabilities::secrets::valid_secret_name;
+use crate::store::{SealedSecret, now_rfc3339};
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PutSecret {
+    value: String,
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if valid_secret_name(name) {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidRequest(format!(
+            "secret name {name:?} must be 1–128 letters, digits or '_'"
+        )))
+    }
+}
+
+fn cipher(state: &ApiState) -> Result<&crate::capabilities::secrets::SecretCipher, ApiError> {
+    state.config().secret_cipher.as_deref().ok_or_else(|| {
+        ApiError::Unavailable("secret storage is not configured on this server".into())
+    })
+}
+
+pub(super) async fn put(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    check_name(&name)?;
+    let request: PutSecret = parse_json(&body.0, false)?;
+    let value = SecretString::from(request.value);
+    let (nonce, ciphertext) = cipher(&state)?
+        .seal(&name, &value)
+        .map_err(ApiError::Internal)?;
+    state
+        .store()
+        .put_secret(&SealedSecret {
+            name: name.clone(),
+            nonce,
+            ciphertext,
+            updated_at: now_rfc3339(),
+        })
+        .await?;
+    state.executor().secrets().set_stored(&name, value);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn delete(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    check_name(&name)?;
+    if !state.store().delete_secret(&name).await? {
+        return Err(ApiError::NotFound(format!("secret {name}")));
+    }
+    state.executor().secrets().remove_stored(&name);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let secrets = state.store().sealed_secrets().await?;
+    Ok(Json(json!({
+        "secrets": secrets
+            .iter()
+            .map(|s| json!({ "name": s.name, "updated_at": s.updated_at }))
+            .collect::<Vec<_>>()
+    })))
+}
