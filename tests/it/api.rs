@@ -1036,6 +1036,11 @@ async fn cron_schedules_fire_once_per_fire_time_on_a_controlled_clock() {
     s.stop().await;
 }
 
+/// The status code of a request (the body is dropped).
+async fn status_of(request: reqwest::RequestBuilder) -> u16 {
+    request.send().await.unwrap().status().as_u16()
+}
+
 #[tokio::test]
 async fn secrets_are_write_only_encrypted_at_rest_and_placed_into_granted_requests() {
     const VALUE: &str = "sk-live-very-secret-42";
@@ -1059,37 +1064,16 @@ async fn secrets_are_write_only_encrypted_at_rest_and_placed_into_granted_reques
             .bearer_auth(TOKEN)
             .json(&body)
     };
-    assert_eq!(
-        put("bad-name", json!({"value": "x"}))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        400
-    );
-    assert_eq!(
-        put("OK", json!({"val": "x"}))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        400
-    );
+    assert_eq!(status_of(put("bad-name", json!({"value": "x"}))).await, 400);
+    assert_eq!(status_of(put("OK", json!({"val": "x"}))).await, 400);
     let no_auth = server
         .http
         .put(server.url("/api/v1/secrets/API_KEY"))
-        .json(&json!({"value": VALUE}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(no_auth.status(), 401);
+        .json(&json!({"value": VALUE}));
+    assert_eq!(status_of(no_auth).await, 401);
 
     assert_eq!(
-        put("API_KEY", json!({"value": VALUE}))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(put("API_KEY", json!({"value": VALUE}))).await,
         204
     );
     let (status, list) = server.json(server.get("/api/v1/secrets")).await;
@@ -1123,30 +1107,30 @@ async fn secrets_are_write_only_encrypted_at_rest_and_placed_into_granted_reques
     assert!(!body.to_string().contains(VALUE), "{body}");
 
     // Deleting it: the next run's request is refused by name.
-    let deleted = server
-        .http
-        .delete(server.url("/api/v1/secrets/API_KEY"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
-    let missing = server
-        .http
-        .delete(server.url("/api/v1/secrets/API_KEY"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), 404);
+    assert_eq!(
+        status_of(
+            server
+                .http
+                .delete(server.url("/api/v1/secrets/API_KEY"))
+                .bearer_auth(TOKEN)
+        )
+        .await,
+        204
+    );
+    assert_eq!(
+        status_of(
+            server
+                .http
+                .delete(server.url("/api/v1/secrets/API_KEY"))
+                .bearer_auth(TOKEN)
+        )
+        .await,
+        404
+    );
 
     // Stored again, then a restart on the same file with the same key finds it.
     assert_eq!(
-        put("API_KEY", json!({"value": VALUE}))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(put("API_KEY", json!({"value": VALUE}))).await,
         204
     );
     let dir = server.stop().await;
