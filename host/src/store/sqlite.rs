@@ -401,37 +401,27 @@ impl RunStore for SqliteStore {
         attempt: Option<&AttemptRecord>,
     ) -> Result<(), StoreError> {
         let run_id = run.to_string();
-        let mut tx = self.begin_write("record step").await?;
-        sqlx::query(
-            "INSERT INTO step_runs (run_id, step_id, status, input, output, error_class, error_message, logs, \
-             attempts, fuel_used, duration_ms, started_at, finished_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
-             ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status, input = excluded.input, \
-             output = excluded.output, error_class = excluded.error_class, error_message = excluded.error_message, \
-             logs = excluded.logs, attempts = excluded.attempts, fuel_used = excluded.fuel_used, \
-             duration_ms = excluded.duration_ms, started_at = excluded.started_at, \
-             finished_at = excluded.finished_at",
-        )
-        .bind(&run_id)
-        .bind(&step.step_id)
-        .bind(step.status.as_str())
-        .bind(step.input.as_ref().map(serde_json::Value::to_string))
-        .bind(step.output.as_ref().map(serde_json::Value::to_string))
-        .bind(step.error_class.as_deref())
-        .bind(step.error_message.as_deref())
-        .bind(&step.logs)
-        .bind(i64::from(step.attempts))
-        .bind(saturating_i64(step.fuel_used))
-        .bind(saturating_i64(step.duration_ms))
-        .bind(step.started_at.as_deref())
-        .bind(step.finished_at.as_deref())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| match sql_error("record step")(e) {
-            StoreError::Constraint(msg) if msg.contains("FOREIGN KEY") => StoreError::NotFound(format!("run {run}")),
+        let not_found = |e| match sql_error("record step")(e) {
+            StoreError::Constraint(msg) if msg.contains("FOREIGN KEY") => {
+                StoreError::NotFound(format!("run {run}"))
+            }
             other => other,
-        })?;
-        if let Some(attempt) = attempt {
+        };
+        let Some(attempt) = attempt else {
+            // One statement is atomic on its own: no BEGIN/COMMIT round trips.
+            let _turn = self.write_gate.clone().lock_owned().await;
+            step_upsert(&run_id, step)
+                .execute(&self.pool)
+                .await
+                .map_err(not_found)?;
+            return Ok(());
+        };
+        let mut tx = self.begin_write("record step").await?;
+        step_upsert(&run_id, step)
+            .execute(&mut *tx)
+            .await
+            .map_err(not_found)?;
+        {
             // Replacing an existing attempt keeps re-recording idempotent
             // (execution is at-least-once).
             sqlx::query(
@@ -565,6 +555,36 @@ fn sql_error(op: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
 }
 
 /// Column `name` of `row`, decoded as `T`.
+/// The upsert of one step record.
+fn step_upsert<'q>(
+    run_id: &'q str,
+    step: &'q StepRecord,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    sqlx::query(
+            "INSERT INTO step_runs (run_id, step_id, status, input, output, error_class, error_message, logs, \
+             attempts, fuel_used, duration_ms, started_at, finished_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+             ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status, input = excluded.input, \
+             output = excluded.output, error_class = excluded.error_class, error_message = excluded.error_message, \
+             logs = excluded.logs, attempts = excluded.attempts, fuel_used = excluded.fuel_used, \
+             duration_ms = excluded.duration_ms, started_at = excluded.started_at, \
+             finished_at = excluded.finished_at",
+        )
+        .bind(run_id)
+        .bind(&step.step_id)
+        .bind(step.status.as_str())
+        .bind(step.input.as_ref().map(serde_json::Value::to_string))
+        .bind(step.output.as_ref().map(serde_json::Value::to_string))
+        .bind(step.error_class.as_deref())
+        .bind(step.error_message.as_deref())
+        .bind(&step.logs)
+        .bind(i64::from(step.attempts))
+        .bind(saturating_i64(step.fuel_used))
+        .bind(saturating_i64(step.duration_ms))
+        .bind(step.started_at.as_deref())
+        .bind(step.finished_at.as_deref())
+}
+
 fn get<'r, T>(row: &'r SqliteRow, name: &str) -> Result<T, StoreError>
 where
     T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
