@@ -103,6 +103,29 @@ impl From<HttpError> for Error {
     }
 }
 
+/// Whether `url` starts with `http://` or `https://` (any case).
+pub fn is_http_url(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
+}
+
+/// A piece's configurable base URL: `given` trimmed (or `default` when absent
+/// or blank), without a trailing `/`. The error says what is wrong with it.
+pub fn base_url(given: Option<&str>, default: &str) -> std::result::Result<String, String> {
+    let base = given
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .unwrap_or(default)
+        .trim_end_matches('/');
+    if is_http_url(base) {
+        Ok(base.to_string())
+    } else {
+        Err(format!(
+            "base_url {base:?} must start with http:// or https://"
+        ))
+    }
+}
+
 impl Request {
     /// A request with any method (`"PATCH"`...).
     pub fn new(method: impl Into<String>, url: impl Into<String>) -> Self {

@@ -99,10 +99,15 @@ impl Grant {
         })
     }
 
-    fn matches(&self, url: &url::Url) -> bool {
+    /// Same scheme, host and port (any path).
+    fn same_origin(&self, url: &url::Url) -> bool {
         url.scheme() == self.scheme
             && url.host().map(|h| h.to_owned()).as_ref() == Some(&self.host)
             && url.port_or_known_default() == Some(self.port)
+    }
+
+    fn matches(&self, url: &url::Url) -> bool {
+        self.same_origin(url)
             && (self.path_prefix.is_empty()
                 || url.path() == self.path_prefix
                 || url
@@ -233,11 +238,7 @@ impl HttpPolicy {
         let step = &self.step_id;
         let Some(grant) = self.access.grants.iter().find(|g| g.matches(&url)).cloned() else {
             let origin = Self::origin(&url);
-            let hint = if self.access.grants.iter().any(|g| {
-                g.scheme == url.scheme()
-                    && url.host().map(|h| h.to_owned()) == Some(g.host.clone())
-                    && Some(g.port) == url.port_or_known_default()
-            }) {
+            let hint = if self.access.grants.iter().any(|g| g.same_origin(&url)) {
                 format!(
                     " (the step's grants for {origin} cover other paths; add a grant covering {})",
                     url.path()
@@ -410,28 +411,39 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
     }
 }
 
-/// Where to connect: the checked address, or the log sentence saying why not.
-async fn resolve(grant: &Grant, url: &url::Url) -> Result<SocketAddr, String> {
+/// Where to connect: the checked address, or why not.
+async fn resolve(grant: &Grant, url: &url::Url) -> Result<SocketAddr, Failure> {
     let port = url.port_or_known_default().unwrap_or(grant.port);
     if let Some(ip) = grant.literal_ip() {
         // The grant names this address: it is allowed whatever its range.
         return Ok(SocketAddr::new(ip, port));
     }
     let host = url.host_str().unwrap_or_default().to_string();
+    let dns_failure = |message: String| {
+        Failure::Transport(
+            message,
+            HttpError::DnsError {
+                rcode: None,
+                info_code: None,
+            },
+        )
+    };
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
         .await
-        .map_err(|e| format!("DNS lookup of {host} failed: {e}"))?
+        .map_err(|e| dns_failure(format!("DNS lookup of {host} failed: {e}")))?
         .collect();
     if addrs.is_empty() {
-        return Err(format!("DNS lookup of {host} returned no addresses"));
+        return Err(dns_failure(format!(
+            "DNS lookup of {host} returned no addresses"
+        )));
     }
     if let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
-        return Err(format!(
+        return Err(Failure::Denied(format!(
             "HTTP request denied: {host} resolved to {}, a loopback/private/link-local address; grants by host name never reach such addresses. To allow it, grant the address itself, e.g. \"{}://{}\"",
             bad.ip(),
             url.scheme(),
             SocketAddr::new(bad.ip(), port)
-        ));
+        )));
     }
     Ok(addrs[0])
 }
@@ -458,19 +470,7 @@ async fn connect_and_send(
     } = authorized;
     let url = url::Url::parse(&request.uri().to_string())
         .map_err(|e| Failure::Denied(format!("HTTP request denied: invalid URL ({e})")))?;
-    let addr = resolve(&grant, &url).await.map_err(|message| {
-        if message.starts_with("HTTP request denied") {
-            Failure::Denied(message)
-        } else {
-            Failure::Transport(
-                message,
-                HttpError::DnsError {
-                    rcode: None,
-                    info_code: None,
-                },
-            )
-        }
-    })?;
+    let addr = resolve(&grant, &url).await?;
     let connect_timeout = options
         .and_then(|o| o.connect_timeout)
         .unwrap_or(Duration::from_secs(30));

@@ -227,18 +227,8 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
 /// `[redacted:NAME]`. Longest values first, so a value containing another
 /// is redacted whole. Empty values are ignored.
 pub(crate) fn redact(text: &str, used: &[(String, SecretString)]) -> String {
-    let mut order: Vec<&(String, SecretString)> = used
-        .iter()
-        .filter(|(_, v)| !v.expose_secret().is_empty())
-        .collect();
-    order.sort_by_key(|(_, v)| std::cmp::Reverse(v.expose_secret().len()));
-    let mut out = text.to_string();
-    for (name, value) in order {
-        if out.contains(value.expose_secret()) {
-            out = out.replace(value.expose_secret(), &format!("[redacted:{name}]"));
-        }
-    }
-    out
+    // Replacing whole UTF-8 values with ASCII markers keeps the text UTF-8.
+    String::from_utf8_lossy(&redact_bytes(text.as_bytes(), used)).into_owned()
 }
 
 /// Byte-level [`redact`] for bodies (non-UTF-8 bodies are scanned as bytes).

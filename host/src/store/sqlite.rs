@@ -421,10 +421,9 @@ impl RunStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(not_found)?;
-        {
-            // Replacing an existing attempt keeps re-recording idempotent
-            // (execution is at-least-once).
-            sqlx::query(
+        // Replacing an existing attempt keeps re-recording idempotent
+        // (execution is at-least-once).
+        sqlx::query(
                 "INSERT INTO attempts (run_id, step_id, attempt, status, input, output, error_class, error_message, \
                  logs, fuel_used, duration_ms, started_at, finished_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
@@ -450,7 +449,6 @@ impl RunStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(sql_error("record attempt"))?;
-        }
         tx.commit().await.map_err(sql_error("record step"))
     }
 

@@ -67,19 +67,8 @@ fn post(_ctx: &Context, input: PostInput) -> Result<PostOutput> {
     if input.content.trim().is_empty() {
         return Err(Error::invalid_input("content must not be empty"));
     }
-    let base = input
-        .base_url
-        .as_deref()
-        .map(str::trim)
-        .filter(|b| !b.is_empty())
-        .unwrap_or(DEFAULT_BASE)
-        .trim_end_matches('/');
-    let lower = base.to_ascii_lowercase();
-    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
-        return Err(Error::invalid_input(format!(
-            "base_url {base:?} must start with http:// or https://"
-        )));
-    }
+    let base = omniflow_sdk::http::base_url(input.base_url.as_deref(), DEFAULT_BASE)
+        .map_err(Error::invalid_input)?;
     let mut body = json!({ "content": truncate(&input.content, MAX_CONTENT_CHARS) });
     if let Some(username) = &input.username {
         body["username"] = json!(username);

@@ -84,8 +84,7 @@ fn request(_ctx: &Context, input: RequestInput) -> Result<RequestOutput> {
             input.method
         )));
     }
-    let lower = input.url.to_ascii_lowercase();
-    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+    if !omniflow_sdk::http::is_http_url(&input.url) {
         return Err(Error::invalid_input(format!(
             "url {:?} must be an absolute http:// or https:// URL",
             input.url

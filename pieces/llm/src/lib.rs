@@ -312,19 +312,8 @@ fn resolve(spec: &ProviderSpec, model: Option<&str>) -> Result<Target> {
             entry.model.as_deref(),
         ),
     };
-    let base = base
-        .map(str::trim)
-        .filter(|b| !b.is_empty())
-        .unwrap_or(name.default_base())
-        .trim_end_matches('/')
-        .to_string();
-    let lower = base.to_ascii_lowercase();
-    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
-        return Err(Error::invalid_input(format!(
-            "{}: base_url {base:?} must start with http:// or https://",
-            name.as_str()
-        )));
-    }
+    let base = omniflow_sdk::http::base_url(base, name.default_base())
+        .map_err(|e| Error::invalid_input(format!("{}: {e}", name.as_str())))?;
     let model = own_model
         .or(model)
         .map(str::trim)

@@ -113,18 +113,7 @@ fn send_message(_ctx: &Context, input: SendMessageInput) -> Result<SendMessageOu
 }
 
 fn base_url(given: Option<&str>) -> Result<String> {
-    let base = given
-        .map(str::trim)
-        .filter(|b| !b.is_empty())
-        .unwrap_or(DEFAULT_BASE)
-        .trim_end_matches('/');
-    let lower = base.to_ascii_lowercase();
-    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
-        return Err(Error::invalid_input(format!(
-            "base_url {base:?} must start with http:// or https://"
-        )));
-    }
-    Ok(base.to_string())
+    omniflow_sdk::http::base_url(given, DEFAULT_BASE).map_err(Error::invalid_input)
 }
 
 /// At most `max` characters, the last one `…` when cut.
