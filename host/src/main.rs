@@ -187,6 +187,15 @@ enum BenchCommand {
         #[arg(long, default_value_t = 500)]
         iterations: usize,
     },
+    /// N queued single-step runs drained by the server's worker pool.
+    Throughput {
+        /// Runs to queue before the pool starts.
+        #[arg(long, default_value_t = 10_000)]
+        runs: usize,
+        /// Runs executed at once (`serve --workers`).
+        #[arg(long, default_value_t = 40)]
+        workers: usize,
+    },
     /// One run fanning out to N parallel trivial steps and joining them.
     Fanout {
         /// Parallel steps.
@@ -269,6 +278,9 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
         }
         Command::Bench(BenchCommand::CodeJs { iterations }) => {
             cli::bench_code::code_js(iterations).await.map(|()| true)
+        }
+        Command::Bench(BenchCommand::Throughput { runs, workers }) => {
+            cli::bench::throughput(runs, workers).await.map(|()| true)
         }
         Command::Bench(BenchCommand::Fanout { n, parallel }) => {
             cli::bench::fanout(n, parallel).await.map(|()| true)

@@ -1161,3 +1161,212 @@ async fn secrets_are_write_only_encrypted_at_rest_and_placed_into_granted_reques
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn delays_and_retry_waits_park_the_run_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(dir.path()).await;
+    // One worker: if a waiting run held it, nothing else could run.
+    let s = start_on(dir, exec.clone(), config(1, Some(TOKEN))).await;
+    s.create_workflow(&json!({
+        "name": "nap",
+        "steps": [
+            { "id": "nap", "piece": "delay", "action": "sleep", "input": { "duration": "4s" } },
+            { "id": "after", "piece": "flaky", "action": "run", "needs": ["nap"],
+              "input": { "value": "{{ steps.nap.output.until }}" } }
+        ]
+    }))
+    .await;
+    s.create_workflow(&json!({
+        "name": "flap",
+        "steps": [{ "id": "f", "piece": "flaky", "action": "run",
+                    "input": { "fail_times": 1, "value": "ok" },
+                    "retry": { "max_attempts": 2, "initial_delay": "3s", "jitter": false } }]
+    }))
+    .await;
+    s.create_workflow(&echo_workflow("echo")).await;
+
+    let triggered = std::time::Instant::now();
+    let (_, nap) = s
+        .json(s.post("/api/v1/workflows/nap/runs", &json!({})))
+        .await;
+    let nap = nap["id"].as_str().unwrap().to_owned();
+    let (_, flap) = s
+        .json(s.post("/api/v1/workflows/flap/runs", &json!({})))
+        .await;
+    let flap = flap["id"].as_str().unwrap().to_owned();
+
+    // Both park: queued again, their step waiting with a wake-up time.
+    for (id, step_id) in [(&nap, "nap"), (&flap, "f")] {
+        let run = s
+            .wait_run(id, |r| {
+                r["status"] == "queued"
+                    && r["steps"].as_array().is_some_and(|steps| {
+                        steps
+                            .iter()
+                            .any(|st| st["step_id"] == step_id && st["status"] == "waiting")
+                    })
+            })
+            .await;
+        assert!(step(&run, step_id)["wake_at"].is_string(), "{run}");
+    }
+    // The single worker is free meanwhile.
+    let (status, echo) = s
+        .json(s.post(
+            "/api/v1/workflows/echo/runs?wait=30s",
+            &json!({ "payload": { "x": 5 } }),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{echo}");
+    assert_eq!(echo["status"], "succeeded");
+    // ... it did not wait for either wake-up.
+    assert_eq!(s.run(&flap).await["status"], "queued", "still parked");
+    assert_eq!(s.run(&nap).await["status"], "queued", "still parked");
+
+    // The retry wakes on time under the same server.
+    let run = s.wait_finished(&flap).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(step(&run, "f")["attempts"], 2);
+    assert!(triggered.elapsed() >= Duration::from_secs(3));
+
+    // Restart while `nap` is parked: the wait is in the database.
+    let dir = s.stop().await;
+    let s = start_on(dir, exec.clone(), config(1, Some(TOKEN))).await;
+    let run = s.wait_finished(&nap).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert!(triggered.elapsed() >= Duration::from_secs(4));
+    let nap_step = step(&run, "nap");
+    assert!(nap_step["output"].get("$wait_until").is_none(), "{run}");
+    assert_eq!(nap_step["attempts"], 1, "the piece ran once");
+    assert_eq!(
+        step(&run, "after")["output"]["value"],
+        nap_step["output"]["until"]
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn cancelling_a_parked_run_cancels_its_waiting_step() {
+    let s = start(1).await;
+    s.create_workflow(&json!({
+        "name": "long-nap",
+        "steps": [{ "id": "nap", "piece": "delay", "action": "sleep", "input": { "duration": "1h" } }]
+    }))
+    .await;
+    let (_, run) = s
+        .json(s.post("/api/v1/workflows/long-nap/runs", &json!({})))
+        .await;
+    let id = run["id"].as_str().unwrap().to_owned();
+    s.wait_run(&id, |r| {
+        r["status"] == "queued" && r["steps"].as_array().is_some_and(|v| !v.is_empty())
+    })
+    .await;
+    let (status, body) = s
+        .json(s.post(&format!("/api/v1/runs/{id}/cancel"), &json!({})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let run = s.run(&id).await;
+    assert_eq!(run["status"], "cancelled");
+    assert_eq!(step(&run, "nap")["status"], "cancelled");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn openapi_document_covers_every_route_and_every_documented_route_is_served() {
+    let s = start(1).await;
+    // Public, like /health.
+    let (status, doc) = s.json(s.http.get(s.url("/api/v1/openapi.json"))).await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{doc}");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(doc, serde_json::to_value(omniflow::api::openapi()).unwrap());
+    let paths = doc["paths"].as_object().unwrap();
+    // Every route of the README's API table is documented.
+    let expected = [
+        ("post", "/api/v1/workflows"),
+        ("get", "/api/v1/workflows"),
+        ("post", "/api/v1/workflows:validate"),
+        ("get", "/api/v1/workflows/{name}"),
+        ("put", "/api/v1/workflows/{name}"),
+        ("delete", "/api/v1/workflows/{name}"),
+        ("get", "/api/v1/workflows/{name}/versions"),
+        ("put", "/api/v1/workflows/{name}/webhook"),
+        ("post", "/api/v1/workflows/{name}/runs"),
+        ("get", "/api/v1/runs"),
+        ("post", "/api/v1/runs:batch"),
+        ("post", "/api/v1/runs:retry-failed"),
+        ("get", "/api/v1/runs/{id}"),
+        ("get", "/api/v1/runs/{id}/events"),
+        ("post", "/api/v1/runs/{id}/cancel"),
+        ("post", "/api/v1/runs/{id}/retry"),
+        ("get", "/api/v1/schedules"),
+        ("get", "/api/v1/secrets"),
+        ("put", "/api/v1/secrets/{name}"),
+        ("delete", "/api/v1/secrets/{name}"),
+        ("get", "/api/v1/stats"),
+        ("get", "/api/v1/metrics"),
+        ("get", "/api/v1/ready"),
+        ("get", "/api/v1/health"),
+        ("get", "/api/v1/pieces"),
+        ("get", "/api/v1/pieces/{name}"),
+        ("get", "/api/v1/openapi.json"),
+        ("post", "/hooks/{workflow}"),
+    ];
+    for (method, path) in expected {
+        assert!(
+            paths[path][method].is_object(),
+            "{method} {path} is not documented"
+        );
+    }
+    let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(documented, expected.len(), "undocumented extras? {doc}");
+    // Request schemas come from the request types.
+    let trigger = &doc["components"]["schemas"]["TriggerBody"]["properties"];
+    for field in ["vars", "payload", "priority", "wait_ms"] {
+        assert!(trigger[field].is_object(), "TriggerBody.{field}: {doc}");
+    }
+    // Every documented operation is routed, and protected unless it says otherwise.
+    let run = RunId::now_v7().to_string();
+    for (path, item) in paths {
+        let concrete = path
+            .replace("{name}", "nope")
+            .replace("{workflow}", "nope")
+            .replace("{id}", &run);
+        for (method, op) in item.as_object().unwrap() {
+            let public = op["security"] == json!([{}]);
+            let method: reqwest::Method = method.to_uppercase().parse().unwrap();
+            let response = s
+                .http
+                .request(method.clone(), s.url(&concrete))
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            if !public {
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+            }
+            let response = s
+                .http
+                .request(method.clone(), s.url(&concrete))
+                .bearer_auth(TOKEN)
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            if status == StatusCode::NOT_FOUND {
+                let body: Value = response.json().await.unwrap();
+                assert_ne!(
+                    body["error"]["message"], "no such route",
+                    "{method} {path} is documented but not routed"
+                );
+            }
+        }
+    }
+    s.stop().await;
+}

@@ -346,6 +346,8 @@ async fn resume_skips_steps_that_already_succeeded() {
         duration_ms: 1,
         started_at: Some(now.clone()),
         finished_at: Some(now),
+        wake_at: None,
+        tries: 0,
     };
     h.store().record_step(run, &done, None).await.unwrap();
     h.store()
@@ -394,4 +396,119 @@ async fn template_errors_fail_the_step_without_retrying() {
     let a = h.step(run, "a").await;
     assert_eq!(a.error_class.as_deref(), Some("template-error"));
     assert_eq!(a.attempts, 0);
+}
+
+#[tokio::test]
+async fn delay_holds_the_step_then_succeeds_without_the_wait_field() {
+    let h = harness().await;
+    let started = Instant::now();
+    let (run, status) = h
+        .run(json!({
+            "name": "nap",
+            "steps": [
+                { "id": "nap", "piece": "delay@^0.1", "action": "sleep",
+                  "input": { "duration": "300ms" } },
+                { "id": "after", "piece": "flaky", "action": "run",
+                  "input": { "value": "{{ steps.nap.output.wait_ms }}" } },
+                { "id": "past", "piece": "delay", "action": "until",
+                  "input": { "time": "2001-01-01T00:00:00+02:00" } }
+            ]
+        }))
+        .await;
+    assert_eq!(status, RunStatus::Succeeded);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "the delay was not waited"
+    );
+    let nap = h.step(run, "nap").await;
+    assert_eq!(nap.status, StepStatus::Succeeded);
+    assert_eq!(nap.wake_at, None);
+    let output = nap.output.unwrap();
+    assert!(output.get("$wait_until").is_none(), "{output}");
+    assert!(output["until"].as_str().unwrap().ends_with('Z'), "{output}");
+    let waited = output["wait_ms"].as_u64().unwrap();
+    assert!((250..=300).contains(&waited), "{output}");
+    // Dependents see the output the step finally recorded.
+    let after = h.step(run, "after").await;
+    assert_eq!(after.output.unwrap()["value"], waited);
+    // A time in the past continues at once.
+    let past = h.step(run, "past").await.output.unwrap();
+    assert_eq!(past["wait_ms"], 0);
+}
+
+#[tokio::test]
+async fn bad_delays_are_invalid_input_naming_the_value() {
+    let h = harness().await;
+    for (action, input, needle) in [
+        ("sleep", json!({ "duration": "soon" }), "\"soon\""),
+        ("until", json!({ "time": "tomorrow" }), "\"tomorrow\""),
+    ] {
+        let (run, status) = h
+            .run(json!({
+                "name": "bad-nap",
+                "steps": [{ "id": "nap", "piece": "delay", "action": action, "input": input }]
+            }))
+            .await;
+        assert_eq!(status, RunStatus::Failed);
+        let nap = h.step(run, "nap").await;
+        assert_eq!(nap.error_class.as_deref(), Some("invalid-input"));
+        assert!(
+            nap.error_message.as_deref().unwrap_or("").contains(needle),
+            "{:?}",
+            nap.error_message
+        );
+        assert_eq!(nap.attempts, 1, "invalid input is not retried");
+    }
+}
+
+#[tokio::test]
+async fn a_waiting_step_resumes_its_retry_budget_after_a_restart() {
+    let h = harness().await;
+    let wf = Workflow::from_json(
+        &json!({
+            "name": "budget",
+            "steps": [{ "id": "f", "piece": "flaky", "action": "run",
+                        "input": { "fail_times": 2, "value": 7 },
+                        "retry": { "max_attempts": 3, "initial_delay": "10ms", "jitter": false } }]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let run = h.exec.submit(&wf, RunRequest::default()).await.unwrap();
+    // As if a previous process made attempts 1 and 2 (both failed) and died
+    // while waiting for the third: the budget has one attempt left.
+    let waiting = StepRecord {
+        status: StepStatus::Waiting,
+        attempts: 2,
+        tries: 2,
+        error_class: Some("retryable".into()),
+        error_message: Some("planned failure on attempt 2".into()),
+        wake_at: Some("2001-01-01T00:00:00.000Z".into()),
+        logs: "from before the crash\n".into(),
+        started_at: Some("2001-01-01T00:00:00.000Z".into()),
+        ..StepRecord::pending("f")
+    };
+    h.store().record_step(run, &waiting, None).await.unwrap();
+    let status = h.exec.execute(run, CancellationToken::new()).await.unwrap();
+    assert_eq!(status, RunStatus::Succeeded);
+    let f = h.step(run, "f").await;
+    assert_eq!(f.attempts, 3, "one more attempt, numbered on");
+    assert_eq!(f.output.unwrap()["attempt"], 3);
+    assert!(f.logs.starts_with("from before the crash\n"), "{}", f.logs);
+    assert_eq!(f.started_at.as_deref(), Some("2001-01-01T00:00:00.000Z"));
+    assert_eq!(f.wake_at, None);
+
+    // With the budget used up, a failing attempt after the wait ends the step.
+    let run = h.exec.submit(&wf, RunRequest::default()).await.unwrap();
+    let spent = StepRecord {
+        tries: 3,
+        attempts: 1,
+        ..waiting
+    };
+    h.store().record_step(run, &spent, None).await.unwrap();
+    let status = h.exec.execute(run, CancellationToken::new()).await.unwrap();
+    assert_eq!(status, RunStatus::Failed);
+    let f = h.step(run, "f").await;
+    assert_eq!(f.attempts, 2);
+    assert_eq!(f.error_class.as_deref(), Some("retryable"));
 }

@@ -98,6 +98,25 @@ async fn open_creates_the_file_and_reopening_is_idempotent() {
 }
 
 #[tokio::test]
+async fn concurrent_first_opens_of_one_file_all_migrate() {
+    // Separate pools are separate connections, as separate processes would
+    // be: all race to apply the same migrations to a fresh file.
+    for _ in 0..5 {
+        let (_dir, path) = temp_db();
+        let url = path.to_str().unwrap().to_owned();
+        let opens = (0..6).map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { SqliteStore::open(&url).await })
+        });
+        for joined in futures::future::join_all(opens).await {
+            let store = joined.unwrap().expect("every concurrent opener succeeds");
+            assert!(store.list_workflows().await.unwrap().is_empty());
+            store.close().await;
+        }
+    }
+}
+
+#[tokio::test]
 async fn open_memory_and_refuses_postgres() {
     let store = store::open("sqlite::memory:").await.expect("memory store");
     let saved = store.save_workflow("m", &json!({"a": 1})).await.unwrap();

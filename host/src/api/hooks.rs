@@ -29,6 +29,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::Sha256;
 
+use super::openapi::ErrorBody;
 use super::runs::{finished_or_accepted, new_run};
 use super::wait::{run_summary, wait_for_run};
 use super::{ApiError, ApiState, Body};
@@ -109,6 +110,7 @@ async fn secret_for(state: &ApiState, name: &str) -> Result<Option<String>, ApiE
 }
 
 /// `POST /hooks/{workflow}`.
+#[utoipa::path(post, path = "/hooks/{workflow}", tag = "webhooks", security(()), params(("workflow" = String, Path, description = "Workflow name"), ("wait" = Option<String>, Query, description = "`true` or a duration: answer with the finished run"), ("X-OmniFlow-Signature" = String, Header, description = "`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, \"<t>.<body>\")>`")), request_body(content = serde_json::Value, description = "Any JSON (else text): `trigger.payload`"), responses((status = 200, description = "The finished run (sync)", body = serde_json::Value), (status = 202, description = "Queued: the run id", body = serde_json::Value), (status = 401, description = "Bad or missing signature", body = ErrorBody), (status = 409, description = "Signature replayed", body = ErrorBody), (status = 404, description = "No such resource", body = ErrorBody)))]
 pub(super) async fn receive(
     State(state): State<ApiState>,
     Path(name): Path<String>,

@@ -10,12 +10,15 @@
 //! - every failure is `{"error": {"code": "...", "message": "..."}}` with
 //!   the status of its [`ApiError`] variant;
 //! - a bearer token (`Authorization: Bearer <token>`) is required on
-//!   everything except `/health`, `/api/v1/health` and `/hooks/*` (which
-//!   check their own HMAC signature).
+//!   everything except `/health`, `/api/v1/health`, `/api/v1/openapi.json`
+//!   and `/hooks/*` (which check their own HMAC signature);
+//! - every handler carries `#[utoipa::path]`: `openapi.rs` collects them
+//!   into the served OpenAPI document.
 
 mod auth;
 mod error;
 mod hooks;
+mod openapi;
 mod runs;
 mod secrets;
 mod system;
@@ -34,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 pub use auth::{generate_token, hash_token};
 pub use error::ApiError;
 pub use hooks::{REPLAY_WINDOW, SIGNATURE_HEADER, sign_webhook};
+pub use openapi::openapi;
 
 use crate::engine::Executor;
 use crate::server::queue::QueueHandle;
@@ -173,6 +177,7 @@ pub fn router(state: ApiState) -> Router {
         ));
     let v1 = Router::new()
         .route("/health", get(system::health))
+        .route("/openapi.json", get(openapi::document))
         .merge(protected)
         .method_not_allowed_fallback(system::wrong_method);
     let body_limit = state.config().body_limit;

@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::error::parse_json;
+use super::openapi::ErrorBody;
 use super::wait::{event_run, run_document, run_summary, wait_for_run};
 use super::{ApiError, ApiState, Body};
 use crate::engine::RunEvent;
@@ -25,17 +26,19 @@ use crate::store::{NewRun, Priority, RunFilter, RunId, RunRecord, RunStatus, Sto
 const MAX_BATCH: usize = 1000;
 
 /// Body of `POST /workflows/{name}/runs` (every field optional).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TriggerBody {
     /// Overrides of the workflow's `vars`.
     #[serde(default)]
+    #[schema(value_type = Object)]
     vars: Map<String, Value>,
     /// `trigger.payload` for templates.
     #[serde(default)]
     payload: Value,
     /// `critical`, `high`, `normal` (default) or `low`.
     #[serde(default)]
+    #[schema(value_type = String, example = "normal")]
     priority: Priority,
     /// Wait up to this long for the run to finish.
     #[serde(default)]
@@ -50,22 +53,29 @@ pub(super) struct TriggerQuery {
 }
 
 /// One item of `POST /runs:batch`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BatchItem {
+pub(super) struct BatchItem {
+    /// Workflow name (its newest version is pinned).
     workflow: String,
+    /// Overrides of the workflow's `vars`.
     #[serde(default)]
+    #[schema(value_type = Object)]
     vars: Map<String, Value>,
+    /// `trigger.payload` for templates.
     #[serde(default)]
     payload: Value,
+    /// `critical`, `high`, `normal` (default) or `low`.
     #[serde(default)]
+    #[schema(value_type = String, example = "normal")]
     priority: Priority,
 }
 
-/// Body of `POST /runs:batch`.
-#[derive(Debug, Default, Deserialize)]
+/// Body of `POST /runs:batch`: all or nothing.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct BatchBody {
+    /// At most 1000 runs.
     runs: Vec<BatchItem>,
 }
 
@@ -81,7 +91,7 @@ pub(super) struct ListQuery {
 }
 
 /// Body of `POST /runs:retry-failed` (optional).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RetryFailedBody {
     /// Only runs of this workflow.
@@ -143,6 +153,7 @@ pub(super) async fn finished_or_accepted(
 
 /// `POST /workflows/{name}/runs`: queue a run; with `wait_ms` (or `?wait=30s`)
 /// wait for it.
+#[utoipa::path(post, path = "/api/v1/workflows/{name}/runs", tag = "runs", params(("name" = String, Path, description = "Workflow name"), ("wait" = Option<String>, Query, description = "Wait up to this long (`30s`) for the run to finish")), request_body(content = TriggerBody, description = "Every field optional"), responses((status = 200, description = "The finished run (when waited for)", body = serde_json::Value), (status = 202, description = "Queued (or still running when the wait ended): id and status", body = serde_json::Value), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn trigger(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -181,6 +192,7 @@ pub(super) async fn trigger(
 }
 
 /// `POST /runs:batch`: queue many runs in one transaction (all or none).
+#[utoipa::path(post, path = "/api/v1/runs:batch", tag = "runs", request_body = BatchBody, responses((status = 202, description = "Every run queued, in one transaction", body = serde_json::Value), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn batch(State(state): State<ApiState>, body: Body) -> Result<Response, ApiError> {
     let body: BatchBody = parse_json(&body.0, false)?;
     if body.runs.is_empty() || body.runs.len() > MAX_BATCH {
@@ -212,6 +224,7 @@ pub(super) async fn batch(State(state): State<ApiState>, body: Body) -> Result<R
 }
 
 /// `GET /runs?workflow=&status=&since=&limit=&offset=`: newest first.
+#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(("workflow" = Option<String>, Query), ("status" = Option<String>, Query, description = "queued, running, succeeded, failed or cancelled"), ("since" = Option<String>, Query, description = "RFC 3339 time"), ("limit" = Option<u32>, Query), ("offset" = Option<u32>, Query)), responses((status = 200, description = "Runs, newest first", body = serde_json::Value), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn list(
     State(state): State<ApiState>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -252,6 +265,7 @@ async fn existing(state: &ApiState, id: RunId) -> Result<RunRecord, ApiError> {
 }
 
 /// `GET /runs/{id}`: the run with its steps, attempts and output.
+#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "Run id (UUID)")), responses((status = 200, description = "The run with its steps (input, output, error, logs, attempts, timings)", body = serde_json::Value), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn get_one(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -279,8 +293,9 @@ fn finished_event(run: &RunRecord) -> RunEvent {
 }
 
 /// `GET /runs/{id}/events`: server-sent events until the run finishes
-/// (`run_started`, `step_started`, `step_retrying`, `step_finished`,
-/// `run_finished`). A finished run gets its `run_finished` event at once.
+/// (`run_started`, `step_started`, `step_retrying`, `step_waiting`,
+/// `step_finished`, `run_parked`, `run_finished`). A finished run gets its `run_finished` event at once.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/events", tag = "runs", params(("id" = String, Path, description = "Run id (UUID)")), responses((status = 200, description = "Server-sent events until `run_finished`", content_type = "text/event-stream", body = String), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn events(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -340,6 +355,7 @@ pub(super) async fn events(
 
 /// `POST /runs/{id}/cancel`: a queued run is cancelled at once (200); a
 /// running one is interrupted (202, it ends `cancelled`).
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path, description = "Run id (UUID)")), responses((status = 200, description = "A queued run, cancelled", body = serde_json::Value), (status = 202, description = "A running run, being interrupted", body = serde_json::Value), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn cancel(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -375,6 +391,7 @@ pub(super) async fn cancel(
 
 /// `POST /runs/{id}/retry`: queue a failed or cancelled run again from the
 /// failed step (succeeded steps are kept).
+#[utoipa::path(post, path = "/api/v1/runs/{id}/retry", tag = "runs", params(("id" = String, Path, description = "Run id (UUID)")), responses((status = 202, description = "Queued again from the failed step", body = serde_json::Value), (status = 409, description = "The run is not failed or cancelled", body = ErrorBody), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn retry(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -385,6 +402,7 @@ pub(super) async fn retry(
 }
 
 /// `POST /runs:retry-failed`: retry every failed run (optionally of one workflow).
+#[utoipa::path(post, path = "/api/v1/runs:retry-failed", tag = "runs", request_body(content = RetryFailedBody, description = "Optional"), responses((status = 202, description = "The runs queued again", body = serde_json::Value), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn retry_failed(
     State(state): State<ApiState>,
     body: Body,

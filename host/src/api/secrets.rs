@@ -13,13 +13,16 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::{ApiError, parse_json};
+use super::openapi::ErrorBody;
 use super::{ApiState, Body};
 use crate::capabilities::secrets::valid_secret_name;
 use crate::store::{SealedSecret, now_rfc3339};
 
-#[derive(Deserialize, Default)]
+/// Body of `PUT /secrets/{name}`.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PutSecret {
+pub(super) struct PutSecret {
+    /// The value (write-only: never returned).
     value: String,
 }
 
@@ -39,6 +42,7 @@ fn cipher(state: &ApiState) -> Result<&crate::capabilities::secrets::SecretCiphe
     })
 }
 
+#[utoipa::path(put, path = "/api/v1/secrets/{name}", tag = "secrets", params(("name" = String, Path, description = "Secret name (letters, digits, `_`)")), request_body = PutSecret, responses((status = 204, description = "Stored, encrypted at rest"), (status = 503, description = "Secret storage not configured", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn put(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -63,6 +67,7 @@ pub(super) async fn put(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(delete, path = "/api/v1/secrets/{name}", tag = "secrets", params(("name" = String, Path, description = "Secret name (letters, digits, `_`)")), responses((status = 204, description = "Removed"), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn delete(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -75,6 +80,7 @@ pub(super) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/api/v1/secrets", tag = "secrets", responses((status = 200, description = "Names and dates, never values", body = serde_json::Value), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let secrets = state.store().sealed_secrets().await?;
     Ok(Json(json!({

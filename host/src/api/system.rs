@@ -10,17 +10,20 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::openapi::ErrorBody;
 use super::{ApiError, ApiState};
 
 /// Window of the "recent throughput" figures.
 const THROUGHPUT_WINDOW: Duration = Duration::from_secs(60);
 
 /// `GET /health`: the process answers (no auth).
+#[utoipa::path(get, path = "/api/v1/health", tag = "system", security(()), responses((status = 200, description = "The process is alive (no auth; also `/health`)", body = serde_json::Value)))]
 pub(super) async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// `GET /ready`: the database answers and the worker pool is alive.
+#[utoipa::path(get, path = "/api/v1/ready", tag = "system", responses((status = 200, description = "Database reachable, workers alive", body = serde_json::Value), (status = 503, description = "Not ready", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn ready(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     state.store().get_run(uuid::Uuid::nil()).await?;
     if !state.queue().is_alive() {
@@ -35,6 +38,7 @@ pub(super) async fn ready(State(state): State<ApiState>) -> Result<Json<Value>, 
 }
 
 /// `GET /stats`: queue depth by priority, running, totals, recent throughput.
+#[utoipa::path(get, path = "/api/v1/stats", tag = "system", responses((status = 200, description = "Queue depth by priority, running, totals, throughput", body = serde_json::Value), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn stats(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let since = SystemTime::now() - THROUGHPUT_WINDOW;
     let stats = state.store().queue_stats(since).await?;
@@ -52,6 +56,7 @@ pub(super) async fn stats(State(state): State<ApiState>) -> Result<Json<Value>, 
 }
 
 /// `GET /metrics`: Prometheus text exposition.
+#[utoipa::path(get, path = "/api/v1/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let stats = state
         .store()
@@ -124,6 +129,7 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Result<Response, A
 }
 
 /// `GET /pieces`: every installed piece with its actions' schemas.
+#[utoipa::path(get, path = "/api/v1/pieces", tag = "pieces", responses((status = 200, description = "Installed pieces with their actions and schemas", body = serde_json::Value), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn pieces(State(state): State<ApiState>) -> Json<Value> {
     let pieces: Vec<Value> = state
         .executor()
@@ -149,6 +155,7 @@ fn piece_doc(piece: &crate::runtime::LoadedPiece) -> Value {
 }
 
 /// `GET /pieces/{name}`: every installed version of one piece.
+#[utoipa::path(get, path = "/api/v1/pieces/{name}", tag = "pieces", params(("name" = String, Path, description = "Piece name")), responses((status = 200, description = "The piece, every installed version", body = serde_json::Value), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn piece(
     State(state): State<ApiState>,
     Path(name): Path<String>,

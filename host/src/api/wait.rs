@@ -21,6 +21,8 @@ pub(super) fn event_run(event: &RunEvent) -> RunId {
         | RunEvent::StepStarted { run, .. }
         | RunEvent::StepRetrying { run, .. }
         | RunEvent::StepFinished { run, .. }
+        | RunEvent::StepWaiting { run, .. }
+        | RunEvent::RunParked { run, .. }
         | RunEvent::RunFinished { run, .. } => *run,
     }
 }

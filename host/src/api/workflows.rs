@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::error::problems_json;
+use super::openapi::ErrorBody;
 use super::{ApiError, ApiState, Body};
 use crate::server::schedule::{self, SyncError};
 use crate::store::StoredWorkflow;
@@ -57,12 +58,14 @@ async fn sync_schedule(state: &ApiState, stored: &StoredWorkflow) -> Result<(), 
 }
 
 /// `GET /schedules`: every cron trigger with its next fire time.
+#[utoipa::path(get, path = "/api/v1/schedules", tag = "workflows", responses((status = 200, description = "Cron triggers with their next fire time", body = serde_json::Value), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn schedules(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let schedules = state.store().list_schedules().await?;
     Ok(Json(json!({ "schedules": schedules })))
 }
 
 /// `POST /workflows`: create; 409 when the name exists (use PUT).
+#[utoipa::path(post, path = "/api/v1/workflows", tag = "workflows", request_body(content = serde_json::Value, description = "A workflow definition (README, \"A workflow\")"), responses((status = 201, description = "Saved as version 1", body = serde_json::Value), (status = 409, description = "A workflow of that name exists", body = ErrorBody), (status = 422, description = "The workflow does not validate; every problem listed", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn create(
     State(state): State<ApiState>,
     body: Body,
@@ -88,6 +91,7 @@ pub(super) async fn create(
 }
 
 /// `PUT /workflows/{name}`: save a new version (or create); the body's name must match.
+#[utoipa::path(put, path = "/api/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name")), request_body(content = serde_json::Value, description = "The new definition; saved as a new version if it changed"), responses((status = 200, description = "Saved (a new version when changed)", body = serde_json::Value), (status = 201, description = "Created", body = serde_json::Value), (status = 422, description = "The workflow does not validate", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn update(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -112,6 +116,7 @@ pub(super) async fn update(
 }
 
 /// `GET /workflows`: the newest version of each workflow.
+#[utoipa::path(get, path = "/api/v1/workflows", tag = "workflows", responses((status = 200, description = "Newest version of every workflow", body = serde_json::Value), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let workflows = state.store().list_workflows().await?;
     Ok(Json(
@@ -120,6 +125,7 @@ pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Value>, A
 }
 
 /// `GET /workflows/{name}`: the newest version.
+#[utoipa::path(get, path = "/api/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name")), responses((status = 200, description = "The newest version", body = serde_json::Value), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn get_one(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -133,6 +139,7 @@ pub(super) async fn get_one(
 }
 
 /// `GET /workflows/{name}/versions`: every version, oldest first.
+#[utoipa::path(get, path = "/api/v1/workflows/{name}/versions", tag = "workflows", params(("name" = String, Path, description = "Workflow name")), responses((status = 200, description = "Every saved version", body = serde_json::Value), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn versions(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -147,6 +154,7 @@ pub(super) async fn versions(
 }
 
 /// `DELETE /workflows/{name}`: hide it (runs keep their pinned version).
+#[utoipa::path(delete, path = "/api/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name")), responses((status = 204, description = "Hidden (runs keep their pinned version)"), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn delete(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -159,6 +167,7 @@ pub(super) async fn delete(
 }
 
 /// `POST /workflows:validate`: 200 with `{"valid": bool, "problems": [...]}`.
+#[utoipa::path(post, path = "/api/v1/workflows:validate", tag = "workflows", request_body(content = serde_json::Value, description = "A workflow definition"), responses((status = 200, description = "`{valid, problems}`", body = serde_json::Value), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn validate_only(
     State(state): State<ApiState>,
     body: Body,
@@ -179,6 +188,7 @@ pub(super) async fn validate_only(
 }
 
 /// `PUT /workflows/{name}/webhook`: a new webhook secret, shown this once.
+#[utoipa::path(put, path = "/api/v1/workflows/{name}/webhook", tag = "workflows", params(("name" = String, Path, description = "Workflow name")), responses((status = 200, description = "A new webhook secret, shown once", body = serde_json::Value), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn set_webhook(
     State(state): State<ApiState>,
     Path(name): Path<String>,

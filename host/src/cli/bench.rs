@@ -234,3 +234,97 @@ pub(crate) async fn fanout(n: usize, parallel: usize) -> Result<()> {
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }
+
+/// `bench throughput`: `runs` single-step runs queued at once, drained by
+/// the server's worker pool (the same `WorkerPool` `serve` runs) on a
+/// SQLite file.
+pub(crate) async fn throughput(runs: usize, workers: usize) -> Result<()> {
+    use omniflow::server::queue::{PoolConfig, WorkerPool};
+    use omniflow::store::{NewRun, RunStatus};
+
+    let runs = runs.max(1);
+    let dir = tempfile_dir()?;
+    let exec = std::sync::Arc::new(bench_executor(&dir, 16).await?);
+    // Save the workflow (one run through it warms the piece up).
+    let workflow = bench_workflow("throughput", 1, true)?;
+    run_once(&exec, &workflow).await?;
+    let stored = exec
+        .store()
+        .get_workflow("throughput", None)
+        .await?
+        .context("the bench workflow was not saved")?;
+    let mut left = runs;
+    while left > 0 {
+        let batch = left.min(1000);
+        let new: Vec<NewRun> = (0..batch)
+            .map(|_| NewRun::manual("throughput", stored.version, serde_json::json!({})))
+            .collect();
+        exec.store().create_runs(new).await?;
+        left -= batch;
+    }
+
+    // Count finishes from the live events (a store query per check would
+    // compete with the workers); re-count from the store after a lag.
+    let mut events = exec.subscribe();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let started = Instant::now();
+    let pool = WorkerPool::start(
+        exec.clone(),
+        PoolConfig {
+            workers: workers.max(1),
+            poll_interval: Duration::from_millis(20),
+            ..PoolConfig::default()
+        },
+        shutdown.clone(),
+    );
+    let mut done = 0usize;
+    let finished = loop {
+        use tokio::sync::broadcast::error::RecvError;
+        match tokio::time::timeout(Duration::from_secs(1), events.recv()).await {
+            Ok(Ok(omniflow::engine::RunEvent::RunFinished { run, status, .. })) => {
+                anyhow::ensure!(
+                    status == RunStatus::Succeeded,
+                    "bench run {run} ended {status}"
+                );
+                done += 1;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(RecvError::Closed)) => anyhow::bail!("the executor stopped"),
+            Ok(Err(RecvError::Lagged(_))) | Err(_) => {
+                let stats = exec
+                    .store()
+                    .queue_stats(std::time::SystemTime::now())
+                    .await?;
+                let count = |s: RunStatus| {
+                    stats.runs_by_status.get(s.as_str()).copied().unwrap_or(0) as usize
+                };
+                let failed = count(RunStatus::Failed) + count(RunStatus::Cancelled);
+                anyhow::ensure!(failed == 0, "{failed} bench runs did not succeed");
+                // -1: the warm-up run.
+                done = count(RunStatus::Succeeded).saturating_sub(1);
+            }
+        }
+        if done >= runs {
+            break started.elapsed();
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "the queue did not drain in 10 minutes"
+        );
+    };
+    shutdown.cancel();
+    pool.join().await;
+    line("throughput", "runs", runs as f64);
+    line("throughput", "wall_ms", finished.as_secs_f64() * 1e3);
+    line(
+        "throughput",
+        "runs_per_s",
+        runs as f64 / finished.as_secs_f64(),
+    );
+    if let Some(mb) = peak_rss_mb() {
+        line("throughput", "peak_rss_mb", mb);
+    }
+    drop(exec);
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}

@@ -92,6 +92,10 @@ fn spawn_progress(exec: &Executor, quiet: bool, until: RunId) -> tokio::task::Jo
                 } => say(format!(
                     "  ! {step} attempt {attempt} failed ({error}); retrying in {delay_ms} ms"
                 )),
+                RunEvent::StepWaiting { step, until, .. } => {
+                    say(format!("  … {step} waits until {until}"));
+                }
+                RunEvent::RunParked { .. } => {}
                 RunEvent::StepFinished {
                     step,
                     status,

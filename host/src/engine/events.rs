@@ -39,6 +39,24 @@ pub enum RunEvent {
         /// Error class and message.
         error: String,
     },
+    /// A step's piece asked to be held (`$wait_until`, e.g. the delay piece)
+    /// until `until`; it succeeds then.
+    StepWaiting {
+        /// Run id.
+        run: RunId,
+        /// Step id.
+        step: String,
+        /// When it continues (RFC 3339).
+        until: String,
+    },
+    /// Every step left waits: the run went back to the queue until `until`
+    /// (no worker is held); any worker resumes it then.
+    RunParked {
+        /// Run id.
+        run: RunId,
+        /// When it is claimed again (RFC 3339).
+        until: String,
+    },
     /// A step reached a final status.
     StepFinished {
         /// Run id.

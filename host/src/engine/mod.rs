@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use events::RunEvent;
 pub use registry::PieceRegistry;
+pub use run::Driven;
 
 use crate::capabilities::secrets::Secrets;
 use crate::runtime::{Runtime, StepLimits};
@@ -64,6 +65,10 @@ pub struct ExecutorConfig {
     pub run_timeout: Option<Duration>,
     /// Values for `${secret:NAME}` placeholders in granted HTTP requests.
     pub secrets: Secrets,
+    /// With [`Executor::execute_parking`]: when nothing runs and every step
+    /// left waits (a retry delay, a `delay` step), a wait at least this
+    /// long parks the run in the queue instead of holding the worker.
+    pub park_after: Duration,
 }
 
 impl Default for ExecutorConfig {
@@ -73,6 +78,7 @@ impl Default for ExecutorConfig {
             default_limits: StepLimits::default(),
             run_timeout: None,
             secrets: Secrets::empty(),
+            park_after: Duration::from_secs(1),
         }
     }
 }
@@ -176,13 +182,31 @@ impl Executor {
         Ok(run.id)
     }
 
-    /// Run (or resume) `run` to its end and return its final status.
+    /// Run (or resume) `run` to its end and return its final status. Waits
+    /// (retry delays, `delay` steps) are slept here: this is the local
+    /// `omniflow run`, where the process is the worker.
     pub async fn execute(
         &self,
         run: RunId,
         cancel: CancellationToken,
     ) -> Result<RunStatus, EngineError> {
-        run::drive(self, run, cancel).await
+        match run::drive(self, run, cancel, false).await? {
+            Driven::Finished(status) => Ok(status),
+            // Not asked to park, so it never does; the run is queued again.
+            Driven::Parked { .. } => Ok(RunStatus::Queued),
+        }
+    }
+
+    /// Like [`Executor::execute`], but a run left with only waits of at
+    /// least [`ExecutorConfig::park_after`] goes back to the queue with a
+    /// wake-up time ([`Driven::Parked`]) instead of holding the caller (a
+    /// queue worker) until then.
+    pub async fn execute_parking(
+        &self,
+        run: RunId,
+        cancel: CancellationToken,
+    ) -> Result<Driven, EngineError> {
+        run::drive(self, run, cancel, true).await
     }
 
     /// Resume every run left queued or running (e.g. after a crash).

@@ -9,14 +9,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::SystemTime;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::step::{StepPlan, run_step};
 use super::{EngineError, Executor, RunEvent};
-use crate::store::{RunId, RunRecord, RunStatus, StepRecord, StepStatus, now_rfc3339};
+use crate::store::{RunId, RunRecord, RunStatus, StepRecord, StepStatus, now_rfc3339, rfc3339};
 use crate::workflow::{
     Dependency, RunContext, StepContext, TemplateContext, ValidatedWorkflow, Workflow, validate,
 };
@@ -25,6 +25,8 @@ use crate::workflow::{
 enum Slot {
     Pending,
     Running,
+    /// A retry later, or a held success (`$wait_until`), at this time.
+    Waiting(Box<StepRecord>, SystemTime),
     Done(Box<StepRecord>),
 }
 
@@ -96,6 +98,8 @@ fn skipped(step_id: &str, reason: String) -> StepRecord {
         duration_ms: 0,
         started_at: None,
         finished_at: Some(now),
+        wake_at: None,
+        tries: 0,
     }
 }
 
@@ -151,18 +155,48 @@ async fn load_workflow(exec: &Executor, run: &RunRecord) -> Result<ValidatedWork
     })
 }
 
+/// How [`drive`] left a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driven {
+    /// The run reached this terminal status.
+    Finished(RunStatus),
+    /// Only waits were left: the run is queued again and is not claimed
+    /// before `until` (only when driving with parking allowed).
+    Parked {
+        /// When a worker may claim it again.
+        until: SystemTime,
+    },
+}
+
+fn parse_time(text: Option<&str>) -> SystemTime {
+    text.and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+        .unwrap_or_else(SystemTime::now)
+}
+
+/// Sleep until `t`, or forever when `None`.
+async fn sleep_until_opt(t: Option<SystemTime>) {
+    match t {
+        Some(t) => {
+            let left = t.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::time::sleep(left).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 pub(super) async fn drive(
     exec: &Executor,
     run_id: RunId,
     cancel: CancellationToken,
-) -> Result<RunStatus, EngineError> {
+    park: bool,
+) -> Result<Driven, EngineError> {
     let run = exec
         .store
         .get_run(run_id)
         .await?
         .ok_or_else(|| EngineError::NotFound(format!("run {run_id}")))?;
     if run.status.is_terminal() {
-        return Ok(run.status);
+        return Ok(Driven::Finished(run.status));
     }
     let run = Arc::new(run);
     let validated = match load_workflow(exec, &run).await {
@@ -177,7 +211,7 @@ pub(super) async fn drive(
                 status: RunStatus::Failed,
                 error: Some(error),
             });
-            return Ok(RunStatus::Failed);
+            return Ok(Driven::Finished(RunStatus::Failed));
         }
     };
     let steps = &validated.workflow.steps;
@@ -188,7 +222,8 @@ pub(super) async fn drive(
         .map(|(i, s)| (s.as_str(), i))
         .collect();
 
-    // Resume: final records are kept, anything else runs (again).
+    // Resume: final records are kept, waiting ones wait on, anything else
+    // runs (again).
     let mut slots = vec![Slot::Pending; steps.len()];
     let mut prior_attempts = vec![0u32; steps.len()];
     for record in exec.store.steps(run_id).await? {
@@ -196,11 +231,15 @@ pub(super) async fn drive(
             continue;
         };
         prior_attempts[i] = record.attempts;
-        if matches!(
-            record.status,
-            StepStatus::Succeeded | StepStatus::Skipped | StepStatus::Failed
-        ) {
-            slots[i] = Slot::Done(Box::new(record));
+        match record.status {
+            StepStatus::Succeeded | StepStatus::Skipped | StepStatus::Failed => {
+                slots[i] = Slot::Done(Box::new(record));
+            }
+            StepStatus::Waiting => {
+                let until = parse_time(record.wake_at.as_deref());
+                slots[i] = Slot::Waiting(Box::new(record), until);
+            }
+            _ => {}
         }
     }
     let already_done = slots.iter().filter(|s| matches!(s, Slot::Done(_))).count();
@@ -214,7 +253,7 @@ pub(super) async fn drive(
     });
 
     let run_cancel = cancel.child_token();
-    let deadline = exec.config.run_timeout.map(|t| Instant::now() + t);
+    let deadline = exec.config.run_timeout.map(|t| SystemTime::now() + t);
     let mut running: JoinSet<(usize, Result<StepRecord, EngineError>)> = JoinSet::new();
     let mut failure: Option<String> = slots.iter().find_map(|s| match s {
         Slot::Done(r) if r.status == StepStatus::Failed => Some(format!(
@@ -228,6 +267,40 @@ pub(super) async fn drive(
     let mut timed_out = false;
 
     loop {
+        let scheduling = failure.is_none() && !run_cancel.is_cancelled();
+        // Waits whose time came: a hold succeeds, a retry runs again.
+        let now = SystemTime::now();
+        for i in 0..slots.len() {
+            if !scheduling || running.len() >= exec.config.max_parallel_steps {
+                break;
+            }
+            let Slot::Waiting(record, until) = &slots[i] else {
+                continue;
+            };
+            if *until > now {
+                continue;
+            }
+            let record = (**record).clone();
+            if record.error_class.is_none() && record.output.is_some() {
+                let done = super::step::finish_hold(exec, run_id, record).await?;
+                slots[i] = Slot::Done(Box::new(done));
+                continue;
+            }
+            let deps = &validated.dag.deps[i];
+            let plan = StepPlan {
+                run: run.clone(),
+                workflow: validated.clone(),
+                index: i,
+                context: dep_context(&run, &validated, deps, &slots, &ids),
+                prior_attempts: record.attempts,
+                previous: Some(record),
+                cancel: run_cancel.clone(),
+            };
+            let exec_ref = ExecHandle::from(exec);
+            running.spawn(async move { (i, run_step(&exec_ref, plan).await) });
+            slots[i] = Slot::Running;
+        }
+
         // Schedule everything that is ready, in topological order.
         let mut progressed = true;
         while progressed && failure.is_none() && !run_cancel.is_cancelled() {
@@ -258,20 +331,13 @@ pub(super) async fn drive(
                 if running.len() >= exec.config.max_parallel_steps {
                     continue;
                 }
-                let context = template_context(
-                    &run,
-                    &validated.workflow,
-                    deps.iter().filter_map(|d| match &slots[d.step] {
-                        Slot::Done(r) => Some((ids[d.step].clone(), step_context(r))),
-                        _ => None,
-                    }),
-                );
                 let plan = StepPlan {
                     run: run.clone(),
                     workflow: validated.clone(),
                     index: i,
-                    context,
+                    context: dep_context(&run, &validated, deps, &slots, &ids),
                     prior_attempts: prior_attempts[i],
+                    previous: None,
                     cancel: run_cancel.clone(),
                 };
                 let exec_ref = ExecHandle::from(exec);
@@ -281,19 +347,52 @@ pub(super) async fn drive(
             }
         }
 
+        // (With every slot busy, a due wait is taken up after the next join.)
+        let next_wake = if failure.is_none()
+            && !run_cancel.is_cancelled()
+            && running.len() < exec.config.max_parallel_steps
+        {
+            slots
+                .iter()
+                .filter_map(|s| match s {
+                    Slot::Waiting(_, until) => Some(*until),
+                    _ => None,
+                })
+                .min()
+        } else {
+            None
+        };
         if running.is_empty() {
-            break;
-        }
-        let joined = match deadline {
-            Some(d) => match tokio::time::timeout_at(d.into(), running.join_next()).await {
-                Ok(j) => j,
-                Err(_) => {
+            let Some(wake) = next_wake else { break };
+            let left = wake.duration_since(SystemTime::now()).unwrap_or_default();
+            if park && left >= exec.config.park_after && deadline.is_none_or(|d| wake < d) {
+                // Nothing runs, everything left waits: free the worker.
+                if exec.store.park_run(run_id, wake).await? {
+                    exec.emit(RunEvent::RunParked {
+                        run: run_id,
+                        until: rfc3339(wake),
+                    });
+                    return Ok(Driven::Parked { until: wake });
+                }
+            }
+            tokio::select! {
+                () = sleep_until_opt(Some(wake)) => {}
+                () = sleep_until_opt(deadline) => {
                     timed_out = true;
                     run_cancel.cancel();
-                    running.join_next().await
                 }
-            },
-            None => running.join_next().await,
+                () = run_cancel.cancelled() => {}
+            }
+            continue;
+        }
+        let joined = tokio::select! {
+            joined = running.join_next() => joined,
+            () = sleep_until_opt(next_wake) => continue,
+            () = sleep_until_opt(deadline), if !timed_out => {
+                timed_out = true;
+                run_cancel.cancel();
+                continue;
+            }
         };
         let Some(joined) = joined else { break };
         let (i, result) = match joined {
@@ -305,6 +404,10 @@ pub(super) async fn drive(
             }
         };
         match result {
+            Ok(record) if record.status == StepStatus::Waiting => {
+                let until = parse_time(record.wake_at.as_deref());
+                slots[i] = Slot::Waiting(Box::new(record), until);
+            }
             Ok(record) => {
                 if record.status == StepStatus::Failed && failure.is_none() {
                     failure = Some(format!(
@@ -336,15 +439,30 @@ pub(super) async fn drive(
     } else {
         (RunStatus::Succeeded, None)
     };
-    // Steps never started are recorded so the run reads completely.
+    // Steps never started (or left waiting) are recorded so the run reads completely.
     for (i, slot) in slots.iter().enumerate() {
-        if matches!(slot, Slot::Pending) {
-            let mut record = skipped(&ids[i], format!("not run: the run {}", status.as_str()));
-            if status == RunStatus::Cancelled {
-                record.status = StepStatus::Cancelled;
+        let record = match slot {
+            Slot::Pending => {
+                let mut record = skipped(&ids[i], format!("not run: the run {}", status.as_str()));
+                if status == RunStatus::Cancelled {
+                    record.status = StepStatus::Cancelled;
+                }
+                record
             }
-            exec.store.record_step(run_id, &record, None).await?;
-        }
+            Slot::Waiting(waiting, _) => {
+                let mut record = (**waiting).clone();
+                record.status = StepStatus::Cancelled;
+                record.wake_at = None;
+                record.finished_at = Some(now_rfc3339());
+                record.error_message = Some(format!(
+                    "stopped while waiting: the run {}",
+                    status.as_str()
+                ));
+                record
+            }
+            _ => continue,
+        };
+        exec.store.record_step(run_id, &record, None).await?;
     }
 
     super::step::run_handler(exec, &run, &validated, status, error.as_deref()).await;
@@ -357,7 +475,25 @@ pub(super) async fn drive(
         status,
         error,
     });
-    Ok(status)
+    Ok(Driven::Finished(status))
+}
+
+/// The template context of a step: the run plus its dependencies' records.
+fn dep_context(
+    run: &RunRecord,
+    validated: &ValidatedWorkflow,
+    deps: &[Dependency],
+    slots: &[Slot],
+    ids: &[String],
+) -> TemplateContext {
+    template_context(
+        run,
+        &validated.workflow,
+        deps.iter().filter_map(|d| match &slots[d.step] {
+            Slot::Done(r) => Some((ids[d.step].clone(), step_context(r))),
+            _ => None,
+        }),
+    )
 }
 
 /// What a step task needs from the executor (cheap clones, `'static`).

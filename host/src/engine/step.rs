@@ -2,7 +2,7 @@
 //! with retries (SPEC §6), and the persisted record.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -11,7 +11,9 @@ use super::run::{ExecHandle, template_context};
 use super::{Executor, RunEvent};
 use crate::capabilities::http::HttpGrants;
 use crate::runtime::{LoadedPiece, StepCall, StepFailure, StepLimits};
-use crate::store::{AttemptRecord, RunRecord, RunStatus, StepRecord, StepStatus, now_rfc3339};
+use crate::store::{
+    AttemptRecord, RunId, RunRecord, RunStatus, StepRecord, StepStatus, now_rfc3339, rfc3339,
+};
 use crate::workflow::{
     RetryPolicy, Scope, Step, TemplateContext, ValidatedWorkflow, eval_for_each, eval_when,
     input_schema_errors, render_input,
@@ -23,6 +25,9 @@ pub(super) struct StepPlan {
     pub(super) index: usize,
     pub(super) context: TemplateContext,
     pub(super) prior_attempts: u32,
+    /// The step's `waiting` record when this continues a retry wait: its
+    /// retry budget, logs, fuel and times carry on.
+    pub(super) previous: Option<StepRecord>,
     pub(super) cancel: CancellationToken,
 }
 
@@ -41,11 +46,32 @@ impl From<&StepFailure> for Failed {
     }
 }
 
+/// How a series of attempts ended.
+enum Attempted {
+    /// An attempt succeeded.
+    Output(serde_json::Value),
+    /// No (further) attempt: the step fails.
+    Failed(Failed),
+    /// An attempt failed retryably: try again at `until`.
+    RetryAt {
+        until: SystemTime,
+        failed: Failed,
+        attempt: Box<AttemptRecord>,
+    },
+    /// An attempt succeeded asking to be held (`$wait_until`) until `until`.
+    Hold {
+        until: SystemTime,
+        output: serde_json::Value,
+    },
+}
+
 /// Accumulates what a step did across items and attempts.
 struct Progress {
     /// Attempt numbers handed out so far for this step (shared by items).
     numbering: Arc<std::sync::atomic::AtomicU32>,
     attempts: u32,
+    /// Attempts made in the current retry budget.
+    tries: u32,
     fuel_used: u64,
     logs: String,
     /// The successful attempt of a plain (not `for_each`) step, written in
@@ -85,7 +111,43 @@ fn retry_delay(policy: &RetryPolicy, failed_attempt: u32, failure: &StepFailure)
         .map_or(delay, |floor| delay.max(floor))
 }
 
-/// Run a step to a final record (persisted before returning).
+/// `now + delay`, saturating at a far future instead of overflowing.
+pub(super) fn wake_time(delay: Duration) -> SystemTime {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let now = SystemTime::now();
+    now.checked_add(delay.min(FAR)).unwrap_or(now)
+}
+
+/// Split a piece's `$wait_until` off its output: `Ok(None)` when absent.
+fn take_wait_until(output: &mut serde_json::Value) -> Result<Option<SystemTime>, Failed> {
+    let Some(value) = output.as_object_mut().and_then(|o| o.remove("$wait_until")) else {
+        return Ok(None);
+    };
+    value
+        .as_str()
+        .and_then(|text| humantime::parse_rfc3339_weak(text).ok())
+        .map(Some)
+        .ok_or_else(|| Failed {
+            class: "invalid-output".into(),
+            message: format!(
+                "`$wait_until` must be an RFC 3339 UTC time such as \"2026-12-24T18:00:00Z\", got {value}"
+            ),
+        })
+}
+
+/// Sleep until `until` unless cancelled first (then `Err`).
+async fn sleep_until(until: SystemTime, cancel: &CancellationToken) -> Result<(), Failed> {
+    let left = until
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    tokio::select! {
+        () = tokio::time::sleep(left) => Ok(()),
+        () = cancel.cancelled() => Err(Failed::from(&StepFailure::Cancelled)),
+    }
+}
+
+/// Run a step to a final record, or to a `waiting` one (a retry later, or
+/// a piece's `$wait_until`) that the scheduler wakes; persisted before returning.
 pub(super) async fn run_step(
     exec: &ExecHandle,
     plan: StepPlan,
@@ -93,21 +155,17 @@ pub(super) async fn run_step(
     let step = &plan.workflow.workflow.steps[plan.index];
     let resolved = &plan.workflow.pieces[plan.index];
     let started = Instant::now();
-    let started_at = now_rfc3339();
+    let previous = plan.previous.as_ref();
+    let started_at = previous
+        .and_then(|p| p.started_at.clone())
+        .unwrap_or_else(now_rfc3339);
+    let prior_duration_ms = previous.map_or(0, |p| p.duration_ms);
     let scope = Scope::new(&plan.context);
     let mut record = StepRecord {
-        step_id: step.id.clone(),
         status: StepStatus::Running,
-        input: None,
-        output: None,
-        error_class: None,
-        error_message: None,
-        logs: String::new(),
         attempts: plan.prior_attempts,
-        fuel_used: 0,
-        duration_ms: 0,
-        started_at: Some(started_at.clone()),
-        finished_at: None,
+        started_at: Some(started_at),
+        ..StepRecord::pending(&step.id)
     };
 
     let finish = |mut record: StepRecord, status: StepStatus, failed: Option<Failed>| {
@@ -116,8 +174,10 @@ pub(super) async fn run_step(
             record.error_class = Some(f.class);
             record.error_message = Some(f.message);
         }
-        record.duration_ms = started.elapsed().as_millis() as u64;
-        record.finished_at = Some(now_rfc3339());
+        record.duration_ms = prior_duration_ms + started.elapsed().as_millis() as u64;
+        if status != StepStatus::Waiting {
+            record.finished_at = Some(now_rfc3339());
+        }
         record
     };
 
@@ -157,8 +217,9 @@ pub(super) async fn run_step(
     let mut progress = Progress {
         numbering: numbering.clone(),
         attempts: plan.prior_attempts,
-        fuel_used: 0,
-        logs: String::new(),
+        tries: previous.map_or(0, |p| p.tries),
+        fuel_used: previous.map_or(0, |p| p.fuel_used),
+        logs: previous.map(|p| p.logs.clone()).unwrap_or_default(),
         final_attempt: None,
     };
     let outcome = match &step.for_each {
@@ -167,21 +228,21 @@ pub(super) async fn run_step(
             match input {
                 Ok(input) => {
                     record.input = Some(input.clone());
-                    attempts(exec, &plan, &piece, &mut record, &mut progress, input, None).await
+                    attempts(exec, &plan, &piece, &mut progress, input, None).await
                 }
-                Err(e) => Err(Failed {
+                Err(e) => Attempted::Failed(Failed {
                     class: "template-error".into(),
                     message: format!("input: {e}"),
                 }),
             }
         }
         Some(for_each) => match eval_for_each(for_each, &scope) {
-            Err(e) => Err(Failed {
+            Err(e) => Attempted::Failed(Failed {
                 class: "template-error".into(),
                 message: format!("for_each: {e}"),
             }),
             Ok(items) => {
-                run_items(
+                match run_items(
                     exec,
                     &plan,
                     &piece,
@@ -191,20 +252,25 @@ pub(super) async fn run_step(
                     items,
                 )
                 .await
+                {
+                    Ok(output) => Attempted::Output(output),
+                    Err(failed) => Attempted::Failed(failed),
+                }
             }
         },
     };
 
     record.attempts = progress.attempts;
+    record.tries = progress.tries;
     record.fuel_used = progress.fuel_used;
     record.logs = progress.logs;
     let final_attempt = progress.final_attempt;
     let record = match outcome {
-        Ok(output) => {
+        Attempted::Output(output) => {
             record.output = Some(output);
             finish(record, StepStatus::Succeeded, None)
         }
-        Err(failed) => {
+        Attempted::Failed(failed) => {
             let status = if plan.cancel.is_cancelled() {
                 StepStatus::Cancelled
             } else {
@@ -212,8 +278,62 @@ pub(super) async fn run_step(
             };
             finish(record, status, Some(failed))
         }
+        Attempted::RetryAt {
+            until,
+            failed,
+            attempt,
+        } => {
+            record.wake_at = Some(rfc3339(until));
+            let record = finish(record, StepStatus::Waiting, Some(failed));
+            exec.store
+                .record_step(plan.run.id, &record, Some(&attempt))
+                .await?;
+            return Ok(record);
+        }
+        Attempted::Hold { until, output } => {
+            record.output = Some(output);
+            record.wake_at = Some(rfc3339(until));
+            let record = finish(record, StepStatus::Waiting, None);
+            exec.store
+                .record_step(plan.run.id, &record, final_attempt.as_ref())
+                .await?;
+            exec.emit(RunEvent::StepWaiting {
+                run: plan.run.id,
+                step: record.step_id.clone(),
+                until: rfc3339(until),
+            });
+            return Ok(record);
+        }
     };
     persist_final_with(exec, &plan, record, final_attempt.as_ref()).await
+}
+
+/// A held step whose time came: it succeeds with the output it was held with.
+pub(super) async fn finish_hold(
+    exec: &Executor,
+    run: RunId,
+    mut record: StepRecord,
+) -> Result<StepRecord, super::EngineError> {
+    record.status = StepStatus::Succeeded;
+    record.wake_at = None;
+    record.finished_at = Some(now_rfc3339());
+    exec.store.record_step(run, &record, None).await?;
+    emit_finished(&|e| exec.emit(e), run, &record);
+    Ok(record)
+}
+
+fn emit_finished(emit: &dyn Fn(RunEvent), run: RunId, record: &StepRecord) {
+    emit(RunEvent::StepFinished {
+        run,
+        step: record.step_id.clone(),
+        status: record.status,
+        attempts: record.attempts,
+        duration_ms: record.duration_ms,
+        error: record
+            .error_class
+            .as_ref()
+            .map(|c| format!("{c}: {}", record.error_message.clone().unwrap_or_default())),
+    });
 }
 
 async fn persist_final(
@@ -233,17 +353,7 @@ async fn persist_final_with(
     exec.store
         .record_step(plan.run.id, &record, attempt)
         .await?;
-    exec.emit(RunEvent::StepFinished {
-        run: plan.run.id,
-        step: record.step_id.clone(),
-        status: record.status,
-        attempts: record.attempts,
-        duration_ms: record.duration_ms,
-        error: record
-            .error_class
-            .as_ref()
-            .map(|c| format!("{c}: {}", record.error_message.clone().unwrap_or_default())),
-    });
+    emit_finished(&|e| exec.emit(e), plan.run.id, &record);
     Ok(record)
 }
 
@@ -267,22 +377,23 @@ async fn run_items(
     }
     record.input = Some(serde_json::Value::Array(inputs.clone()));
     let concurrency = step.for_each_concurrency().max(1) as usize;
-    // Each item retries on its own; attempts are numbered per step.
+    // Each item retries on its own, waiting in place (items are not parked);
+    // attempts are numbered per step.
     let results: Vec<(Result<serde_json::Value, Failed>, Progress)> =
         futures::stream::iter(inputs.into_iter().enumerate())
             .map(|(i, input)| {
-                let mut item_record = record.clone();
+                let item_record = record.clone();
                 let numbering = progress.numbering.clone();
                 async move {
                     let mut p = Progress {
                         numbering,
                         attempts: 0,
+                        tries: 0,
                         fuel_used: 0,
                         logs: String::new(),
                         final_attempt: None,
                     };
-                    let r =
-                        attempts(exec, plan, piece, &mut item_record, &mut p, input, Some(i)).await;
+                    let r = item_attempts(exec, plan, piece, item_record, &mut p, input, i).await;
                     (r, p)
                 }
             })
@@ -311,28 +422,76 @@ async fn run_items(
     }
 }
 
-/// Attempts of one call (one item), with the retry policy.
+/// One `for_each` item to its end: attempts, retry waits and holds in place,
+/// each attempt recorded as it ends.
+async fn item_attempts(
+    exec: &ExecHandle,
+    plan: &StepPlan,
+    piece: &Arc<LoadedPiece>,
+    mut snapshot: StepRecord,
+    progress: &mut Progress,
+    input: serde_json::Value,
+    item: usize,
+) -> Result<serde_json::Value, Failed> {
+    let host_error = |e: super::EngineError| Failed {
+        class: "host-error".into(),
+        message: e.to_string(),
+    };
+    loop {
+        let outcome = attempts(exec, plan, piece, progress, input.clone(), Some(item)).await;
+        // The attempt that ended, recorded now (items have no final write of their own).
+        let (ended, waiting) = match &outcome {
+            Attempted::RetryAt { attempt, .. } => (Some((**attempt).clone()), true),
+            _ => (progress.final_attempt.take(), false),
+        };
+        if let Some(attempt) = ended {
+            snapshot.attempts = attempt.attempt;
+            snapshot.status = if waiting {
+                StepStatus::Waiting
+            } else {
+                StepStatus::Running
+            };
+            exec.store
+                .record_step(plan.run.id, &snapshot, Some(&attempt))
+                .await
+                .map_err(|e| host_error(e.into()))?;
+        }
+        match outcome {
+            Attempted::Output(output) => return Ok(output),
+            Attempted::Failed(failed) => return Err(failed),
+            Attempted::Hold { until, output } => {
+                sleep_until(until, &plan.cancel).await?;
+                return Ok(output);
+            }
+            Attempted::RetryAt { until, .. } => sleep_until(until, &plan.cancel).await?,
+        }
+    }
+}
+
+/// Attempts of one call (one item) until one succeeds, the step fails, or
+/// the retry policy asks for a wait (returned, not slept: the caller waits
+/// or parks). A failed attempt that ends the step is recorded here; the
+/// others are returned with their [`AttemptRecord`].
 async fn attempts(
     exec: &ExecHandle,
     plan: &StepPlan,
     piece: &Arc<LoadedPiece>,
-    record: &mut StepRecord,
     progress: &mut Progress,
     input: serde_json::Value,
     item: Option<usize>,
-) -> Result<serde_json::Value, Failed> {
+) -> Attempted {
     let step = &plan.workflow.workflow.steps[plan.index];
     if let Some(action) = piece.info().action(&step.action) {
         match input_schema_errors(&action.input_schema, &input) {
             Ok(errors) if errors.is_empty() => {}
             Ok(errors) => {
-                return Err(Failed {
+                return Attempted::Failed(Failed {
                     class: "invalid-input".into(),
                     message: errors.join("; "),
                 });
             }
             Err(schema_problem) => {
-                return Err(Failed {
+                return Attempted::Failed(Failed {
                     class: "invalid-input".into(),
                     message: format!("the action's input schema is unusable: {schema_problem}"),
                 });
@@ -341,112 +500,97 @@ async fn attempts(
     }
     let policy = step.retry_policy();
     let limits = limits_for(step, &exec.config.default_limits);
-    let http = HttpGrants::from_workflow(step.grants.as_ref(), &exec.config.secrets).map_err(
-        |message| Failed {
-            class: "invalid-input".into(),
-            message: format!("grants: {message}"),
-        },
-    )?;
+    let http = match HttpGrants::from_workflow(step.grants.as_ref(), &exec.config.secrets) {
+        Ok(http) => http,
+        Err(message) => {
+            return Attempted::Failed(Failed {
+                class: "invalid-input".into(),
+                message: format!("grants: {message}"),
+            });
+        }
+    };
     let idempotency_key = match item {
         None => format!("{}:{}", plan.run.id, step.id),
         Some(i) => format!("{}:{}:{i}", plan.run.id, step.id),
     };
-    let mut tries = 0u32;
-    loop {
-        tries += 1;
-        let attempt = progress
-            .numbering
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            + 1;
-        progress.attempts += 1;
-        exec.emit(RunEvent::StepStarted {
-            run: plan.run.id,
-            step: step.id.clone(),
-            attempt,
-        });
-        let call = StepCall {
-            run_id: plan.run.id.to_string(),
-            step_id: step.id.clone(),
-            attempt,
-            idempotency_key: idempotency_key.clone(),
-            action: step.action.clone(),
-            input: input.clone(),
-            limits: limits.clone(),
-            cancel: plan.cancel.clone(),
-            http: http.clone(),
+    progress.tries += 1;
+    let attempt = progress
+        .numbering
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        + 1;
+    progress.attempts += 1;
+    exec.emit(RunEvent::StepStarted {
+        run: plan.run.id,
+        step: step.id.clone(),
+        attempt,
+    });
+    let call = StepCall {
+        run_id: plan.run.id.to_string(),
+        step_id: step.id.clone(),
+        attempt,
+        idempotency_key,
+        action: step.action.clone(),
+        input: input.clone(),
+        limits,
+        cancel: plan.cancel.clone(),
+        http,
+    };
+    let attempt_started = now_rfc3339();
+    let report = exec.runtime.run(piece, call).await;
+    progress.fuel_used += report.fuel_used;
+    if !report.log.is_empty() {
+        progress.logs.push_str(&report.log);
+    }
+    let failure = report.outcome.as_ref().err().cloned();
+    let attempt_record = AttemptRecord {
+        attempt,
+        status: match &failure {
+            None => StepStatus::Succeeded,
+            Some(StepFailure::Cancelled) => StepStatus::Cancelled,
+            Some(_) => StepStatus::Failed,
+        },
+        input: Some(input.clone()),
+        output: report.outcome.as_ref().ok().cloned(),
+        error_class: failure.as_ref().map(StepFailure::class),
+        error_message: failure.as_ref().map(StepFailure::message),
+        logs: report.log.clone(),
+        fuel_used: report.fuel_used,
+        duration_ms: report.duration.as_millis() as u64,
+        started_at: attempt_started,
+        finished_at: now_rfc3339(),
+    };
+    let Some(failure) = failure else {
+        // Written with the step's record by the caller.
+        progress.final_attempt = Some(attempt_record);
+        let Ok(mut output) = report.outcome else {
+            unreachable!("no failure means an output")
         };
-        let attempt_started = now_rfc3339();
-        let report = exec.runtime.run(piece, call).await;
-        progress.fuel_used += report.fuel_used;
-        if !report.log.is_empty() {
-            progress.logs.push_str(&report.log);
-        }
-        let failure = report.outcome.as_ref().err().cloned();
-        let attempt_record = AttemptRecord {
-            attempt,
-            status: match &failure {
-                None => StepStatus::Succeeded,
-                Some(StepFailure::Cancelled) => StepStatus::Cancelled,
-                Some(_) => StepStatus::Failed,
-            },
-            input: Some(input.clone()),
-            output: report.outcome.as_ref().ok().cloned(),
-            error_class: failure.as_ref().map(StepFailure::class),
-            error_message: failure.as_ref().map(StepFailure::message),
-            logs: report.log.clone(),
-            fuel_used: report.fuel_used,
-            duration_ms: report.duration.as_millis() as u64,
-            started_at: attempt_started,
-            finished_at: now_rfc3339(),
+        return match take_wait_until(&mut output) {
+            Ok(None) => Attempted::Output(output),
+            Ok(Some(until)) => Attempted::Hold { until, output },
+            Err(failed) => Attempted::Failed(failed),
         };
-        let Some(failure) = failure else {
-            if item.is_none() {
-                // Written with the final record by the caller.
-                progress.final_attempt = Some(attempt_record);
-                return report.outcome.map_err(|f| Failed::from(&f));
-            }
-            let mut snapshot = record.clone();
-            snapshot.attempts = attempt;
-            exec.store
-                .record_step(plan.run.id, &snapshot, Some(&attempt_record))
-                .await
-                .map_err(|e| Failed {
-                    class: "host-error".into(),
-                    message: e.to_string(),
-                })?;
-            return report.outcome.map_err(|f| Failed::from(&f));
-        };
-        let retry =
-            failure.is_retryable() && tries < policy.max_attempts && !plan.cancel.is_cancelled();
-        let mut snapshot = record.clone();
-        snapshot.attempts = attempt;
-        snapshot.status = if retry {
-            StepStatus::Waiting
-        } else {
-            StepStatus::Running
-        };
-        exec.store
-            .record_step(plan.run.id, &snapshot, Some(&attempt_record))
-            .await
-            .map_err(|e| Failed {
-                class: "host-error".into(),
-                message: e.to_string(),
-            })?;
-        if !retry {
-            return Err(Failed::from(&failure));
-        }
-        let delay = retry_delay(&policy, tries, &failure);
-        exec.emit(RunEvent::StepRetrying {
-            run: plan.run.id,
-            step: step.id.clone(),
-            attempt,
-            delay_ms: delay.as_millis() as u64,
-            error: format!("{}: {}", failure.class(), failure.message()),
-        });
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = plan.cancel.cancelled() => return Err(Failed::from(&StepFailure::Cancelled)),
-        }
+    };
+    let retry = failure.is_retryable()
+        && progress.tries < policy.max_attempts
+        && !plan.cancel.is_cancelled();
+    if !retry {
+        // Written with the step's record by the caller.
+        progress.final_attempt = Some(attempt_record);
+        return Attempted::Failed(Failed::from(&failure));
+    }
+    let delay = retry_delay(&policy, progress.tries, &failure);
+    exec.emit(RunEvent::StepRetrying {
+        run: plan.run.id,
+        step: step.id.clone(),
+        attempt,
+        delay_ms: delay.as_millis() as u64,
+        error: format!("{}: {}", failure.class(), failure.message()),
+    });
+    Attempted::RetryAt {
+        until: wake_time(delay),
+        failed: Failed::from(&failure),
+        attempt: Box::new(attempt_record),
     }
 }
 
@@ -497,18 +641,9 @@ pub(super) async fn run_handler(
     let started_at = now_rfc3339();
     let scope = Scope::new(&scope_context);
     let mut record = StepRecord {
-        step_id: format!("${name}"),
         status: StepStatus::Running,
-        input: None,
-        output: None,
-        error_class: None,
-        error_message: None,
-        logs: String::new(),
-        attempts: 0,
-        fuel_used: 0,
-        duration_ms: 0,
         started_at: Some(started_at),
-        finished_at: None,
+        ..StepRecord::pending(&format!("${name}"))
     };
     match render_input(&handler.input, &scope) {
         Err(e) => {

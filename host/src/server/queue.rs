@@ -4,7 +4,9 @@
 //! One dispatcher task claims runs (`QueueStore::claim_next_run`: priority,
 //! then age) while a permit is free and spawns one task per run; idle, it
 //! sleeps until [`QueueHandle::wake`] (a new run) or the poll interval
-//! (runs queued by another process, parked runs waking up). A heartbeat task
+//! (runs queued by another process). A run that parks (only waits left,
+//! see [`Executor::execute_parking`]) frees its permit at once; a timer
+//! wakes the dispatcher when it is due. A heartbeat task
 //! extends this pool's leases and re-queues runs whose lease expired.
 //!
 //! Shutdown: stop claiming, let runs in flight finish within the grace
@@ -21,8 +23,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::engine::Executor;
-use crate::store::RunId;
+use crate::engine::{Driven, Executor};
+use crate::store::{RunId, rfc3339};
 
 /// Knobs of the pool.
 #[derive(Debug, Clone)]
@@ -252,13 +254,26 @@ async fn dispatch(
         let executor = executor.clone();
         let shared = shared.clone();
         let worker = worker.clone();
+        let wake = handle.clone();
         let span = tracing::info_span!("run", run = %run.id, workflow = %run.workflow_name);
         tasks.spawn(
             async move {
                 let _permit = permit;
                 let id = run.id;
-                match executor.execute(id, token).await {
-                    Ok(status) => tracing::debug!(run = %id, %status, "run finished"),
+                match executor.execute_parking(id, token).await {
+                    Ok(Driven::Finished(status)) => {
+                        tracing::debug!(run = %id, %status, "run finished");
+                    }
+                    Ok(Driven::Parked { until }) => {
+                        tracing::debug!(run = %id, "run parked until {}", rfc3339(until));
+                        // Claim it again on time rather than at the next poll.
+                        let wake = wake.clone();
+                        tokio::spawn(async move {
+                            let left = until.duration_since(SystemTime::now()).unwrap_or_default();
+                            tokio::time::sleep(left).await;
+                            wake.wake();
+                        });
+                    }
                     Err(e) => {
                         // The store failed mid-run: give it back so it resumes later.
                         tracing::warn!(run = %id, "run interrupted: {e}");

@@ -396,6 +396,11 @@ pub struct StepRecord {
     pub started_at: Option<String>,
     /// When the step reached a terminal status.
     pub finished_at: Option<String>,
+    /// While `waiting`: when it continues (RFC 3339): its next attempt, or,
+    /// when `output` is set, its success (a piece's `$wait_until`).
+    pub wake_at: Option<String>,
+    /// Attempts made in the current retry budget (0 again after a manual retry).
+    pub tries: u32,
 }
 
 impl StepRecord {
@@ -414,6 +419,8 @@ impl StepRecord {
             duration_ms: 0,
             started_at: None,
             finished_at: None,
+            wake_at: None,
+            tries: 0,
         }
     }
 }
@@ -646,6 +653,11 @@ pub trait QueueStore: Send + Sync {
     /// Give a run `worker` holds back to the queue (graceful shutdown).
     /// False when the run is not running under that worker's lease.
     async fn release_run(&self, id: RunId, worker: &str) -> Result<bool, StoreError>;
+
+    /// Park a running run until `wake_at` (a step waits for a retry or a
+    /// piece's `$wait_until`): it goes back to `queued` with its lease
+    /// cleared and is not claimed before that time. False when it is not running.
+    async fn park_run(&self, id: RunId, wake_at: SystemTime) -> Result<bool, StoreError>;
 
     /// Put running runs whose lease expired before `now` back in the queue;
     /// returns how many. Runs without a lease (local `omniflow run`) are left alone.

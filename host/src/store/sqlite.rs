@@ -41,7 +41,7 @@ const RUN_COLUMNS: &str = "id, workflow_name, workflow_version, status, priority
                            created_at, started_at, finished_at, total_time_ms, error";
 /// The columns of `step_runs`, in the order [`step_from_row`] reads them.
 const STEP_COLUMNS: &str = "step_id, status, input, output, error_class, error_message, logs, attempts, \
-                            fuel_used, duration_ms, started_at, finished_at";
+                            fuel_used, duration_ms, started_at, finished_at, wake_at, tries";
 /// The columns of `attempts`, in the order [`attempt_from_row`] reads them.
 const ATTEMPT_COLUMNS: &str = "attempt, status, input, output, error_class, error_message, logs, fuel_used, \
                                duration_ms, started_at, finished_at";
@@ -88,6 +88,31 @@ impl std::ops::DerefMut for WriteTx {
     }
 }
 
+/// Apply the embedded migrations.
+///
+/// Several processes may open one file at once (`serve` and `omniflow runs
+/// list`, a test polling a database a child process is creating). sqlx takes
+/// no lock for SQLite, so two openers can both see migration N as pending;
+/// the second one's transaction then fails (e.g. "duplicate column") and
+/// rolls back whole. Running the migrator again re-reads
+/// `_sqlx_migrations`, sees N applied and carries on, so a failure is retried
+/// once per migration before it counts.
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    let migrator = sqlx::migrate!("../migrations/sqlite");
+    let mut tries_left = migrator.iter().count() + 1;
+    loop {
+        match migrator.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tries_left == 0 => return Err(StoreError::Migration(e.to_string())),
+            Err(e) => {
+                tracing::debug!("migration failed, retrying (another opener?): {e}");
+                tries_left -= 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
 impl SqliteStore {
     /// Open (creating if missing) and migrate the database at `url_or_path`:
     /// `sqlite://path`, `sqlite:path`, a bare path, or `sqlite::memory:`.
@@ -130,10 +155,7 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(sql_error("open database"))?;
-        sqlx::migrate!("../migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        migrate(&pool).await?;
         Ok(SqliteStore {
             pool,
             write_gate: Arc::default(),
@@ -560,13 +582,13 @@ fn step_upsert<'q>(
 ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
     sqlx::query(
             "INSERT INTO step_runs (run_id, step_id, status, input, output, error_class, error_message, logs, \
-             attempts, fuel_used, duration_ms, started_at, finished_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+             attempts, fuel_used, duration_ms, started_at, finished_at, wake_at, tries) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
              ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status, input = excluded.input, \
              output = excluded.output, error_class = excluded.error_class, error_message = excluded.error_message, \
              logs = excluded.logs, attempts = excluded.attempts, fuel_used = excluded.fuel_used, \
              duration_ms = excluded.duration_ms, started_at = excluded.started_at, \
-             finished_at = excluded.finished_at",
+             finished_at = excluded.finished_at, wake_at = excluded.wake_at, tries = excluded.tries",
         )
         .bind(run_id)
         .bind(&step.step_id)
@@ -581,6 +603,8 @@ fn step_upsert<'q>(
         .bind(saturating_i64(step.duration_ms))
         .bind(step.started_at.as_deref())
         .bind(step.finished_at.as_deref())
+        .bind(step.wake_at.as_deref())
+        .bind(i64::from(step.tries))
 }
 
 fn get<'r, T>(row: &'r SqliteRow, name: &str) -> Result<T, StoreError>
@@ -673,6 +697,8 @@ fn step_from_row(row: &SqliteRow) -> Result<StepRecord, StoreError> {
         duration_ms: unsigned(row, "duration_ms")?,
         started_at: get(row, "started_at")?,
         finished_at: get(row, "finished_at")?,
+        wake_at: get(row, "wake_at")?,
+        tries: unsigned(row, "tries")?,
     })
 }
 

@@ -99,6 +99,20 @@ impl QueueStore for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn park_run(&self, id: RunId, wake_at: SystemTime) -> Result<bool, StoreError> {
+        let _turn = self.write_gate.clone().lock_owned().await;
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_until = NULL, wake_at = ?2 \
+             WHERE id = ?1 AND status = 'running'",
+        )
+        .bind(id.to_string())
+        .bind(rfc3339(wake_at))
+        .execute(&self.pool)
+        .await
+        .map_err(sql_error("park run"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn requeue_expired_leases(&self, now: SystemTime) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_until = NULL \
@@ -146,6 +160,16 @@ impl QueueStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(sql_error("cancel run"))?;
+        // A parked run's waiting steps (and any left pending) end with it.
+        sqlx::query(
+            "UPDATE step_runs SET status = 'cancelled', wake_at = NULL, finished_at = ?2 \
+             WHERE run_id = ?1 AND status IN ('waiting', 'pending', 'running')",
+        )
+        .bind(id.to_string())
+        .bind(&now)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_error("cancel run"))?;
         tx.commit().await.map_err(sql_error("cancel run"))?;
         Ok(true)
     }
@@ -168,7 +192,7 @@ impl QueueStore for SqliteStore {
         }
         // Handler records (`$on_failure`) are history, not steps to re-run.
         sqlx::query(
-            "UPDATE step_runs SET status = 'pending', finished_at = NULL \
+            "UPDATE step_runs SET status = 'pending', finished_at = NULL, wake_at = NULL, tries = 0 \
              WHERE run_id = ?1 AND status IN ('failed', 'skipped', 'cancelled') \
              AND substr(step_id, 1, 1) <> '$'",
         )
