@@ -323,3 +323,142 @@ async fn a_run_killed_mid_step_resumes_without_rerunning_finished_steps() {
         .unwrap();
     assert_eq!(last.output.unwrap()["value"], 3);
 }
+
+/// `omniflow serve` as a process on a free port, with a fixed admin token.
+fn spawn_serve(db: &std::path::Path, port: u16) -> std::process::Child {
+    omniflow()
+        .args(["serve", "--workers", "2", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--db")
+        .arg(db)
+        .arg("--piece")
+        .arg(guest_dir().join("flaky.wasm"))
+        .env("OMNIFLOW_ADMIN_TOKEN", "kill-test-token")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_healthy(http: &reqwest::Client, base: &str, child: &mut std::process::Child) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        assert!(child.try_wait().unwrap().is_none(), "serve exited early");
+        if let Ok(r) = http.get(format!("{base}/health")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve never became healthy"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn serve_killed_with_sigkill_finishes_every_acknowledged_run_exactly_once() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("omniflow.db");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut child = spawn_serve(&db, port);
+    wait_healthy(&http, &base, &mut child).await;
+    let workflow = serde_json::json!({
+        "name": "survivor",
+        "steps": [
+            { "id": "fast", "piece": "flaky", "action": "run", "input": { "value": "{{ trigger.payload.n }}" } },
+            { "id": "slow", "piece": "flaky", "action": "run", "needs": ["fast"],
+              "input": { "value": "{{ steps.fast.output.value }}", "sleep_ms": 1500 } }
+        ]
+    });
+    let created = http
+        .post(format!("{base}/api/v1/workflows"))
+        .bearer_auth("kill-test-token")
+        .json(&workflow)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    // Acknowledged runs: each answered 202 with an id.
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        let r = http
+            .post(format!("{base}/api/v1/workflows/survivor/runs"))
+            .bearer_auth("kill-test-token")
+            .json(&serde_json::json!({ "payload": { "n": n } }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let body: serde_json::Value = r.json().await.unwrap();
+        ids.push((n, body["id"].as_str().unwrap().to_owned()));
+    }
+    // Kill it while some run is mid-step (2 workers, 1.5 s steps: the rest queued).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = http
+            .get(format!("{base}/api/v1/runs?status=running"))
+            .bearer_auth("kill-test-token")
+            .send()
+            .await
+            .unwrap();
+        let body: serde_json::Value = r.json().await.unwrap();
+        if body["runs"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no run ever started: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let mut child = spawn_serve(&db, port);
+    wait_healthy(&http, &base, &mut child).await;
+    let store = omniflow::store::open(&db.to_string_lossy()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (n, id) in &ids {
+        let id: omniflow::store::RunId = id.parse().unwrap();
+        let run = loop {
+            let run = store
+                .get_run(id)
+                .await
+                .unwrap()
+                .expect("acknowledged run exists");
+            if run.status.is_terminal() {
+                break run;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {id} never finished: {run:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(
+            run.status.as_str(),
+            "succeeded",
+            "run {id}: {:?}",
+            run.error
+        );
+        // Exactly once: one recorded attempt per step, none lost or doubled.
+        for step in ["fast", "slow"] {
+            assert_eq!(
+                store.attempts(id, step).await.unwrap().len(),
+                1,
+                "run {id} step {step}"
+            );
+        }
+        let steps = store.steps(id).await.unwrap();
+        let slow = steps.iter().find(|s| s.step_id == "slow").unwrap();
+        assert_eq!(slow.output.as_ref().unwrap()["value"], *n);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

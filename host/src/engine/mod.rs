@@ -103,7 +103,21 @@ pub struct Executor {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) config: ExecutorConfig,
     events: broadcast::Sender<RunEvent>,
+    /// Validated workflow versions by (name, version) (`run.rs::load_workflow`).
+    validated: std::sync::Mutex<ValidatedCache>,
+    validators: Arc<ValidatorCache>,
 }
+
+/// Compiled input schemas by (piece digest, action).
+pub(crate) type ValidatorCache = std::sync::Mutex<
+    std::collections::HashMap<
+        (crate::runtime::PieceDigest, String),
+        Arc<crate::workflow::InputValidator>,
+    >,
+>;
+
+type ValidatedCache =
+    std::collections::HashMap<(String, i64), Arc<crate::workflow::ValidatedWorkflow>>;
 
 impl Executor {
     /// An executor over these parts.
@@ -120,7 +134,13 @@ impl Executor {
             store,
             config,
             events,
+            validated: std::sync::Mutex::default(),
+            validators: Arc::default(),
         }
+    }
+
+    fn validated_cache(&self) -> std::sync::MutexGuard<'_, ValidatedCache> {
+        self.validated.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The store runs are kept in.

@@ -132,7 +132,26 @@ pub(super) fn step_context(record: &StepRecord) -> StepContext {
     }
 }
 
-async fn load_workflow(exec: &Executor, run: &RunRecord) -> Result<ValidatedWorkflow, String> {
+/// The run's pinned workflow version, validated. Versions never change, so
+/// a validated one is kept (per executor, whose piece registry is fixed).
+async fn load_workflow(exec: &Executor, run: &RunRecord) -> Result<Arc<ValidatedWorkflow>, String> {
+    let key = (run.workflow_name.clone(), run.workflow_version);
+    if let Some(hit) = exec.validated_cache().get(&key) {
+        return Ok(hit.clone());
+    }
+    let validated = Arc::new(load_and_validate(exec, run).await?);
+    let mut cache = exec.validated_cache();
+    if cache.len() >= VALIDATED_CACHE_LIMIT {
+        cache.clear();
+    }
+    cache.insert(key, validated.clone());
+    Ok(validated)
+}
+
+/// Validated workflow versions kept by [`load_workflow`] (then it starts over).
+const VALIDATED_CACHE_LIMIT: usize = 1024;
+
+async fn load_and_validate(exec: &Executor, run: &RunRecord) -> Result<ValidatedWorkflow, String> {
     let stored = exec
         .store
         .get_workflow(&run.workflow_name, Some(run.workflow_version))
@@ -200,7 +219,7 @@ pub(super) async fn drive(
     }
     let run = Arc::new(run);
     let validated = match load_workflow(exec, &run).await {
-        Ok(v) => Arc::new(v),
+        Ok(v) => v,
         Err(message) => {
             let error = format!("cannot run: {message}");
             exec.store
@@ -243,9 +262,12 @@ pub(super) async fn drive(
         }
     }
     let already_done = slots.iter().filter(|s| matches!(s, Slot::Done(_))).count();
-    exec.store
-        .set_run_status(run_id, RunStatus::Running, None)
-        .await?;
+    // A claimed run is already `running` (the claim set it): no second write.
+    if run.status != RunStatus::Running || run.started_at.is_none() {
+        exec.store
+            .set_run_status(run_id, RunStatus::Running, None)
+            .await?;
+    }
     exec.emit(RunEvent::RunStarted {
         run: run_id,
         steps: steps.len(),
@@ -265,6 +287,8 @@ pub(super) async fn drive(
     });
     let mut store_error: Option<EngineError> = None;
     let mut timed_out = false;
+    let handle = ExecHandle::from(exec);
+    let mut starting: Vec<(usize, StepPlan)> = Vec::new();
 
     loop {
         let scheduling = failure.is_none() && !run_cancel.is_cancelled();
@@ -296,8 +320,7 @@ pub(super) async fn drive(
                 previous: Some(record),
                 cancel: run_cancel.clone(),
             };
-            let exec_ref = ExecHandle::from(exec);
-            running.spawn(async move { (i, run_step(&exec_ref, plan).await) });
+            starting.push((i, plan));
             slots[i] = Slot::Running;
         }
 
@@ -340,11 +363,36 @@ pub(super) async fn drive(
                     previous: None,
                     cancel: run_cancel.clone(),
                 };
-                let exec_ref = ExecHandle::from(exec);
-                running.spawn(async move { (i, run_step(&exec_ref, plan).await) });
+                starting.push((i, plan));
                 slots[i] = Slot::Running;
                 progressed = true;
             }
+        }
+
+        // A lone step with nothing else running or waiting (a chain) runs
+        // inline in this task: no spawn, no cross-thread wake-up to join it.
+        let waits = slots.iter().any(|s| matches!(s, Slot::Waiting(..)));
+        if let [_] = starting.as_slice()
+            && running.is_empty()
+            && !waits
+            && let Some((i, plan)) = starting.pop()
+        {
+            let step = run_step(&handle, plan);
+            tokio::pin!(step);
+            let result = tokio::select! {
+                result = &mut step => result,
+                () = sleep_until_opt(deadline), if !timed_out => {
+                    timed_out = true;
+                    run_cancel.cancel();
+                    step.await
+                }
+            };
+            settle(i, result, &mut slots, &mut failure, &mut store_error);
+            continue;
+        }
+        for (i, plan) in starting.drain(..) {
+            let handle = handle.clone();
+            running.spawn(async move { (i, run_step(&handle, plan).await) });
         }
 
         // (With every slot busy, a due wait is taken up after the next join.)
@@ -403,28 +451,7 @@ pub(super) async fn drive(
                 continue;
             }
         };
-        match result {
-            Ok(record) if record.status == StepStatus::Waiting => {
-                let until = parse_time(record.wake_at.as_deref());
-                slots[i] = Slot::Waiting(Box::new(record), until);
-            }
-            Ok(record) => {
-                if record.status == StepStatus::Failed && failure.is_none() {
-                    failure = Some(format!(
-                        "step {} failed: {}",
-                        record.step_id,
-                        record.error_message.clone().unwrap_or_default()
-                    ));
-                }
-                slots[i] = Slot::Done(Box::new(record));
-            }
-            Err(err) => {
-                // The store failed: stop scheduling, leave the run resumable.
-                failure.get_or_insert(format!("store error: {err}"));
-                store_error.get_or_insert(err);
-                slots[i] = Slot::Pending;
-            }
-        }
+        settle(i, result, &mut slots, &mut failure, &mut store_error);
     }
 
     if let Some(err) = store_error {
@@ -478,6 +505,38 @@ pub(super) async fn drive(
     Ok(Driven::Finished(status))
 }
 
+/// Take a step task's result into the run's state.
+fn settle(
+    i: usize,
+    result: Result<StepRecord, EngineError>,
+    slots: &mut [Slot],
+    failure: &mut Option<String>,
+    store_error: &mut Option<EngineError>,
+) {
+    match result {
+        Ok(record) if record.status == StepStatus::Waiting => {
+            let until = parse_time(record.wake_at.as_deref());
+            slots[i] = Slot::Waiting(Box::new(record), until);
+        }
+        Ok(record) => {
+            if record.status == StepStatus::Failed && failure.is_none() {
+                *failure = Some(format!(
+                    "step {} failed: {}",
+                    record.step_id,
+                    record.error_message.clone().unwrap_or_default()
+                ));
+            }
+            slots[i] = Slot::Done(Box::new(record));
+        }
+        Err(err) => {
+            // The store failed: stop scheduling, leave the run resumable.
+            failure.get_or_insert(format!("store error: {err}"));
+            store_error.get_or_insert(err);
+            slots[i] = Slot::Pending;
+        }
+    }
+}
+
 /// The template context of a step: the run plus its dependencies' records.
 fn dep_context(
     run: &RunRecord,
@@ -504,6 +563,7 @@ pub(super) struct ExecHandle {
     pub(super) store: Arc<dyn crate::store::Store>,
     pub(super) config: super::ExecutorConfig,
     pub(super) events: tokio::sync::broadcast::Sender<RunEvent>,
+    pub(super) validators: Arc<super::ValidatorCache>,
 }
 
 impl From<&Executor> for ExecHandle {
@@ -514,6 +574,7 @@ impl From<&Executor> for ExecHandle {
             store: exec.store.clone(),
             config: exec.config.clone(),
             events: exec.events.clone(),
+            validators: exec.validators.clone(),
         }
     }
 }
@@ -521,5 +582,23 @@ impl From<&Executor> for ExecHandle {
 impl ExecHandle {
     pub(super) fn emit(&self, event: RunEvent) {
         let _ = self.events.send(event);
+    }
+
+    /// The compiled input schema of `action` of `piece` (compiled once per
+    /// piece digest and action, then shared).
+    pub(super) fn input_validator(
+        &self,
+        piece: &crate::runtime::LoadedPiece,
+        action: &str,
+        schema: &serde_json::Value,
+    ) -> Result<Arc<crate::workflow::InputValidator>, String> {
+        let key = (piece.digest().clone(), action.to_owned());
+        let lock = || self.validators.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(hit) = lock().get(&key) {
+            return Ok(hit.clone());
+        }
+        let compiled = Arc::new(crate::workflow::InputValidator::compile(schema)?);
+        lock().insert(key, compiled.clone());
+        Ok(compiled)
     }
 }

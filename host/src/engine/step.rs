@@ -16,7 +16,7 @@ use crate::store::{
 };
 use crate::workflow::{
     RetryPolicy, Scope, Step, TemplateContext, ValidatedWorkflow, eval_for_each, eval_when,
-    input_schema_errors, render_input,
+    render_input,
 };
 
 pub(super) struct StepPlan {
@@ -30,6 +30,11 @@ pub(super) struct StepPlan {
     pub(super) previous: Option<StepRecord>,
     pub(super) cancel: CancellationToken,
 }
+
+/// A step still going after this long gets a `running` record; a shorter
+/// one writes only its final record (one write instead of two; a crash
+/// in between re-runs it, as it would have anyway: execution is at-least-once).
+const RUNNING_RECORD_AFTER: Duration = Duration::from_millis(50);
 
 /// The failure of one item/attempt, before it becomes a record.
 struct Failed {
@@ -211,7 +216,9 @@ pub(super) async fn run_step(
             }
         }
     }
-    exec.store.record_step(plan.run.id, &record, None).await?;
+    // The `running` record is written only if the step is still going after
+    // RUNNING_RECORD_AFTER (see below).
+    let running = record.clone();
 
     let numbering = Arc::new(std::sync::atomic::AtomicU32::new(plan.prior_attempts));
     let mut progress = Progress {
@@ -222,42 +229,59 @@ pub(super) async fn run_step(
         logs: previous.map(|p| p.logs.clone()).unwrap_or_default(),
         final_attempt: None,
     };
-    let outcome = match &step.for_each {
-        None => {
-            let input = render_input(&step.input, &scope);
-            match input {
-                Ok(input) => {
-                    record.input = Some(input.clone());
-                    attempts(exec, &plan, &piece, &mut progress, input, None).await
+    let work = async {
+        match &step.for_each {
+            None => {
+                let input = render_input(&step.input, &scope);
+                match input {
+                    Ok(input) => {
+                        record.input = Some(input.clone());
+                        attempts(exec, &plan, &piece, &mut progress, input, None).await
+                    }
+                    Err(e) => Attempted::Failed(Failed {
+                        class: "template-error".into(),
+                        message: format!("input: {e}"),
+                    }),
                 }
+            }
+            Some(for_each) => match eval_for_each(for_each, &scope) {
                 Err(e) => Attempted::Failed(Failed {
                     class: "template-error".into(),
-                    message: format!("input: {e}"),
+                    message: format!("for_each: {e}"),
                 }),
+                Ok(items) => {
+                    match run_items(
+                        exec,
+                        &plan,
+                        &piece,
+                        &scope,
+                        &mut record,
+                        &mut progress,
+                        items,
+                    )
+                    .await
+                    {
+                        Ok(output) => Attempted::Output(output),
+                        Err(failed) => Attempted::Failed(failed),
+                    }
+                }
+            },
+        }
+    };
+    let outcome = {
+        tokio::pin!(work);
+        tokio::select! {
+            biased;
+            outcome = &mut work => outcome,
+            () = tokio::time::sleep(RUNNING_RECORD_AFTER) => {
+                let (written, outcome) = futures::join!(
+                    exec.store.record_step(plan.run.id, &running, None),
+                    &mut work,
+                );
+                written?;
+                outcome
             }
         }
-        Some(for_each) => match eval_for_each(for_each, &scope) {
-            Err(e) => Attempted::Failed(Failed {
-                class: "template-error".into(),
-                message: format!("for_each: {e}"),
-            }),
-            Ok(items) => {
-                match run_items(
-                    exec,
-                    &plan,
-                    &piece,
-                    &scope,
-                    &mut record,
-                    &mut progress,
-                    items,
-                )
-                .await
-                {
-                    Ok(output) => Attempted::Output(output),
-                    Err(failed) => Attempted::Failed(failed),
-                }
-            }
-        },
     };
 
     record.attempts = progress.attempts;
@@ -482,13 +506,15 @@ async fn attempts(
 ) -> Attempted {
     let step = &plan.workflow.workflow.steps[plan.index];
     if let Some(action) = piece.info().action(&step.action) {
-        match input_schema_errors(&action.input_schema, &input) {
-            Ok(errors) if errors.is_empty() => {}
-            Ok(errors) => {
-                return Attempted::Failed(Failed {
-                    class: "invalid-input".into(),
-                    message: errors.join("; "),
-                });
+        match exec.input_validator(piece, &step.action, &action.input_schema) {
+            Ok(validator) => {
+                let errors = validator.errors(&input);
+                if !errors.is_empty() {
+                    return Attempted::Failed(Failed {
+                        class: "invalid-input".into(),
+                        message: errors.join("; "),
+                    });
+                }
             }
             Err(schema_problem) => {
                 return Attempted::Failed(Failed {

@@ -15,6 +15,7 @@
 //! Migrations (`migrations/sqlite/`) are embedded at build time and applied on open.
 
 mod server;
+mod steps;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use sqlx::{Row, SqlitePool};
 
 use super::{
     AttemptRecord, NewRun, Priority, RunFilter, RunId, RunRecord, RunStatus, RunStore, StepRecord,
-    StepStatus, StoreError, StoredWorkflow, WorkflowStore, canonical_json, elapsed_ms, now_rfc3339,
+    StepStatus, StoreError, StoredWorkflow, WorkflowStore, canonical_json, now_rfc3339,
 };
 
 /// How long a connection waits for SQLite's write lock before giving up.
@@ -53,6 +54,8 @@ pub struct SqliteStore {
     /// One writer at a time inside this process: writers queue here instead
     /// of in SQLite's busy handler, which sleeps in 1–100 ms steps.
     write_gate: Arc<tokio::sync::Mutex<()>>,
+    /// Group commit for step records (`steps.rs`).
+    steps: steps::StepWriter,
 }
 
 /// A write transaction plus this process's write turn; derefs to the
@@ -150,15 +153,21 @@ impl SqliteStore {
                 .max_lifetime(None)
         } else {
             SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS)
-        };
+        }
+        // sqlx pings a connection on every acquire by default: one more
+        // round trip to the connection's thread per statement. A local
+        // file connection does not go stale like a network one.
+        .test_before_acquire(false);
         let pool = pool_options
             .connect_with(options)
             .await
             .map_err(sql_error("open database"))?;
         migrate(&pool).await?;
+        let write_gate = Arc::default();
         Ok(SqliteStore {
+            steps: steps::StepWriter::start(pool.clone(), Arc::clone(&write_gate)),
             pool,
-            write_gate: Arc::default(),
+            write_gate,
         })
     }
 
@@ -363,47 +372,41 @@ impl RunStore for SqliteStore {
         status: RunStatus,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write("set run status").await?;
-        let row = sqlx::query("SELECT status, created_at, started_at FROM runs WHERE id = ?1")
+        // One statement (one round trip to the connection thread): the
+        // transition check and the times are computed by SQLite.
+        let now = now_rfc3339();
+        let updated = {
+            let _turn = self.write_gate.clone().lock_owned().await;
+            sqlx::query(
+                "UPDATE runs SET status = ?2, error = ?3, \
+                 started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?4) ELSE started_at END, \
+                 finished_at = CASE WHEN ?5 THEN ?4 END, \
+                 total_time_ms = CASE WHEN ?5 THEN MAX(0, CAST(ROUND( \
+                     (julianday(?4) - julianday(COALESCE(started_at, created_at))) * 86400000.0) AS INTEGER)) END \
+                 WHERE id = ?1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
+            )
             .bind(id.to_string())
-            .fetch_optional(&mut *tx)
+            .bind(status.as_str())
+            .bind(error)
+            .bind(&now)
+            .bind(status.is_terminal())
+            .execute(&self.pool)
             .await
             .map_err(sql_error("set run status"))?
-            .ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
-        let from: RunStatus = parse_text(&row, "status")?;
-        if from.is_terminal() {
-            return Err(StoreError::InvalidTransition {
-                run: id,
-                from,
-                to: status,
-            });
-        }
-        let created_at: String = get(&row, "created_at")?;
-        let mut started_at: Option<String> = get(&row, "started_at")?;
-        let now = now_rfc3339();
-        if status == RunStatus::Running && started_at.is_none() {
-            started_at = Some(now.clone());
-        }
-        let (finished_at, total_time_ms) = if status.is_terminal() {
-            let since = started_at.as_deref().unwrap_or(&created_at);
-            (Some(now.clone()), elapsed_ms(since, &now))
-        } else {
-            (None, None)
+            .rows_affected()
         };
-        sqlx::query(
-            "UPDATE runs SET status = ?2, error = ?3, started_at = ?4, finished_at = ?5, total_time_ms = ?6 \
-             WHERE id = ?1",
-        )
-        .bind(id.to_string())
-        .bind(status.as_str())
-        .bind(error)
-        .bind(started_at)
-        .bind(finished_at)
-        .bind(total_time_ms)
-        .execute(&mut *tx)
-        .await
-        .map_err(sql_error("set run status"))?;
-        tx.commit().await.map_err(sql_error("set run status"))
+        if updated > 0 {
+            return Ok(());
+        }
+        // Nothing changed: say why.
+        match self.get_run(id).await? {
+            None => Err(StoreError::NotFound(format!("run {id}"))),
+            Some(run) => Err(StoreError::InvalidTransition {
+                run: id,
+                from: run.status,
+                to: status,
+            }),
+        }
     }
 
     async fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
@@ -422,56 +425,7 @@ impl RunStore for SqliteStore {
         step: &StepRecord,
         attempt: Option<&AttemptRecord>,
     ) -> Result<(), StoreError> {
-        let run_id = run.to_string();
-        let not_found = |e| match sql_error("record step")(e) {
-            StoreError::Constraint(msg) if msg.contains("FOREIGN KEY") => {
-                StoreError::NotFound(format!("run {run}"))
-            }
-            other => other,
-        };
-        let Some(attempt) = attempt else {
-            // One statement is atomic on its own: no BEGIN/COMMIT round trips.
-            let _turn = self.write_gate.clone().lock_owned().await;
-            step_upsert(&run_id, step)
-                .execute(&self.pool)
-                .await
-                .map_err(not_found)?;
-            return Ok(());
-        };
-        let mut tx = self.begin_write("record step").await?;
-        step_upsert(&run_id, step)
-            .execute(&mut *tx)
-            .await
-            .map_err(not_found)?;
-        // Replacing an existing attempt keeps re-recording idempotent
-        // (execution is at-least-once).
-        sqlx::query(
-                "INSERT INTO attempts (run_id, step_id, attempt, status, input, output, error_class, error_message, \
-                 logs, fuel_used, duration_ms, started_at, finished_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
-                 ON CONFLICT (run_id, step_id, attempt) DO UPDATE SET status = excluded.status, \
-                 input = excluded.input, output = excluded.output, error_class = excluded.error_class, \
-                 error_message = excluded.error_message, logs = excluded.logs, fuel_used = excluded.fuel_used, \
-                 duration_ms = excluded.duration_ms, started_at = excluded.started_at, \
-                 finished_at = excluded.finished_at",
-            )
-            .bind(&run_id)
-            .bind(&step.step_id)
-            .bind(i64::from(attempt.attempt))
-            .bind(attempt.status.as_str())
-            .bind(attempt.input.as_ref().map(serde_json::Value::to_string))
-            .bind(attempt.output.as_ref().map(serde_json::Value::to_string))
-            .bind(attempt.error_class.as_deref())
-            .bind(attempt.error_message.as_deref())
-            .bind(&attempt.logs)
-            .bind(saturating_i64(attempt.fuel_used))
-            .bind(saturating_i64(attempt.duration_ms))
-            .bind(&attempt.started_at)
-            .bind(&attempt.finished_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(sql_error("record attempt"))?;
-        tx.commit().await.map_err(sql_error("record step"))
+        self.steps.write(run, step, attempt).await
     }
 
     async fn steps(&self, run: RunId) -> Result<Vec<StepRecord>, StoreError> {
@@ -576,37 +530,6 @@ fn sql_error(op: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
 
 /// Column `name` of `row`, decoded as `T`.
 /// The upsert of one step record.
-fn step_upsert<'q>(
-    run_id: &'q str,
-    step: &'q StepRecord,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
-    sqlx::query(
-            "INSERT INTO step_runs (run_id, step_id, status, input, output, error_class, error_message, logs, \
-             attempts, fuel_used, duration_ms, started_at, finished_at, wake_at, tries) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
-             ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status, input = excluded.input, \
-             output = excluded.output, error_class = excluded.error_class, error_message = excluded.error_message, \
-             logs = excluded.logs, attempts = excluded.attempts, fuel_used = excluded.fuel_used, \
-             duration_ms = excluded.duration_ms, started_at = excluded.started_at, \
-             finished_at = excluded.finished_at, wake_at = excluded.wake_at, tries = excluded.tries",
-        )
-        .bind(run_id)
-        .bind(&step.step_id)
-        .bind(step.status.as_str())
-        .bind(step.input.as_ref().map(serde_json::Value::to_string))
-        .bind(step.output.as_ref().map(serde_json::Value::to_string))
-        .bind(step.error_class.as_deref())
-        .bind(step.error_message.as_deref())
-        .bind(&step.logs)
-        .bind(i64::from(step.attempts))
-        .bind(saturating_i64(step.fuel_used))
-        .bind(saturating_i64(step.duration_ms))
-        .bind(step.started_at.as_deref())
-        .bind(step.finished_at.as_deref())
-        .bind(step.wake_at.as_deref())
-        .bind(i64::from(step.tries))
-}
-
 fn get<'r, T>(row: &'r SqliteRow, name: &str) -> Result<T, StoreError>
 where
     T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,

@@ -188,7 +188,28 @@ fn check_grants(at: &str, grants: Option<&super::Grants>, errors: &mut Vec<Valid
 /// The errors of `input` against a JSON Schema, one line each (`Err` if the schema itself is
 /// invalid). Used at save time for template-free inputs and by the executor before each call.
 pub fn input_schema_errors(schema: &Value, input: &Value) -> Result<Vec<String>, String> {
-    let validator = jsonschema::validator_for(schema).map_err(|err| err.to_string())?;
+    Ok(InputValidator::compile(schema)?.errors(input))
+}
+
+/// An action's input schema, compiled once (compiling costs far more than
+/// checking), for the engine to keep per piece action.
+pub struct InputValidator(jsonschema::Validator);
+
+impl InputValidator {
+    /// Compile `schema`; the error says why it is unusable.
+    pub fn compile(schema: &Value) -> Result<InputValidator, String> {
+        jsonschema::validator_for(schema)
+            .map(InputValidator)
+            .map_err(|err| err.to_string())
+    }
+
+    /// Every way `input` breaks the schema, sorted (empty: valid).
+    pub fn errors(&self, input: &Value) -> Vec<String> {
+        schema_problems(&self.0, input)
+    }
+}
+
+fn schema_problems(validator: &jsonschema::Validator, input: &Value) -> Vec<String> {
     let mut problems: Vec<String> = validator
         .iter_errors(input)
         .map(|err| {
@@ -202,7 +223,7 @@ pub fn input_schema_errors(schema: &Value, input: &Value) -> Result<Vec<String>,
         .collect();
     // The validator reports in schema-keyword order, which depends on serde_json's map ordering.
     problems.sort();
-    Ok(problems)
+    problems
 }
 
 fn check_ids(steps: &[Step], errors: &mut Vec<ValidationError>) {

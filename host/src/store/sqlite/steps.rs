@@ -1,0 +1,228 @@
+//! Group commit for step records: a [`RunStore::record_step`] that finds
+//! another write in progress goes to one writer task, which takes whatever
+//! writes are waiting (up to [`MAX_BATCH`]) and stores them with one
+//! multi-row upsert per table, in one transaction (an uncontended write is
+//! done at once by its caller). Steps finishing together (a fan-out, many runs at once)
+//! then cost one round trip to SQLite's connection thread instead of one
+//! each; a lone write costs what it did before (one statement, or two in a
+//! transaction when an attempt comes with it).
+//!
+//! Order: writes are applied in the order they were sent; within a batch
+//! the newest record per step (and per attempt) wins, as it would one by one.
+//! A caller's `await` returns only after its write committed.
+//!
+//! [`RunStore::record_step`]: crate::store::RunStore::record_step
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{saturating_i64, sql_error};
+use crate::store::{AttemptRecord, RunId, StepRecord, StoreError};
+
+/// Most writes stored together (15 bound values each, far below SQLite's limit).
+const MAX_BATCH: usize = 64;
+
+struct StepWrite {
+    run: RunId,
+    step: StepRecord,
+    attempt: Option<AttemptRecord>,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// The sending side; cheap to clone. The task ends with the last clone.
+#[derive(Debug, Clone)]
+pub(super) struct StepWriter {
+    queue: mpsc::UnboundedSender<StepWrite>,
+    pool: SqlitePool,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("record step: the step writer stopped".into())
+}
+
+impl StepWriter {
+    /// Start the writer task (on the current tokio runtime). It takes
+    /// `gate`, the in-process write turn, for each batch.
+    pub(super) fn start(pool: SqlitePool, gate: Arc<tokio::sync::Mutex<()>>) -> StepWriter {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(pool.clone(), gate.clone(), receiver));
+        StepWriter { queue, pool, gate }
+    }
+
+    /// Store `step` (and `attempt`) of `run`; returns once committed.
+    pub(super) async fn write(
+        &self,
+        run: RunId,
+        step: &StepRecord,
+        attempt: Option<&AttemptRecord>,
+    ) -> Result<(), StoreError> {
+        let write = |done| StepWrite {
+            run,
+            step: step.clone(),
+            attempt: attempt.cloned(),
+            done,
+        };
+        // Nobody writing: write here and now (no hop through the writer
+        // task). Only writes that would wait for the turn are grouped.
+        if let Ok(_turn) = self.gate.try_lock() {
+            let (done, _) = oneshot::channel();
+            return write_batch(&self.pool, &[write(done)]).await;
+        }
+        let (done, answer) = oneshot::channel();
+        self.queue.send(write(done)).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+async fn write_loop(
+    pool: SqlitePool,
+    gate: Arc<tokio::sync::Mutex<()>>,
+    mut receiver: mpsc::UnboundedReceiver<StepWrite>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = receiver.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(write) => batch.push(write),
+                Err(_) => break,
+            }
+        }
+        let _turn = gate.lock().await;
+        match write_batch(&pool, &batch).await {
+            Ok(()) => {
+                for write in batch.drain(..) {
+                    let _ = write.done.send(Ok(()));
+                }
+            }
+            Err(_) if batch.len() > 1 => {
+                // One bad write (an unknown run) must not fail the others:
+                // write them one by one, so each caller gets its own answer.
+                for write in batch.drain(..) {
+                    let result = write_batch(&pool, std::slice::from_ref(&write)).await;
+                    let _ = write.done.send(result);
+                }
+            }
+            Err(e) => {
+                if let Some(write) = batch.pop() {
+                    let _ = write.done.send(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// The newest item per key, in first-seen order of those newest items.
+fn newest_per_key<'a, K: Eq + std::hash::Hash, T>(
+    items: impl DoubleEndedIterator<Item = &'a T>,
+    key: impl Fn(&T) -> K,
+) -> Vec<&'a T>
+where
+    T: 'a,
+{
+    let mut seen = HashSet::new();
+    let mut kept: Vec<&T> = items.rev().filter(|t| seen.insert(key(t))).collect();
+    kept.reverse();
+    kept
+}
+
+async fn write_batch(pool: &SqlitePool, batch: &[StepWrite]) -> Result<(), StoreError> {
+    let not_found = |e: sqlx::Error| match sql_error("record step")(e) {
+        StoreError::Constraint(msg) if msg.contains("FOREIGN KEY") => match batch {
+            [one] => StoreError::NotFound(format!("run {}", one.run)),
+            _ => StoreError::NotFound("run".into()),
+        },
+        other => other,
+    };
+    let steps = newest_per_key(batch.iter(), |w| (w.run, w.step.step_id.clone()));
+    let attempts: Vec<(&StepWrite, &AttemptRecord)> =
+        newest_per_key(batch.iter().filter(|w| w.attempt.is_some()), |w| {
+            let n = w.attempt.as_ref().map_or(0, |a| a.attempt);
+            (w.run, w.step.step_id.clone(), n)
+        })
+        .into_iter()
+        .filter_map(|w| w.attempt.as_ref().map(|a| (w, a)))
+        .collect();
+
+    let mut step_rows: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+        "INSERT INTO step_runs (run_id, step_id, status, input, output, error_class, error_message, logs, \
+         attempts, fuel_used, duration_ms, started_at, finished_at, wake_at, tries) ",
+    );
+    step_rows.push_values(&steps, |mut row, w| {
+        let step = &w.step;
+        row.push_bind(w.run.to_string())
+            .push_bind(step.step_id.as_str())
+            .push_bind(step.status.as_str())
+            .push_bind(step.input.as_ref().map(serde_json::Value::to_string))
+            .push_bind(step.output.as_ref().map(serde_json::Value::to_string))
+            .push_bind(step.error_class.as_deref())
+            .push_bind(step.error_message.as_deref())
+            .push_bind(step.logs.as_str())
+            .push_bind(i64::from(step.attempts))
+            .push_bind(saturating_i64(step.fuel_used))
+            .push_bind(saturating_i64(step.duration_ms))
+            .push_bind(step.started_at.as_deref())
+            .push_bind(step.finished_at.as_deref())
+            .push_bind(step.wake_at.as_deref())
+            .push_bind(i64::from(step.tries));
+    });
+    step_rows.push(
+        " ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status, input = excluded.input, \
+         output = excluded.output, error_class = excluded.error_class, error_message = excluded.error_message, \
+         logs = excluded.logs, attempts = excluded.attempts, fuel_used = excluded.fuel_used, \
+         duration_ms = excluded.duration_ms, started_at = excluded.started_at, \
+         finished_at = excluded.finished_at, wake_at = excluded.wake_at, tries = excluded.tries",
+    );
+    if attempts.is_empty() {
+        // One statement is atomic on its own: no BEGIN/COMMIT round trips.
+        step_rows.build().execute(pool).await.map_err(not_found)?;
+        return Ok(());
+    }
+    let mut attempt_rows: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+        "INSERT INTO attempts (run_id, step_id, attempt, status, input, output, error_class, error_message, \
+         logs, fuel_used, duration_ms, started_at, finished_at) ",
+    );
+    attempt_rows.push_values(&attempts, |mut row, (w, attempt)| {
+        row.push_bind(w.run.to_string())
+            .push_bind(w.step.step_id.as_str())
+            .push_bind(i64::from(attempt.attempt))
+            .push_bind(attempt.status.as_str())
+            .push_bind(attempt.input.as_ref().map(serde_json::Value::to_string))
+            .push_bind(attempt.output.as_ref().map(serde_json::Value::to_string))
+            .push_bind(attempt.error_class.as_deref())
+            .push_bind(attempt.error_message.as_deref())
+            .push_bind(attempt.logs.as_str())
+            .push_bind(saturating_i64(attempt.fuel_used))
+            .push_bind(saturating_i64(attempt.duration_ms))
+            .push_bind(attempt.started_at.as_str())
+            .push_bind(attempt.finished_at.as_str());
+    });
+    // Replacing an existing attempt keeps re-recording idempotent
+    // (execution is at-least-once).
+    attempt_rows.push(
+        " ON CONFLICT (run_id, step_id, attempt) DO UPDATE SET status = excluded.status, \
+         input = excluded.input, output = excluded.output, error_class = excluded.error_class, \
+         error_message = excluded.error_message, logs = excluded.logs, fuel_used = excluded.fuel_used, \
+         duration_ms = excluded.duration_ms, started_at = excluded.started_at, \
+         finished_at = excluded.finished_at",
+    );
+    let mut tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(sql_error("record step"))?;
+    step_rows
+        .build()
+        .execute(&mut *tx)
+        .await
+        .map_err(not_found)?;
+    attempt_rows
+        .build()
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_error("record attempt"))?;
+    tx.commit().await.map_err(sql_error("record step"))
+}
