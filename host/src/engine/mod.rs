@@ -26,7 +26,7 @@ pub use run::Driven;
 
 use crate::capabilities::secrets::Secrets;
 use crate::runtime::{Runtime, StepLimits};
-use crate::store::{NewRun, Priority, RunId, RunStatus, Store, StoreError};
+use crate::store::{NewRun, Priority, RunId, RunRecord, RunStatus, Store, StoreError};
 use crate::workflow::{ValidationError, Workflow, validate};
 
 /// Why the engine could not accept or drive a run.
@@ -210,7 +210,7 @@ impl Executor {
         run: RunId,
         cancel: CancellationToken,
     ) -> Result<RunStatus, EngineError> {
-        match run::drive(self, run, cancel, false).await? {
+        match run::drive(self, run, cancel, false, None).await? {
             Driven::Finished(status) => Ok(status),
             // Not asked to park, so it never does; the run is queued again.
             Driven::Parked { .. } => Ok(RunStatus::Queued),
@@ -226,7 +226,17 @@ impl Executor {
         run: RunId,
         cancel: CancellationToken,
     ) -> Result<Driven, EngineError> {
-        run::drive(self, run, cancel, true).await
+        run::drive(self, run, cancel, true, None).await
+    }
+
+    /// [`Executor::execute_parking`] for a run a queue worker just claimed
+    /// (`run` as the claim returned it, so it is not read again).
+    pub async fn execute_claimed(
+        &self,
+        run: RunRecord,
+        cancel: CancellationToken,
+    ) -> Result<Driven, EngineError> {
+        run::drive(self, run.id, cancel, true, Some(run)).await
     }
 
     /// Resume every run left queued or running (e.g. after a crash).

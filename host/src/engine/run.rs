@@ -208,12 +208,17 @@ pub(super) async fn drive(
     run_id: RunId,
     cancel: CancellationToken,
     park: bool,
+    claimed: Option<RunRecord>,
 ) -> Result<Driven, EngineError> {
-    let run = exec
-        .store
-        .get_run(run_id)
-        .await?
-        .ok_or_else(|| EngineError::NotFound(format!("run {run_id}")))?;
+    let run = match claimed {
+        // Just claimed: the claim returned the row, no need to read it again.
+        Some(run) if run.id == run_id => run,
+        _ => exec
+            .store
+            .get_run(run_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("run {run_id}")))?,
+    };
     if run.status.is_terminal() {
         return Ok(Driven::Finished(run.status));
     }

@@ -1,8 +1,9 @@
 //! The worker pool: takes runs from the durable queue (the store) and
 //! executes them, at most `workers` at once.
 //!
-//! One dispatcher task claims runs (`QueueStore::claim_next_run`: priority,
-//! then age) while a permit is free and spawns one task per run; idle, it
+//! One dispatcher task claims runs (`QueueStore::claim_next_runs`: priority,
+//! then age; as many as there are free permits, in one statement) and
+//! spawns one task per run; idle, it
 //! sleeps until [`QueueHandle::wake`] (a new run) or the poll interval
 //! (runs queued by another process). A run that parks (only waits left,
 //! see [`Executor::execute_parking`]) frees its permit at once; a timer
@@ -25,6 +26,9 @@ use tracing::Instrument;
 
 use crate::engine::{Driven, Executor};
 use crate::store::{RunId, rfc3339};
+
+/// Most runs one claim takes (bounded by the free permits).
+const CLAIM_BATCH: usize = 64;
 
 /// Knobs of the pool.
 #[derive(Debug, Clone)]
@@ -224,17 +228,25 @@ async fn dispatch(
         if shutdown.is_cancelled() {
             break;
         }
+        // Claim as many runs as there are free permits, in one statement.
+        let mut granted = vec![permit];
+        while granted.len() < CLAIM_BATCH {
+            match permits.clone().try_acquire_owned() {
+                Ok(p) => granted.push(p),
+                Err(_) => break,
+            }
+        }
         let claimed = executor
             .store()
-            .claim_next_run(&worker, SystemTime::now() + config.lease)
+            .claim_next_runs(&worker, SystemTime::now() + config.lease, granted.len())
             .await;
-        let run = match claimed {
-            Ok(Some(run)) => run,
+        let runs = match claimed {
+            Ok(runs) if !runs.is_empty() => runs,
             idle => {
                 if let Err(e) = idle {
                     tracing::warn!("claiming a run: {e}");
                 }
-                drop(permit);
+                drop(granted);
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = shared.wake.notified() => {}
@@ -243,49 +255,53 @@ async fn dispatch(
                 continue;
             }
         };
-        let token = CancellationToken::new();
-        {
-            let mut running = lock(&shared.running);
-            if lock(&shared.cancel_requested).remove(&run.id) {
-                token.cancel();
+        // Unused permits go back with `granted`.
+        for (run, permit) in runs.into_iter().zip(granted.drain(..)) {
+            let token = CancellationToken::new();
+            {
+                let mut running = lock(&shared.running);
+                if lock(&shared.cancel_requested).remove(&run.id) {
+                    token.cancel();
+                }
+                running.insert(run.id, token.clone());
             }
-            running.insert(run.id, token.clone());
-        }
-        let executor = executor.clone();
-        let shared = shared.clone();
-        let worker = worker.clone();
-        let wake = handle.clone();
-        let span = tracing::info_span!("run", run = %run.id, workflow = %run.workflow_name);
-        tasks.spawn(
-            async move {
-                let _permit = permit;
-                let id = run.id;
-                match executor.execute_parking(id, token).await {
-                    Ok(Driven::Finished(status)) => {
-                        tracing::debug!(run = %id, %status, "run finished");
-                    }
-                    Ok(Driven::Parked { until }) => {
-                        tracing::debug!(run = %id, "run parked until {}", rfc3339(until));
-                        // Claim it again on time rather than at the next poll.
-                        let wake = wake.clone();
-                        tokio::spawn(async move {
-                            let left = until.duration_since(SystemTime::now()).unwrap_or_default();
-                            tokio::time::sleep(left).await;
-                            wake.wake();
-                        });
-                    }
-                    Err(e) => {
-                        // The store failed mid-run: give it back so it resumes later.
-                        tracing::warn!(run = %id, "run interrupted: {e}");
-                        if let Err(e) = executor.store().release_run(id, &worker).await {
-                            tracing::warn!(run = %id, "releasing the run: {e}");
+            let executor = executor.clone();
+            let shared = shared.clone();
+            let worker = worker.clone();
+            let wake = handle.clone();
+            let span = tracing::info_span!("run", run = %run.id, workflow = %run.workflow_name);
+            tasks.spawn(
+                async move {
+                    let _permit = permit;
+                    let id = run.id;
+                    match executor.execute_claimed(run, token).await {
+                        Ok(Driven::Finished(status)) => {
+                            tracing::debug!(run = %id, %status, "run finished");
+                        }
+                        Ok(Driven::Parked { until }) => {
+                            tracing::debug!(run = %id, "run parked until {}", rfc3339(until));
+                            // Claim it again on time rather than at the next poll.
+                            let wake = wake.clone();
+                            tokio::spawn(async move {
+                                let left =
+                                    until.duration_since(SystemTime::now()).unwrap_or_default();
+                                tokio::time::sleep(left).await;
+                                wake.wake();
+                            });
+                        }
+                        Err(e) => {
+                            // The store failed mid-run: give it back so it resumes later.
+                            tracing::warn!(run = %id, "run interrupted: {e}");
+                            if let Err(e) = executor.store().release_run(id, &worker).await {
+                                tracing::warn!(run = %id, "releasing the run: {e}");
+                            }
                         }
                     }
+                    lock(&shared.running).remove(&id);
                 }
-                lock(&shared.running).remove(&id);
-            }
-            .instrument(span),
-        );
+                .instrument(span),
+            );
+        }
     }
 
     shared.alive.store(false, Ordering::SeqCst);

@@ -643,7 +643,22 @@ pub trait QueueStore: Send + Sync {
         &self,
         worker: &str,
         lease_until: SystemTime,
-    ) -> Result<Option<RunRecord>, StoreError>;
+    ) -> Result<Option<RunRecord>, StoreError> {
+        Ok(self
+            .claim_next_runs(worker, lease_until, 1)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Like [`QueueStore::claim_next_run`], up to `limit` runs at once (in
+    /// queue order), in one atomic step.
+    async fn claim_next_runs(
+        &self,
+        worker: &str,
+        lease_until: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError>;
 
     /// Extend every lease `worker` holds on a running run to `lease_until`;
     /// returns how many leases were extended.

@@ -45,29 +45,45 @@ impl QueueStore for SqliteStore {
         Ok(records)
     }
 
-    async fn claim_next_run(
+    async fn claim_next_runs(
         &self,
         worker: &str,
         lease_until: SystemTime,
-    ) -> Result<Option<RunRecord>, StoreError> {
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError> {
         let now = now_rfc3339();
-        let mut tx = self.begin_write("claim run").await?;
-        let row = sqlx::query(&format!(
-            "UPDATE runs SET status = 'running', lease_owner = ?1, lease_until = ?2, \
-             started_at = COALESCE(started_at, ?3), wake_at = NULL \
-             WHERE id = (SELECT id FROM runs WHERE status = 'queued' AND (wake_at IS NULL OR wake_at <= ?3) \
-                         ORDER BY priority DESC, created_at, id LIMIT 1) \
-             AND status = 'queued' \
-             RETURNING {RUN_COLUMNS}"
-        ))
-        .bind(worker)
-        .bind(rfc3339(lease_until))
-        .bind(&now)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(sql_error("claim run"))?;
-        tx.commit().await.map_err(sql_error("claim run"))?;
-        row.as_ref().map(run_from_row).transpose()
+        // One statement (atomic on its own, one round trip) under this
+        // process's write turn.
+        let rows = {
+            let _turn = self.write_gate.clone().lock_owned().await;
+            sqlx::query(&format!(
+                "UPDATE runs SET status = 'running', lease_owner = ?1, lease_until = ?2, \
+                 started_at = COALESCE(started_at, ?3), wake_at = NULL \
+                 WHERE id IN (SELECT id FROM runs WHERE status = 'queued' AND (wake_at IS NULL OR wake_at <= ?3) \
+                              ORDER BY priority DESC, created_at, id LIMIT ?4) \
+                 AND status = 'queued' \
+                 RETURNING {RUN_COLUMNS}"
+            ))
+            .bind(worker)
+            .bind(rfc3339(lease_until))
+            .bind(&now)
+            .bind(i64::try_from(limit.max(1)).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error("claim runs"))?
+        };
+        let mut runs = rows
+            .iter()
+            .map(run_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        // RETURNING has no order: queue order again.
+        runs.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then_with(|| a.created_at.cmp(&b.created_at))
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        Ok(runs)
     }
 
     async fn extend_leases(
