@@ -31,6 +31,9 @@ use super::{
     StepStatus, StoreError, StoredWorkflow, WorkflowStore, canonical_json, now_rfc3339,
 };
 
+/// Attempts at opening a file another process is opening too (see `open_with`).
+const OPEN_RETRIES: u64 = 20;
+
 /// How long a connection waits for SQLite's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections in the pool for a file database. SQLite has one writer at a
@@ -158,10 +161,23 @@ impl SqliteStore {
         // round trip to the connection's thread per statement. A local
         // file connection does not go stale like a network one.
         .test_before_acquire(false);
-        let pool = pool_options
-            .connect_with(options)
-            .await
-            .map_err(sql_error("open database"))?;
+        // A fresh file switching to WAL needs SQLite's exclusive lock, and
+        // that pragma runs before the busy timeout applies: a concurrent
+        // opener (another process) can get SQLITE_BUSY at once. Try again.
+        let mut tries = 0u64;
+        let pool = loop {
+            match pool_options.clone().connect_with(options.clone()).await {
+                Ok(pool) => break pool,
+                Err(e) => match sql_error("open database")(e) {
+                    StoreError::Unavailable(why) if tries < OPEN_RETRIES => {
+                        tracing::debug!("opening the database, retrying: {why}");
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(10 * tries)).await;
+                    }
+                    other => return Err(other),
+                },
+            }
+        };
         migrate(&pool).await?;
         let write_gate = Arc::default();
         Ok(SqliteStore {
