@@ -512,3 +512,35 @@ async fn a_waiting_step_resumes_its_retry_budget_after_a_restart() {
     assert_eq!(f.attempts, 2);
     assert_eq!(f.error_class.as_deref(), Some("retryable"));
 }
+
+#[tokio::test]
+async fn independent_steps_respect_the_per_run_parallel_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = crate::support::executor_in(
+        dir.path(),
+        &["flaky"],
+        ExecutorConfig {
+            max_parallel_steps: 2,
+            ..ExecutorConfig::default()
+        },
+    )
+    .await;
+    let steps: Vec<Value> = (0..6)
+        .map(|i| {
+            json!({ "id": format!("s{i}"), "piece": "flaky", "action": "run",
+                    "input": { "value": i, "sleep_ms": 300 } })
+        })
+        .collect();
+    let wf =
+        Workflow::from_json(&json!({ "name": "limited", "steps": steps }).to_string()).unwrap();
+    let id = exec.submit(&wf, RunRequest::default()).await.unwrap();
+    let started = Instant::now();
+    let status = exec.execute(id, CancellationToken::new()).await.unwrap();
+    assert_eq!(status, RunStatus::Succeeded);
+    // Six 300 ms steps, two at a time: at least three rounds.
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "more than 2 steps ran at once: {:?}",
+        started.elapsed()
+    );
+}

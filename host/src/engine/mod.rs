@@ -26,7 +26,7 @@ pub use run::Driven;
 
 use crate::capabilities::secrets::Secrets;
 use crate::runtime::{Runtime, StepLimits};
-use crate::store::{NewRun, Priority, RunId, RunRecord, RunStatus, Store, StoreError};
+use crate::store::{ClaimedRun, NewRun, Priority, RunId, RunStatus, Store, StoreError};
 use crate::workflow::{ValidationError, Workflow, validate};
 
 /// Why the engine could not accept or drive a run.
@@ -65,7 +65,7 @@ pub struct ExecutorConfig {
     pub run_timeout: Option<Duration>,
     /// Values for `${secret:NAME}` placeholders in granted HTTP requests.
     pub secrets: Secrets,
-    /// With [`Executor::execute_parking`]: when nothing runs and every step
+    /// With [`Executor::execute_claimed`]: when nothing runs and every step
     /// left waits (a retry delay, a `delay` step), a wait at least this
     /// long parks the run in the queue instead of holding the worker.
     pub park_after: Duration,
@@ -210,33 +210,24 @@ impl Executor {
         run: RunId,
         cancel: CancellationToken,
     ) -> Result<RunStatus, EngineError> {
-        match run::drive(self, run, cancel, false, None).await? {
+        match run::drive(self, run, cancel, None).await? {
             Driven::Finished(status) => Ok(status),
             // Not asked to park, so it never does; the run is queued again.
             Driven::Parked { .. } => Ok(RunStatus::Queued),
         }
     }
 
-    /// Like [`Executor::execute`], but a run left with only waits of at
-    /// least [`ExecutorConfig::park_after`] goes back to the queue with a
-    /// wake-up time ([`Driven::Parked`]) instead of holding the caller (a
-    /// queue worker) until then.
-    pub async fn execute_parking(
-        &self,
-        run: RunId,
-        cancel: CancellationToken,
-    ) -> Result<Driven, EngineError> {
-        run::drive(self, run, cancel, true, None).await
-    }
-
-    /// [`Executor::execute_parking`] for a run a queue worker just claimed
-    /// (`run` as the claim returned it, so it is not read again).
+    /// Like [`Executor::execute`] for a run a queue worker just claimed
+    /// (`claimed` as the claim returned it, so it is not read again): a run
+    /// left with only waits of at least [`ExecutorConfig::park_after`] goes
+    /// back to the queue with a wake-up time ([`Driven::Parked`]) instead of
+    /// holding the worker until then.
     pub async fn execute_claimed(
         &self,
-        run: RunRecord,
+        claimed: ClaimedRun,
         cancel: CancellationToken,
     ) -> Result<Driven, EngineError> {
-        run::drive(self, run.id, cancel, true, Some(run)).await
+        run::drive(self, claimed.run.id, cancel, Some(claimed)).await
     }
 
     /// Resume every run left queued or running (e.g. after a crash).

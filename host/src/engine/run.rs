@@ -11,12 +11,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use futures::FutureExt;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::step::{StepPlan, run_step};
 use super::{EngineError, Executor, RunEvent};
-use crate::store::{RunId, RunRecord, RunStatus, StepRecord, StepStatus, now_rfc3339, rfc3339};
+use crate::store::{
+    ClaimedRun, RunId, RunRecord, RunStatus, StepRecord, StepStatus, now_rfc3339, rfc3339,
+};
 use crate::workflow::{
     Dependency, RunContext, StepContext, TemplateContext, ValidatedWorkflow, Workflow, validate,
 };
@@ -207,12 +210,18 @@ pub(super) async fn drive(
     exec: &Executor,
     run_id: RunId,
     cancel: CancellationToken,
-    park: bool,
-    claimed: Option<RunRecord>,
+    claimed: Option<ClaimedRun>,
 ) -> Result<Driven, EngineError> {
+    // Just claimed: the claim returned the row (and whether it has steps),
+    // no need to read them again. Only a claimed run (under a lease) parks.
+    let mut fresh = false;
+    let mut lease_owner = None;
     let run = match claimed {
-        // Just claimed: the claim returned the row, no need to read it again.
-        Some(run) if run.id == run_id => run,
+        Some(claimed) if claimed.run.id == run_id => {
+            fresh = !claimed.has_steps;
+            lease_owner = Some(claimed.worker);
+            claimed.run
+        }
         _ => exec
             .store
             .get_run(run_id)
@@ -250,7 +259,13 @@ pub(super) async fn drive(
     // runs (again).
     let mut slots = vec![Slot::Pending; steps.len()];
     let mut prior_attempts = vec![0u32; steps.len()];
-    for record in exec.store.steps(run_id).await? {
+    let mut resumed: Vec<Option<StepRecord>> = vec![None; steps.len()];
+    let records = if fresh {
+        Vec::new()
+    } else {
+        exec.store.steps(run_id).await?
+    };
+    for record in records {
         let Some(&i) = index.get(record.step_id.as_str()) else {
             continue;
         };
@@ -263,7 +278,9 @@ pub(super) async fn drive(
                 let until = parse_time(record.wake_at.as_deref());
                 slots[i] = Slot::Waiting(Box::new(record), until);
             }
-            _ => {}
+            // Left `running`/`pending` by a crash or a manual retry: it runs
+            // again, carrying its retry budget, logs and fuel on.
+            _ => resumed[i] = Some(record),
         }
     }
     let already_done = slots.iter().filter(|s| matches!(s, Slot::Done(_))).count();
@@ -280,7 +297,13 @@ pub(super) async fn drive(
     });
 
     let run_cancel = cancel.child_token();
-    let deadline = exec.config.run_timeout.map(|t| SystemTime::now() + t);
+    // The run's budget counts from its first start, across parks and resumes.
+    let first_start = run
+        .started_at
+        .as_deref()
+        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+        .unwrap_or_else(SystemTime::now);
+    let deadline = exec.config.run_timeout.map(|t| first_start + t);
     let mut running: JoinSet<(usize, Result<StepRecord, EngineError>)> = JoinSet::new();
     let mut failure: Option<String> = slots.iter().find_map(|s| match s {
         Slot::Done(r) if r.status == StepStatus::Failed => Some(format!(
@@ -300,7 +323,7 @@ pub(super) async fn drive(
         // Waits whose time came: a hold succeeds, a retry runs again.
         let now = SystemTime::now();
         for i in 0..slots.len() {
-            if !scheduling || running.len() >= exec.config.max_parallel_steps {
+            if !scheduling || running.len() + starting.len() >= exec.config.max_parallel_steps {
                 break;
             }
             let Slot::Waiting(record, until) = &slots[i] else {
@@ -356,7 +379,7 @@ pub(super) async fn drive(
                     progressed = true;
                     continue;
                 }
-                if running.len() >= exec.config.max_parallel_steps {
+                if running.len() + starting.len() >= exec.config.max_parallel_steps {
                     continue;
                 }
                 let plan = StepPlan {
@@ -365,7 +388,7 @@ pub(super) async fn drive(
                     index: i,
                     context: dep_context(&run, &validated, deps, &slots, &ids),
                     prior_attempts: prior_attempts[i],
-                    previous: None,
+                    previous: resumed[i].take(),
                     cancel: run_cancel.clone(),
                 };
                 starting.push((i, plan));
@@ -382,7 +405,8 @@ pub(super) async fn drive(
             && !waits
             && let Some((i, plan)) = starting.pop()
         {
-            let step = run_step(&handle, plan);
+            // A panic is caught as a spawned task's would be.
+            let step = std::panic::AssertUnwindSafe(run_step(&handle, plan)).catch_unwind();
             tokio::pin!(step);
             let result = tokio::select! {
                 result = &mut step => result,
@@ -392,7 +416,12 @@ pub(super) async fn drive(
                     step.await
                 }
             };
-            settle(i, result, &mut slots, &mut failure, &mut store_error);
+            match result {
+                Ok(result) => settle(i, result, &mut slots, &mut failure, &mut store_error),
+                Err(_) => {
+                    failure.get_or_insert_with(|| "internal error in a step: it panicked".into());
+                }
+            }
             continue;
         }
         for (i, plan) in starting.drain(..) {
@@ -418,9 +447,13 @@ pub(super) async fn drive(
         if running.is_empty() {
             let Some(wake) = next_wake else { break };
             let left = wake.duration_since(SystemTime::now()).unwrap_or_default();
-            if park && left >= exec.config.park_after && deadline.is_none_or(|d| wake < d) {
+            if let Some(worker) = lease_owner.as_deref()
+                && left >= exec.config.park_after
+                && deadline.is_none_or(|d| wake < d)
+                && !run_cancel.is_cancelled()
+            {
                 // Nothing runs, everything left waits: free the worker.
-                if exec.store.park_run(run_id, wake).await? {
+                if exec.store.park_run(run_id, worker, wake).await? {
                     exec.emit(RunEvent::RunParked {
                         run: run_id,
                         until: rfc3339(wake),

@@ -217,8 +217,15 @@ pub(super) async fn run_step(
         }
     }
     // The `running` record is written only if the step is still going after
-    // RUNNING_RECORD_AFTER (see below).
-    let running = record.clone();
+    // RUNNING_RECORD_AFTER (see below); it keeps what a resumed step did so
+    // far, so a crash now loses neither its retry budget nor its logs.
+    let mut running = record.clone();
+    if let Some(p) = previous {
+        running.tries = p.tries;
+        running.logs = p.logs.clone();
+        running.fuel_used = p.fuel_used;
+        running.duration_ms = p.duration_ms;
+    }
 
     let numbering = Arc::new(std::sync::atomic::AtomicU32::new(plan.prior_attempts));
     let mut progress = Progress {
@@ -594,7 +601,15 @@ async fn attempts(
         return match take_wait_until(&mut output) {
             Ok(None) => Attempted::Output(output),
             Ok(Some(until)) => Attempted::Hold { until, output },
-            Err(failed) => Attempted::Failed(failed),
+            Err(failed) => {
+                // The attempt's record tells the same story as the step's.
+                if let Some(attempt) = progress.final_attempt.as_mut() {
+                    attempt.status = StepStatus::Failed;
+                    attempt.error_class = Some(failed.class.clone());
+                    attempt.error_message = Some(failed.message.clone());
+                }
+                Attempted::Failed(failed)
+            }
         };
     };
     let retry = failure.is_retryable()

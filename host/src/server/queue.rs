@@ -6,7 +6,7 @@
 //! spawns one task per run; idle, it
 //! sleeps until [`QueueHandle::wake`] (a new run) or the poll interval
 //! (runs queued by another process). A run that parks (only waits left,
-//! see [`Executor::execute_parking`]) frees its permit at once; a timer
+//! see [`Executor::execute_claimed`]) frees its permit at once; a timer
 //! wakes the dispatcher when it is due. A heartbeat task
 //! extends this pool's leases and re-queues runs whose lease expired.
 //!
@@ -256,7 +256,8 @@ async fn dispatch(
             }
         };
         // Unused permits go back with `granted`.
-        for (run, permit) in runs.into_iter().zip(granted.drain(..)) {
+        for (claimed, permit) in runs.into_iter().zip(granted.drain(..)) {
+            let run = &claimed.run;
             let token = CancellationToken::new();
             {
                 let mut running = lock(&shared.running);
@@ -273,13 +274,23 @@ async fn dispatch(
             tasks.spawn(
                 async move {
                     let _permit = permit;
-                    let id = run.id;
-                    match executor.execute_claimed(run, token).await {
+                    let id = claimed.run.id;
+                    match executor.execute_claimed(claimed, token).await {
                         Ok(Driven::Finished(status)) => {
                             tracing::debug!(run = %id, %status, "run finished");
                         }
                         Ok(Driven::Parked { until }) => {
                             tracing::debug!(run = %id, "run parked until {}", rfc3339(until));
+                            // A cancel that came while it was parking: it is
+                            // queued now, so cancel it there.
+                            let cancelled = lock(&shared.running)
+                                .remove(&id)
+                                .is_some_and(|t| t.is_cancelled());
+                            if cancelled
+                                && let Err(e) = executor.store().cancel_queued_run(id).await
+                            {
+                                tracing::warn!(run = %id, "cancelling the parked run: {e}");
+                            }
                             // Claim it again on time rather than at the next poll.
                             let wake = wake.clone();
                             tokio::spawn(async move {

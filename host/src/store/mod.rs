@@ -628,6 +628,18 @@ pub struct QueueStats {
     pub fuel_used_total: u64,
 }
 
+/// A run as a claim returned it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedRun {
+    /// The run, now `running` under the claimer's lease.
+    pub run: RunRecord,
+    /// Whether it has step records already (a resumed, retried or parked
+    /// run); a fresh run has none, so its steps need not be read.
+    pub has_steps: bool,
+    /// The lease owner that claimed it.
+    pub worker: String,
+}
+
 /// The durable run queue: runs are claimed with a lease that the worker
 /// extends while it works; an expired lease puts the run back in the queue.
 #[async_trait::async_trait]
@@ -648,7 +660,8 @@ pub trait QueueStore: Send + Sync {
             .claim_next_runs(worker, lease_until, 1)
             .await?
             .into_iter()
-            .next())
+            .next()
+            .map(|claimed| claimed.run))
     }
 
     /// Like [`QueueStore::claim_next_run`], up to `limit` runs at once (in
@@ -658,7 +671,7 @@ pub trait QueueStore: Send + Sync {
         worker: &str,
         lease_until: SystemTime,
         limit: usize,
-    ) -> Result<Vec<RunRecord>, StoreError>;
+    ) -> Result<Vec<ClaimedRun>, StoreError>;
 
     /// Extend every lease `worker` holds on a running run to `lease_until`;
     /// returns how many leases were extended.
@@ -671,8 +684,14 @@ pub trait QueueStore: Send + Sync {
 
     /// Park a running run until `wake_at` (a step waits for a retry or a
     /// piece's `$wait_until`): it goes back to `queued` with its lease
-    /// cleared and is not claimed before that time. False when it is not running.
-    async fn park_run(&self, id: RunId, wake_at: SystemTime) -> Result<bool, StoreError>;
+    /// cleared and is not claimed before that time. False when it is not
+    /// running under `worker`'s lease (it expired and another worker took it).
+    async fn park_run(
+        &self,
+        id: RunId,
+        worker: &str,
+        wake_at: SystemTime,
+    ) -> Result<bool, StoreError>;
 
     /// Put running runs whose lease expired before `now` back in the queue;
     /// returns how many. Runs without a lease (local `omniflow run`) are left alone.

@@ -13,7 +13,7 @@ use sqlx::sqlite::SqliteRow;
 
 use super::{RUN_COLUMNS, SqliteStore, get, insert_run, parse_text, run_from_row, sql_error};
 use crate::store::{
-    ApiToken, NewRun, Priority, QueueStats, QueueStore, RunId, RunRecord, RunStatus,
+    ApiToken, ClaimedRun, NewRun, Priority, QueueStats, QueueStore, RunId, RunRecord, RunStatus,
     ScheduleRecord, ScheduleStore, StoreError, TokenStore, WebhookStore, elapsed_ms, now_rfc3339,
     rfc3339,
 };
@@ -50,7 +50,7 @@ impl QueueStore for SqliteStore {
         worker: &str,
         lease_until: SystemTime,
         limit: usize,
-    ) -> Result<Vec<RunRecord>, StoreError> {
+    ) -> Result<Vec<ClaimedRun>, StoreError> {
         let now = now_rfc3339();
         // One statement (atomic on its own, one round trip) under this
         // process's write turn.
@@ -62,7 +62,8 @@ impl QueueStore for SqliteStore {
                  WHERE id IN (SELECT id FROM runs WHERE status = 'queued' AND (wake_at IS NULL OR wake_at <= ?3) \
                               ORDER BY priority DESC, created_at, id LIMIT ?4) \
                  AND status = 'queued' \
-                 RETURNING {RUN_COLUMNS}"
+                 RETURNING {RUN_COLUMNS}, \
+                 EXISTS (SELECT 1 FROM step_runs s WHERE s.run_id = runs.id) AS has_steps"
             ))
             .bind(worker)
             .bind(rfc3339(lease_until))
@@ -74,10 +75,17 @@ impl QueueStore for SqliteStore {
         };
         let mut runs = rows
             .iter()
-            .map(run_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|row| {
+                Ok(ClaimedRun {
+                    run: run_from_row(row)?,
+                    has_steps: get::<bool>(row, "has_steps")?,
+                    worker: worker.to_owned(),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         // RETURNING has no order: queue order again.
         runs.sort_by(|a, b| {
+            let (a, b) = (&a.run, &b.run);
             b.priority
                 .cmp(&a.priority)
                 .then_with(|| a.created_at.cmp(&b.created_at))
@@ -115,14 +123,20 @@ impl QueueStore for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn park_run(&self, id: RunId, wake_at: SystemTime) -> Result<bool, StoreError> {
+    async fn park_run(
+        &self,
+        id: RunId,
+        worker: &str,
+        wake_at: SystemTime,
+    ) -> Result<bool, StoreError> {
         let _turn = self.write_gate.clone().lock_owned().await;
         let done = sqlx::query(
             "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_until = NULL, wake_at = ?2 \
-             WHERE id = ?1 AND status = 'running'",
+             WHERE id = ?1 AND status = 'running' AND lease_owner = ?3",
         )
         .bind(id.to_string())
         .bind(rfc3339(wake_at))
+        .bind(worker)
         .execute(&self.pool)
         .await
         .map_err(sql_error("park run"))?;
