@@ -56,16 +56,75 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// One writer at a time inside this process: writers queue here instead
     /// of in SQLite's busy handler, which sleeps in 1–100 ms steps.
-    write_gate: Arc<tokio::sync::Mutex<()>>,
+    /// The turn holds this process's dedicated write connection (`None`
+    /// for an in-memory database, whose one pooled connection is used).
+    write_gate: Gate,
     /// Group commit for step records (`steps.rs`).
     steps: steps::StepWriter,
+}
+
+/// The write turn and, for a file, the dedicated write connection.
+type Gate = Arc<tokio::sync::Mutex<Option<sqlx::SqliteConnection>>>;
+
+/// A connection to write on while holding the write turn: the dedicated one
+/// (no pool acquire/release: sqlx pings every connection returned to a pool,
+/// one more round trip to its thread per statement), or a pooled one for an
+/// in-memory database.
+pub(crate) enum WriteConn {
+    /// The dedicated connection, inside the turn.
+    Own(tokio::sync::OwnedMappedMutexGuard<Option<sqlx::SqliteConnection>, sqlx::SqliteConnection>),
+    /// The turn (held, never read) and a pooled connection.
+    Pooled(
+        #[allow(dead_code)] tokio::sync::OwnedMutexGuard<Option<sqlx::SqliteConnection>>,
+        sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    ),
+}
+
+impl WriteConn {
+    /// The write connection for a held turn.
+    pub(crate) async fn from_turn(
+        turn: tokio::sync::OwnedMutexGuard<Option<sqlx::SqliteConnection>>,
+        pool: &SqlitePool,
+    ) -> Result<WriteConn, StoreError> {
+        match tokio::sync::OwnedMutexGuard::try_map(turn, Option::as_mut) {
+            Ok(own) => Ok(WriteConn::Own(own)),
+            Err(turn) => {
+                let pooled = pool.acquire().await.map_err(sql_error("write"))?;
+                Ok(WriteConn::Pooled(turn, pooled))
+            }
+        }
+    }
+
+    /// Wait for the turn, then the connection.
+    pub(crate) async fn take(gate: &Gate, pool: &SqlitePool) -> Result<WriteConn, StoreError> {
+        WriteConn::from_turn(gate.clone().lock_owned().await, pool).await
+    }
+}
+
+impl std::ops::Deref for WriteConn {
+    type Target = sqlx::SqliteConnection;
+    fn deref(&self) -> &Self::Target {
+        match self {
+            WriteConn::Own(conn) => conn,
+            WriteConn::Pooled(_, conn) => conn,
+        }
+    }
+}
+
+impl std::ops::DerefMut for WriteConn {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            WriteConn::Own(conn) => &mut *conn,
+            WriteConn::Pooled(_, conn) => &mut *conn,
+        }
+    }
 }
 
 /// A write transaction plus this process's write turn; derefs to the
 /// connection, so `&mut *tx` works as with a plain transaction.
 pub(crate) struct WriteTx {
     tx: sqlx::Transaction<'static, sqlx::Sqlite>,
-    _turn: tokio::sync::OwnedMutexGuard<()>,
+    _turn: tokio::sync::OwnedMutexGuard<Option<sqlx::SqliteConnection>>,
 }
 
 impl WriteTx {
@@ -179,7 +238,17 @@ impl SqliteStore {
             }
         };
         migrate(&pool).await?;
-        let write_gate = Arc::default();
+        let own = if in_memory {
+            None
+        } else {
+            Some(
+                pool.acquire()
+                    .await
+                    .map_err(sql_error("open the write connection"))?
+                    .detach(),
+            )
+        };
+        let write_gate: Gate = Arc::new(tokio::sync::Mutex::new(own));
         Ok(SqliteStore {
             steps: steps::StepWriter::start(pool.clone(), Arc::clone(&write_gate)),
             pool,
@@ -392,7 +461,7 @@ impl RunStore for SqliteStore {
         // transition check and the times are computed by SQLite.
         let now = now_rfc3339();
         let updated = {
-            let _turn = self.write_gate.clone().lock_owned().await;
+            let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
             sqlx::query(
                 "UPDATE runs SET status = ?2, error = ?3, \
                  started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?4) ELSE started_at END, \
@@ -406,7 +475,7 @@ impl RunStore for SqliteStore {
             .bind(error)
             .bind(&now)
             .bind(status.is_terminal())
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
             .map_err(sql_error("set run status"))?
             .rows_affected()

@@ -11,7 +11,9 @@ use std::time::SystemTime;
 
 use sqlx::sqlite::SqliteRow;
 
-use super::{RUN_COLUMNS, SqliteStore, get, insert_run, parse_text, run_from_row, sql_error};
+use super::{
+    RUN_COLUMNS, SqliteStore, WriteConn, get, insert_run, parse_text, run_from_row, sql_error,
+};
 use crate::store::{
     ApiToken, ClaimedRun, NewRun, Priority, QueueStats, QueueStore, RunId, RunRecord, RunStatus,
     ScheduleRecord, ScheduleStore, StoreError, TokenStore, WebhookStore, elapsed_ms, now_rfc3339,
@@ -55,7 +57,7 @@ impl QueueStore for SqliteStore {
         // One statement (atomic on its own, one round trip) under this
         // process's write turn.
         let rows = {
-            let _turn = self.write_gate.clone().lock_owned().await;
+            let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
             sqlx::query(&format!(
                 "UPDATE runs SET status = 'running', lease_owner = ?1, lease_until = ?2, \
                  started_at = COALESCE(started_at, ?3), wake_at = NULL \
@@ -69,7 +71,7 @@ impl QueueStore for SqliteStore {
             .bind(rfc3339(lease_until))
             .bind(&now)
             .bind(i64::try_from(limit.max(1)).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await
             .map_err(sql_error("claim runs"))?
         };

@@ -14,12 +14,11 @@
 //! [`RunStore::record_step`]: crate::store::RunStore::record_step
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{saturating_i64, sql_error};
+use super::{Gate, WriteConn, saturating_i64, sql_error};
 use crate::store::{AttemptRecord, RunId, StepRecord, StoreError};
 
 /// Most writes stored together (15 bound values each, far below SQLite's limit).
@@ -37,7 +36,7 @@ struct StepWrite {
 pub(super) struct StepWriter {
     queue: mpsc::UnboundedSender<StepWrite>,
     pool: SqlitePool,
-    gate: Arc<tokio::sync::Mutex<()>>,
+    gate: Gate,
 }
 
 fn stopped() -> StoreError {
@@ -47,7 +46,7 @@ fn stopped() -> StoreError {
 impl StepWriter {
     /// Start the writer task (on the current tokio runtime). It takes
     /// `gate`, the in-process write turn, for each batch.
-    pub(super) fn start(pool: SqlitePool, gate: Arc<tokio::sync::Mutex<()>>) -> StepWriter {
+    pub(super) fn start(pool: SqlitePool, gate: Gate) -> StepWriter {
         let (queue, receiver) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(pool.clone(), gate.clone(), receiver));
         StepWriter { queue, pool, gate }
@@ -68,9 +67,10 @@ impl StepWriter {
         };
         // Nobody writing: write here and now (no hop through the writer
         // task). Only writes that would wait for the turn are grouped.
-        if let Ok(_turn) = self.gate.try_lock() {
+        if let Ok(turn) = self.gate.clone().try_lock_owned() {
             let (done, _) = oneshot::channel();
-            return write_batch(&self.pool, &[write(done)]).await;
+            let mut conn = WriteConn::from_turn(turn, &self.pool).await?;
+            return write_batch(&mut conn, &[write(done)]).await;
         }
         let (done, answer) = oneshot::channel();
         self.queue.send(write(done)).map_err(|_| stopped())?;
@@ -80,7 +80,7 @@ impl StepWriter {
 
 async fn write_loop(
     pool: SqlitePool,
-    gate: Arc<tokio::sync::Mutex<()>>,
+    gate: Gate,
     mut receiver: mpsc::UnboundedReceiver<StepWrite>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -92,8 +92,19 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
-        let _turn = gate.lock().await;
-        match write_batch(&pool, &batch).await {
+        let mut conn = match WriteConn::take(&gate, &pool).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                let message = e.to_string();
+                for write in batch.drain(..) {
+                    let _ = write
+                        .done
+                        .send(Err(StoreError::Unavailable(message.clone())));
+                }
+                continue;
+            }
+        };
+        match write_batch(&mut conn, &batch).await {
             Ok(()) => {
                 for write in batch.drain(..) {
                     let _ = write.done.send(Ok(()));
@@ -103,7 +114,7 @@ async fn write_loop(
                 // One bad write (an unknown run) must not fail the others:
                 // write them one by one, so each caller gets its own answer.
                 for write in batch.drain(..) {
-                    let result = write_batch(&pool, std::slice::from_ref(&write)).await;
+                    let result = write_batch(&mut conn, std::slice::from_ref(&write)).await;
                     let _ = write.done.send(result);
                 }
             }
@@ -130,7 +141,7 @@ where
     kept
 }
 
-async fn write_batch(pool: &SqlitePool, batch: &[StepWrite]) -> Result<(), StoreError> {
+async fn write_batch(conn: &mut WriteConn, batch: &[StepWrite]) -> Result<(), StoreError> {
     let not_found = |e: sqlx::Error| match sql_error("record step")(e) {
         StoreError::Constraint(msg) if msg.contains("FOREIGN KEY") => match batch {
             [one] => StoreError::NotFound(format!("run {}", one.run)),
@@ -179,7 +190,11 @@ async fn write_batch(pool: &SqlitePool, batch: &[StepWrite]) -> Result<(), Store
     );
     if attempts.is_empty() {
         // One statement is atomic on its own: no BEGIN/COMMIT round trips.
-        step_rows.build().execute(pool).await.map_err(not_found)?;
+        step_rows
+            .build()
+            .execute(&mut **conn)
+            .await
+            .map_err(not_found)?;
         return Ok(());
     }
     let mut attempt_rows: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
@@ -210,8 +225,7 @@ async fn write_batch(pool: &SqlitePool, batch: &[StepWrite]) -> Result<(), Store
          duration_ms = excluded.duration_ms, started_at = excluded.started_at, \
          finished_at = excluded.finished_at",
     );
-    let mut tx = pool
-        .begin_with("BEGIN IMMEDIATE")
+    let mut tx = sqlx::Connection::begin_with(&mut **conn, "BEGIN IMMEDIATE")
         .await
         .map_err(sql_error("record step"))?;
     step_rows
