@@ -65,7 +65,11 @@ struct Shared {
     capacity: usize,
     wake: Notify,
     /// Runs executing here, with the token that cancels each.
-    running: Mutex<HashMap<RunId, CancellationToken>>,
+    /// Runs executing here: (execution number, the token that cancels it).
+    running: Mutex<HashMap<RunId, (u64, CancellationToken)>>,
+    /// Numbers executions, so a finished one never unregisters a newer
+    /// execution of the same run (parked and claimed again meanwhile).
+    executions: std::sync::atomic::AtomicU64,
     /// Cancels asked for runs not (yet) registered here.
     cancel_requested: Mutex<HashSet<RunId>>,
     alive: AtomicBool,
@@ -84,7 +88,7 @@ impl QueueHandle {
     /// Cancel run `id` if it executes here; false otherwise.
     pub fn cancel(&self, id: RunId) -> bool {
         match lock(&self.shared.running).get(&id) {
-            Some(token) => {
+            Some((_, token)) => {
                 token.cancel();
                 true
             }
@@ -97,7 +101,7 @@ impl QueueHandle {
     pub fn request_cancel(&self, id: RunId) {
         let running = lock(&self.shared.running);
         match running.get(&id) {
-            Some(token) => token.cancel(),
+            Some((_, token)) => token.cancel(),
             None => {
                 lock(&self.shared.cancel_requested).insert(id);
             }
@@ -148,6 +152,7 @@ impl WorkerPool {
             capacity: config.workers.max(1),
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
+            executions: std::sync::atomic::AtomicU64::new(0),
             cancel_requested: Mutex::new(HashSet::new()),
             alive: AtomicBool::new(true),
         });
@@ -166,6 +171,15 @@ impl WorkerPool {
         if let Err(e) = self.task.await {
             tracing::error!("the worker pool task failed: {e}");
         }
+    }
+}
+
+/// Forget execution `execution` of run `id` (not a newer one); its token.
+fn unregister(shared: &Shared, id: RunId, execution: u64) -> Option<CancellationToken> {
+    let mut running = lock(&shared.running);
+    match running.get(&id) {
+        Some((n, _)) if *n == execution => running.remove(&id).map(|(_, token)| token),
+        _ => None,
     }
 }
 
@@ -259,12 +273,13 @@ async fn dispatch(
         for (claimed, permit) in runs.into_iter().zip(granted.drain(..)) {
             let run = &claimed.run;
             let token = CancellationToken::new();
+            let execution = shared.executions.fetch_add(1, Ordering::SeqCst);
             {
                 let mut running = lock(&shared.running);
                 if lock(&shared.cancel_requested).remove(&run.id) {
                     token.cancel();
                 }
-                running.insert(run.id, token.clone());
+                running.insert(run.id, (execution, token.clone()));
             }
             let executor = executor.clone();
             let shared = shared.clone();
@@ -283,8 +298,7 @@ async fn dispatch(
                             tracing::debug!(run = %id, "run parked until {}", rfc3339(until));
                             // A cancel that came while it was parking: it is
                             // queued now, so cancel it there.
-                            let cancelled = lock(&shared.running)
-                                .remove(&id)
+                            let cancelled = unregister(&shared, id, execution)
                                 .is_some_and(|t| t.is_cancelled());
                             if cancelled
                                 && let Err(e) = executor.store().cancel_queued_run(id).await
@@ -308,7 +322,7 @@ async fn dispatch(
                             }
                         }
                     }
-                    lock(&shared.running).remove(&id);
+                    unregister(&shared, id, execution);
                 }
                 .instrument(span),
             );
