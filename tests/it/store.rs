@@ -759,3 +759,44 @@ fn enums_round_trip_through_text() {
         json!("waiting")
     );
 }
+
+#[tokio::test]
+async fn parking_needs_the_lease_and_hides_the_run_until_it_wakes() {
+    use std::time::{Duration, SystemTime};
+    let (_dir, store) = store_with_flow().await;
+    let run = store
+        .create_run(new_run("flow", Priority::Normal))
+        .await
+        .unwrap();
+    let lease = SystemTime::now() + Duration::from_secs(60);
+    let claimed = store.claim_next_runs("worker-a", lease, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].run.id, run.id);
+    assert!(!claimed[0].has_steps, "a fresh run has no step records");
+    assert_eq!(claimed[0].worker, "worker-a");
+
+    let wake = SystemTime::now() + Duration::from_millis(400);
+    // Another worker (whose lease this is not) cannot park it.
+    assert!(!store.park_run(run.id, "worker-b", wake).await.unwrap());
+    assert_eq!(
+        store.get_run(run.id).await.unwrap().unwrap().status,
+        RunStatus::Running
+    );
+    assert!(store.park_run(run.id, "worker-a", wake).await.unwrap());
+    assert_eq!(
+        store.get_run(run.id).await.unwrap().unwrap().status,
+        RunStatus::Queued
+    );
+    // Not claimable before its wake-up time, claimable after it.
+    assert!(
+        store
+            .claim_next_runs("worker-b", lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let again = store.claim_next_runs("worker-b", lease, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].run.id, run.id);
+}
