@@ -544,3 +544,29 @@ async fn independent_steps_respect_the_per_run_parallel_limit() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn reminder_example_waits_then_renders() {
+    let h = harness().await;
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/reminder.json"
+    ))
+    .unwrap();
+    let workflow: Value = serde_json::from_str(&text).unwrap();
+    let request = RunRequest {
+        vars: serde_json::from_value(json!({ "after": "200ms" })).unwrap(),
+        ..RunRequest::default()
+    };
+    let (run, status) = h.run_with(workflow, request).await;
+    assert_eq!(status, RunStatus::Succeeded);
+    let until = h.step(run, "wait").await.output.unwrap()["until"].clone();
+    let text = h.step(run, "remind").await.output.unwrap()["text"].clone();
+    assert_eq!(
+        text,
+        format!(
+            "Time to stretch, Ada (waited until {}).",
+            until.as_str().unwrap()
+        )
+    );
+}
