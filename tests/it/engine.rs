@@ -58,15 +58,19 @@ impl Harness {
     }
 }
 
+/// A workflow from `examples/`.
+fn example(file: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
 #[tokio::test]
 async fn hello_example_runs_with_branch_join_and_for_each() {
     let h = harness().await;
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/hello.json"
-    ))
-    .unwrap();
-    let workflow: Value = serde_json::from_str(&text).unwrap();
+    let workflow = example("hello.json");
     let (run, status) = h.run(workflow.clone()).await;
     assert_eq!(status, RunStatus::Succeeded);
     assert_eq!(h.step(run, "long_name").await.status, StepStatus::Succeeded);
@@ -548,12 +552,7 @@ async fn independent_steps_respect_the_per_run_parallel_limit() {
 #[tokio::test]
 async fn reminder_example_waits_then_renders() {
     let h = harness().await;
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/reminder.json"
-    ))
-    .unwrap();
-    let workflow: Value = serde_json::from_str(&text).unwrap();
+    let workflow = example("reminder.json");
     let request = RunRequest {
         vars: serde_json::from_value(json!({ "after": "200ms" })).unwrap(),
         ..RunRequest::default()
