@@ -196,7 +196,7 @@ fn parse_time(text: Option<&str>) -> SystemTime {
 }
 
 /// Sleep until `t`, or forever when `None`.
-async fn sleep_until_opt(t: Option<SystemTime>) {
+pub(super) async fn sleep_until_opt(t: Option<SystemTime>) {
     match t {
         Some(t) => {
             let left = t.duration_since(SystemTime::now()).unwrap_or_default();
@@ -298,19 +298,11 @@ pub(super) async fn drive(
 
     let run_cancel = cancel.child_token();
     // The run's budget counts from its first start, across parks and resumes.
-    let first_start = run
-        .started_at
-        .as_deref()
-        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
-        .unwrap_or_else(SystemTime::now);
+    let first_start = parse_time(run.started_at.as_deref());
     let deadline = exec.config.run_timeout.map(|t| first_start + t);
     let mut running: JoinSet<(usize, Result<StepRecord, EngineError>)> = JoinSet::new();
     let mut failure: Option<String> = slots.iter().find_map(|s| match s {
-        Slot::Done(r) if r.status == StepStatus::Failed => Some(format!(
-            "step {} failed: {}",
-            r.step_id,
-            r.error_message.clone().unwrap_or_default()
-        )),
+        Slot::Done(r) if r.status == StepStatus::Failed => Some(step_failed(r)),
         _ => None,
     });
     let mut store_error: Option<EngineError> = None;
@@ -334,7 +326,7 @@ pub(super) async fn drive(
             }
             let record = (**record).clone();
             if record.error_class.is_none() && record.output.is_some() {
-                let done = super::step::finish_hold(exec, run_id, record).await?;
+                let done = super::step::finish_hold(&handle, run_id, record).await?;
                 slots[i] = Slot::Done(Box::new(done));
                 continue;
             }
@@ -543,6 +535,15 @@ pub(super) async fn drive(
     Ok(Driven::Finished(status))
 }
 
+/// Why the run failed, for a failed step.
+fn step_failed(record: &StepRecord) -> String {
+    format!(
+        "step {} failed: {}",
+        record.step_id,
+        record.error_message.clone().unwrap_or_default()
+    )
+}
+
 /// Take a step task's result into the run's state.
 fn settle(
     i: usize,
@@ -558,11 +559,7 @@ fn settle(
         }
         Ok(record) => {
             if record.status == StepStatus::Failed && failure.is_none() {
-                *failure = Some(format!(
-                    "step {} failed: {}",
-                    record.step_id,
-                    record.error_message.clone().unwrap_or_default()
-                ));
+                *failure = Some(step_failed(&record));
             }
             slots[i] = Slot::Done(Box::new(record));
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::run::{ExecHandle, template_context};
+use super::run::{ExecHandle, sleep_until_opt, template_context};
 use super::{Executor, RunEvent};
 use crate::capabilities::http::HttpGrants;
 use crate::runtime::{LoadedPiece, StepCall, StepFailure, StepLimits};
@@ -117,7 +117,7 @@ fn retry_delay(policy: &RetryPolicy, failed_attempt: u32, failure: &StepFailure)
 }
 
 /// `now + delay`, saturating at a far future instead of overflowing.
-pub(super) fn wake_time(delay: Duration) -> SystemTime {
+fn wake_time(delay: Duration) -> SystemTime {
     const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
     let now = SystemTime::now();
     now.checked_add(delay.min(FAR)).unwrap_or(now)
@@ -142,11 +142,8 @@ fn take_wait_until(output: &mut serde_json::Value) -> Result<Option<SystemTime>,
 
 /// Sleep until `until` unless cancelled first (then `Err`).
 async fn sleep_until(until: SystemTime, cancel: &CancellationToken) -> Result<(), Failed> {
-    let left = until
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO);
     tokio::select! {
-        () = tokio::time::sleep(left) => Ok(()),
+        () = sleep_until_opt(Some(until)) => Ok(()),
         () = cancel.cancelled() => Err(Failed::from(&StepFailure::Cancelled)),
     }
 }
@@ -231,9 +228,9 @@ pub(super) async fn run_step(
     let mut progress = Progress {
         numbering: numbering.clone(),
         attempts: plan.prior_attempts,
-        tries: previous.map_or(0, |p| p.tries),
-        fuel_used: previous.map_or(0, |p| p.fuel_used),
-        logs: previous.map(|p| p.logs.clone()).unwrap_or_default(),
+        tries: running.tries,
+        fuel_used: running.fuel_used,
+        logs: running.logs.clone(),
         final_attempt: None,
     };
     let work = async {
@@ -341,7 +338,7 @@ pub(super) async fn run_step(
 
 /// A held step whose time came: it succeeds with the output it was held with.
 pub(super) async fn finish_hold(
-    exec: &Executor,
+    exec: &ExecHandle,
     run: RunId,
     mut record: StepRecord,
 ) -> Result<StepRecord, super::EngineError> {
@@ -349,12 +346,12 @@ pub(super) async fn finish_hold(
     record.wake_at = None;
     record.finished_at = Some(now_rfc3339());
     exec.store.record_step(run, &record, None).await?;
-    emit_finished(&|e| exec.emit(e), run, &record);
+    emit_finished(exec, run, &record);
     Ok(record)
 }
 
-fn emit_finished(emit: &dyn Fn(RunEvent), run: RunId, record: &StepRecord) {
-    emit(RunEvent::StepFinished {
+fn emit_finished(exec: &ExecHandle, run: RunId, record: &StepRecord) {
+    exec.emit(RunEvent::StepFinished {
         run,
         step: record.step_id.clone(),
         status: record.status,
@@ -384,7 +381,7 @@ async fn persist_final_with(
     exec.store
         .record_step(plan.run.id, &record, attempt)
         .await?;
-    emit_finished(&|e| exec.emit(e), plan.run.id, &record);
+    emit_finished(exec, plan.run.id, &record);
     Ok(record)
 }
 
@@ -499,10 +496,11 @@ async fn item_attempts(
     }
 }
 
-/// Attempts of one call (one item) until one succeeds, the step fails, or
-/// the retry policy asks for a wait (returned, not slept: the caller waits
-/// or parks). A failed attempt that ends the step is recorded here; the
-/// others are returned with their [`AttemptRecord`].
+/// One attempt of one call (one item), with the retry policy deciding what
+/// a failure means: the step fails, or it is tried again at a time
+/// (returned, not slept: the caller waits or parks). The attempt's record
+/// goes to `progress.final_attempt` (succeeded, or failed for good) or
+/// comes back with [`Attempted::RetryAt`]; the caller writes it.
 async fn attempts(
     exec: &ExecHandle,
     plan: &StepPlan,
@@ -574,43 +572,43 @@ async fn attempts(
     if !report.log.is_empty() {
         progress.logs.push_str(&report.log);
     }
-    let failure = report.outcome.as_ref().err().cloned();
+    let failure = report.outcome.as_ref().err();
     let attempt_record = AttemptRecord {
         attempt,
-        status: match &failure {
+        status: match failure {
             None => StepStatus::Succeeded,
             Some(StepFailure::Cancelled) => StepStatus::Cancelled,
             Some(_) => StepStatus::Failed,
         },
         input: Some(input.clone()),
         output: report.outcome.as_ref().ok().cloned(),
-        error_class: failure.as_ref().map(StepFailure::class),
-        error_message: failure.as_ref().map(StepFailure::message),
+        error_class: failure.map(StepFailure::class),
+        error_message: failure.map(StepFailure::message),
         logs: report.log.clone(),
         fuel_used: report.fuel_used,
         duration_ms: report.duration.as_millis() as u64,
         started_at: attempt_started,
         finished_at: now_rfc3339(),
     };
-    let Some(failure) = failure else {
-        // Written with the step's record by the caller.
-        progress.final_attempt = Some(attempt_record);
-        let Ok(mut output) = report.outcome else {
-            unreachable!("no failure means an output")
-        };
-        return match take_wait_until(&mut output) {
-            Ok(None) => Attempted::Output(output),
-            Ok(Some(until)) => Attempted::Hold { until, output },
-            Err(failed) => {
-                // The attempt's record tells the same story as the step's.
-                if let Some(attempt) = progress.final_attempt.as_mut() {
-                    attempt.status = StepStatus::Failed;
-                    attempt.error_class = Some(failed.class.clone());
-                    attempt.error_message = Some(failed.message.clone());
+    let failure = match report.outcome {
+        Ok(mut output) => {
+            // Written with the step's record by the caller.
+            progress.final_attempt = Some(attempt_record);
+            return match take_wait_until(&mut output) {
+                Ok(None) => Attempted::Output(output),
+                Ok(Some(until)) => Attempted::Hold { until, output },
+                Err(failed) => {
+                    // The attempt's record tells the same story as the step's.
+                    if let Some(attempt) = progress.final_attempt.as_mut() {
+                        attempt.status = StepStatus::Failed;
+                        attempt.error_class = Some(failed.class.clone());
+                        attempt.error_message = Some(failed.message.clone());
+                    }
+                    Attempted::Failed(failed)
                 }
-                Attempted::Failed(failed)
-            }
-        };
+            };
+        }
+        Err(failure) => failure,
     };
     let retry = failure.is_retryable()
         && progress.tries < policy.max_attempts

@@ -131,7 +131,7 @@ impl QueueStore for SqliteStore {
         worker: &str,
         wake_at: SystemTime,
     ) -> Result<bool, StoreError> {
-        let _turn = self.write_gate.clone().lock_owned().await;
+        let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
         let done = sqlx::query(
             "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_until = NULL, wake_at = ?2 \
              WHERE id = ?1 AND status = 'running' AND lease_owner = ?3",
@@ -139,7 +139,7 @@ impl QueueStore for SqliteStore {
         .bind(id.to_string())
         .bind(rfc3339(wake_at))
         .bind(worker)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await
         .map_err(sql_error("park run"))?;
         Ok(done.rows_affected() > 0)

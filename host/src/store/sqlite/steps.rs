@@ -7,9 +7,11 @@
 //! each; a lone write costs what it did before (one statement, or two in a
 //! transaction when an attempt comes with it).
 //!
-//! Order: writes are applied in the order they were sent; within a batch
-//! the newest record per step (and per attempt) wins, as it would one by one.
-//! A caller's `await` returns only after its write committed.
+//! Order: a caller's `await` returns only after its write committed, so one
+//! step's writes (always made one after another) are applied in order. Writes
+//! of different callers may be reordered (a direct write can overtake queued
+//! ones); within a batch the newest record per step (and per attempt) wins,
+//! as it would one by one.
 //!
 //! [`RunStore::record_step`]: crate::store::RunStore::record_step
 
