@@ -251,6 +251,20 @@ async fn pieces_see_no_env_args_files_or_stdin() {
 }
 
 #[tokio::test]
+async fn a_reused_pool_slot_holds_nothing_from_the_previous_attempt() {
+    // Pooled slots are restored in place (only the dirtied pages): every
+    // attempt must still start from the component's pristine image.
+    let piece = load("hostile_env_probe").await;
+    for attempt in 0..20 {
+        let report = runtime().run(&piece, call("residue", json!({}))).await;
+        let out = report.outcome.unwrap();
+        assert_eq!(out["calls_before"], 0, "attempt {attempt}: {out}");
+        assert_eq!(out["marked_before"], 0, "attempt {attempt}: {out}");
+        assert_eq!(out["heap_words"], 4096);
+    }
+}
+
+#[tokio::test]
 async fn forbidden_import_is_refused_at_load_naming_it() {
     let err = runtime()
         .load(&guest("hostile_sockets"))

@@ -464,6 +464,48 @@ async fn record_step_for_unknown_run_is_not_found_and_writes_nothing() {
 }
 
 #[tokio::test]
+async fn a_failed_step_write_leaves_no_transaction_open_behind_the_next() {
+    // A step write is one multi-statement transaction on the shared write
+    // connection: after one fails midway, the next must still commit (seen
+    // from another connection), not land in a transaction left open.
+    let (dir, path) = temp_db();
+    let store = open_at(&path).await;
+    store
+        .save_workflow("flow", &json!({"steps": [{"id": "a"}]}))
+        .await
+        .unwrap();
+    let run = store
+        .create_run(new_run("flow", Priority::Normal))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let ghost = uuid::Uuid::now_v7();
+        let failed = store
+            .record_step(
+                ghost,
+                &step("a", StepStatus::Failed, 1, None),
+                Some(&attempt(1, StepStatus::Failed)),
+            )
+            .await;
+        assert!(matches!(failed, Err(StoreError::NotFound(_))), "{failed:?}");
+    }
+    store
+        .record_step(
+            run.id,
+            &step("a", StepStatus::Succeeded, 1, None),
+            Some(&attempt(1, StepStatus::Succeeded)),
+        )
+        .await
+        .unwrap();
+    let other = open_at(&path).await;
+    let steps = other.steps(run.id).await.unwrap();
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].status, StepStatus::Succeeded);
+    assert_eq!(other.attempts(run.id, "a").await.unwrap().len(), 1);
+    drop(dir);
+}
+
+#[tokio::test]
 async fn list_runs_filters_and_orders_newest_first() {
     let (_dir, store) = store_with_flow().await;
     store

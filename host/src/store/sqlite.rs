@@ -413,10 +413,9 @@ impl WorkflowStore for SqliteStore {
 #[async_trait::async_trait]
 impl RunStore for SqliteStore {
     async fn create_run(&self, run: NewRun) -> Result<RunRecord, StoreError> {
-        let mut tx = self.begin_write("create run").await?;
-        let record = insert_run(&mut tx, run).await?;
-        tx.commit().await.map_err(sql_error("create run"))?;
-        Ok(record)
+        // One statement is atomic on its own: no BEGIN/COMMIT round trips.
+        let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
+        insert_run(&mut conn, run).await
     }
 
     async fn get_run(&self, id: RunId) -> Result<Option<RunRecord>, StoreError> {

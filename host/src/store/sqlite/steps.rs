@@ -72,7 +72,14 @@ impl StepWriter {
         if let Ok(turn) = self.gate.clone().try_lock_owned() {
             let (done, _) = oneshot::channel();
             let mut conn = WriteConn::from_turn(turn, &self.pool).await?;
-            return write_batch(&mut conn, &[write(done)]).await;
+            let one = [write(done)];
+            // In a task of its own: see `write_batch`.
+            let task = tokio::spawn(async move { write_batch(&mut conn, &one).await });
+            return match task.await {
+                Ok(result) => result,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => Err(stopped()),
+            };
         }
         let (done, answer) = oneshot::channel();
         self.queue.send(write(done)).map_err(|_| stopped())?;
@@ -143,7 +150,37 @@ where
     kept
 }
 
+/// Store `batch` in one transaction sent as one multi-statement query
+/// (`BEGIN IMMEDIATE; upsert steps; [upsert attempts;] COMMIT`): one round
+/// trip to SQLite's connection thread instead of four. sqlx numbers the
+/// anonymous `?` parameters across the statements of one query. Should a
+/// statement fail, the transaction is rolled back before the turn ends.
+///
+/// Callers must not drop this future midway (sqlx would stop sending the
+/// query's statements, leaving a transaction open on the shared write
+/// connection): the writer task never is, and a direct write runs it in a
+/// task of its own.
 async fn write_batch(conn: &mut WriteConn, batch: &[StepWrite]) -> Result<(), StoreError> {
+    let mut result = try_write_batch(conn, batch).await;
+    if matches!(&result, Err(StoreError::Unavailable(m)) if m.contains("within a transaction")) {
+        // A transaction left open (a runtime shut down mid-write) was
+        // never committed: roll it back and write again.
+        rollback(conn).await;
+        result = try_write_batch(conn, batch).await;
+    }
+    if result.is_err() {
+        rollback(conn).await;
+    }
+    result
+}
+
+async fn rollback(conn: &mut WriteConn) {
+    // Fails harmlessly ("no transaction is active") when BEGIN itself failed
+    // or the failed statement already ended the transaction.
+    let _ = sqlx::query("ROLLBACK").execute(&mut **conn).await;
+}
+
+async fn try_write_batch(conn: &mut WriteConn, batch: &[StepWrite]) -> Result<(), StoreError> {
     let not_found = |e: sqlx::Error| match sql_error("record step")(e) {
         StoreError::Constraint(msg) if msg.contains("FOREIGN KEY") => match batch {
             [one] => StoreError::NotFound(format!("run {}", one.run)),
@@ -161,11 +198,11 @@ async fn write_batch(conn: &mut WriteConn, batch: &[StepWrite]) -> Result<(), St
         .filter_map(|w| w.attempt.as_ref().map(|a| (w, a)))
         .collect();
 
-    let mut step_rows: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-        "INSERT INTO step_runs (run_id, step_id, status, input, output, error_class, error_message, logs, \
-         attempts, fuel_used, duration_ms, started_at, finished_at, wake_at, tries) ",
+    let mut query: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+        "BEGIN IMMEDIATE; INSERT INTO step_runs (run_id, step_id, status, input, output, error_class, \
+         error_message, logs, attempts, fuel_used, duration_ms, started_at, finished_at, wake_at, tries) ",
     );
-    step_rows.push_values(&steps, |mut row, w| {
+    query.push_values(&steps, |mut row, w| {
         let step = &w.step;
         row.push_bind(w.run.to_string())
             .push_bind(step.step_id.as_str())
@@ -183,62 +220,48 @@ async fn write_batch(conn: &mut WriteConn, batch: &[StepWrite]) -> Result<(), St
             .push_bind(step.wake_at.as_deref())
             .push_bind(i64::from(step.tries));
     });
-    step_rows.push(
+    query.push(
         " ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status, input = excluded.input, \
          output = excluded.output, error_class = excluded.error_class, error_message = excluded.error_message, \
          logs = excluded.logs, attempts = excluded.attempts, fuel_used = excluded.fuel_used, \
          duration_ms = excluded.duration_ms, started_at = excluded.started_at, \
-         finished_at = excluded.finished_at, wake_at = excluded.wake_at, tries = excluded.tries",
+         finished_at = excluded.finished_at, wake_at = excluded.wake_at, tries = excluded.tries;",
     );
-    if attempts.is_empty() {
-        // One statement is atomic on its own: no BEGIN/COMMIT round trips.
-        step_rows
-            .build()
-            .execute(&mut **conn)
-            .await
-            .map_err(not_found)?;
-        return Ok(());
+    if !attempts.is_empty() {
+        query.push(
+            " INSERT INTO attempts (run_id, step_id, attempt, status, input, output, error_class, \
+             error_message, logs, fuel_used, duration_ms, started_at, finished_at) ",
+        );
+        query.push_values(&attempts, |mut row, (w, attempt)| {
+            row.push_bind(w.run.to_string())
+                .push_bind(w.step.step_id.as_str())
+                .push_bind(i64::from(attempt.attempt))
+                .push_bind(attempt.status.as_str())
+                .push_bind(attempt.input.as_ref().map(serde_json::Value::to_string))
+                .push_bind(attempt.output.as_ref().map(serde_json::Value::to_string))
+                .push_bind(attempt.error_class.as_deref())
+                .push_bind(attempt.error_message.as_deref())
+                .push_bind(attempt.logs.as_str())
+                .push_bind(saturating_i64(attempt.fuel_used))
+                .push_bind(saturating_i64(attempt.duration_ms))
+                .push_bind(attempt.started_at.as_str())
+                .push_bind(attempt.finished_at.as_str());
+        });
+        // Replacing an existing attempt keeps re-recording idempotent
+        // (execution is at-least-once).
+        query.push(
+            " ON CONFLICT (run_id, step_id, attempt) DO UPDATE SET status = excluded.status, \
+             input = excluded.input, output = excluded.output, error_class = excluded.error_class, \
+             error_message = excluded.error_message, logs = excluded.logs, fuel_used = excluded.fuel_used, \
+             duration_ms = excluded.duration_ms, started_at = excluded.started_at, \
+             finished_at = excluded.finished_at;",
+        );
     }
-    let mut attempt_rows: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-        "INSERT INTO attempts (run_id, step_id, attempt, status, input, output, error_class, error_message, \
-         logs, fuel_used, duration_ms, started_at, finished_at) ",
-    );
-    attempt_rows.push_values(&attempts, |mut row, (w, attempt)| {
-        row.push_bind(w.run.to_string())
-            .push_bind(w.step.step_id.as_str())
-            .push_bind(i64::from(attempt.attempt))
-            .push_bind(attempt.status.as_str())
-            .push_bind(attempt.input.as_ref().map(serde_json::Value::to_string))
-            .push_bind(attempt.output.as_ref().map(serde_json::Value::to_string))
-            .push_bind(attempt.error_class.as_deref())
-            .push_bind(attempt.error_message.as_deref())
-            .push_bind(attempt.logs.as_str())
-            .push_bind(saturating_i64(attempt.fuel_used))
-            .push_bind(saturating_i64(attempt.duration_ms))
-            .push_bind(attempt.started_at.as_str())
-            .push_bind(attempt.finished_at.as_str());
-    });
-    // Replacing an existing attempt keeps re-recording idempotent
-    // (execution is at-least-once).
-    attempt_rows.push(
-        " ON CONFLICT (run_id, step_id, attempt) DO UPDATE SET status = excluded.status, \
-         input = excluded.input, output = excluded.output, error_class = excluded.error_class, \
-         error_message = excluded.error_message, logs = excluded.logs, fuel_used = excluded.fuel_used, \
-         duration_ms = excluded.duration_ms, started_at = excluded.started_at, \
-         finished_at = excluded.finished_at",
-    );
-    let mut tx = sqlx::Connection::begin_with(&mut **conn, "BEGIN IMMEDIATE")
-        .await
-        .map_err(sql_error("record step"))?;
-    step_rows
+    query.push(" COMMIT");
+    query
         .build()
-        .execute(&mut *tx)
+        .execute(&mut **conn)
         .await
         .map_err(not_found)?;
-    attempt_rows
-        .build()
-        .execute(&mut *tx)
-        .await
-        .map_err(sql_error("record attempt"))?;
-    tx.commit().await.map_err(sql_error("record step"))
+    Ok(())
 }
