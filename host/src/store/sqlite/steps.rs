@@ -4,8 +4,8 @@
 //! multi-row upsert per table, in one transaction (an uncontended write is
 //! done at once by its caller). Steps finishing together (a fan-out, many runs at once)
 //! then cost one round trip to SQLite's connection thread instead of one
-//! each; a lone write costs what it did before (one statement, or two in a
-//! transaction when an attempt comes with it).
+//! each. Every write, batched or lone, is one multi-statement query (see
+//! `write_batch`), so a lone write is one round trip as well.
 //!
 //! Order: a caller's `await` returns only after its write committed, so one
 //! step's writes (always made one after another) are applied in order. Writes
