@@ -298,7 +298,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    // On a worker thread, not the main thread that blocks: tasks the command
+    // spawns (a step write, a step) then start on the same worker instead of
+    // waking another thread for each (chain40 measured ≈ 9 context switches
+    // per step with the command on the main thread).
+    let command = runtime.spawn(dispatch(cli.command));
+    let outcome = match runtime.block_on(command) {
+        Ok(outcome) => outcome,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(anyhow::anyhow!("the command was cancelled: {e}")),
+    };
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(err) => {
