@@ -25,12 +25,17 @@ async fn open_at(path: &std::path::Path) -> Arc<dyn Store> {
 /// A store holding workflow `flow` version 1.
 async fn store_with_flow() -> (tempfile::TempDir, Arc<dyn Store>) {
     let (dir, path) = temp_db();
-    let store = open_at(&path).await;
+    (dir, store_with_flow_at(&path).await)
+}
+
+/// A store at `path` holding workflow `flow` (one step, `a`).
+async fn store_with_flow_at(path: &std::path::Path) -> Arc<dyn Store> {
+    let store = open_at(path).await;
     store
         .save_workflow("flow", &json!({"steps": [{"id": "a"}]}))
         .await
         .expect("save");
-    (dir, store)
+    store
 }
 
 fn new_run(workflow: &str, priority: Priority) -> NewRun {
@@ -469,11 +474,7 @@ async fn a_failed_step_write_leaves_no_transaction_open_behind_the_next() {
     // connection: after one fails midway, the next must still commit (seen
     // from another connection), not land in a transaction left open.
     let (dir, path) = temp_db();
-    let store = open_at(&path).await;
-    store
-        .save_workflow("flow", &json!({"steps": [{"id": "a"}]}))
-        .await
-        .unwrap();
+    let store = store_with_flow_at(&path).await;
     let run = store
         .create_run(new_run("flow", Priority::Normal))
         .await
