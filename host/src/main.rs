@@ -18,8 +18,8 @@ struct Cli {
 /// Where the embedded database lives and which extra pieces to load.
 #[derive(Debug, Args)]
 struct Local {
-    /// SQLite database file (created when missing).
-    #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DB")]
+    /// SQLite database: a file path (created when missing) or a `sqlite:` URL.
+    #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database_path)]
     db: PathBuf,
     /// Extra piece components to load next to the built-ins (repeatable).
     #[arg(long = "piece", value_name = "FILE.wasm")]
@@ -71,7 +71,7 @@ enum Command {
         workers: usize,
         /// On shutdown, how long runs in flight may take to finish before
         /// they are released to the queue (e.g. `30s`).
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "30s", env = "OMNIFLOW_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
         shutdown_grace: std::time::Duration,
         /// The first API token, stored on first start when no token exists
         /// (else one is generated and printed once).
@@ -89,14 +89,14 @@ enum TokenCommand {
     Create {
         /// A label (`ci`, `grafana`).
         name: String,
-        /// SQLite database file.
-        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DB")]
+        /// SQLite database: a file path or a `sqlite:` URL.
+        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database_path)]
         db: PathBuf,
     },
     /// List tokens (ids, names, dates; never values).
     List {
-        /// SQLite database file.
-        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DB")]
+        /// SQLite database: a file path or a `sqlite:` URL.
+        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database_path)]
         db: PathBuf,
         /// Print JSON.
         #[arg(long)]
@@ -106,8 +106,8 @@ enum TokenCommand {
     Revoke {
         /// The token id (from `token list`).
         id: i64,
-        /// SQLite database file.
-        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DB")]
+        /// SQLite database: a file path or a `sqlite:` URL.
+        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database_path)]
         db: PathBuf,
     },
 }
@@ -116,8 +116,8 @@ enum TokenCommand {
 enum RunsCommand {
     /// The most recent runs, newest first.
     List {
-        /// SQLite database file.
-        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DB")]
+        /// SQLite database: a file path or a `sqlite:` URL.
+        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database_path)]
         db: PathBuf,
         /// Only runs of this workflow.
         #[arg(long)]
@@ -136,8 +136,8 @@ enum RunsCommand {
     Show {
         /// The run id.
         id: String,
-        /// SQLite database file.
-        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DB")]
+        /// SQLite database: a file path or a `sqlite:` URL.
+        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database_path)]
         db: PathBuf,
         /// Print JSON.
         #[arg(long)]
@@ -195,6 +195,14 @@ enum BenchCommand {
         /// Runs executed at once (`serve --workers`).
         #[arg(long, default_value_t = 40)]
         workers: usize,
+    },
+    /// `omniflow run` of `examples/hello.json` and of one `code` step as a
+    /// child process on an empty compiled-piece cache, then on the filled
+    /// one: wall time and peak RSS.
+    ColdStart {
+        /// Rounds per workload.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// One run fanning out to N parallel trivial steps and joining them.
     Fanout {
@@ -282,6 +290,12 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
         Command::Bench(BenchCommand::Throughput { runs, workers }) => {
             cli::bench::throughput(runs, workers).await.map(|()| true)
         }
+        Command::Bench(BenchCommand::ColdStart { rounds }) => {
+            tokio::task::spawn_blocking(move || cli::bench_cold::cold_start(rounds))
+                .await
+                .map_err(|e| anyhow::anyhow!("cold-start bench: {e}"))?
+                .map(|()| true)
+        }
         Command::Bench(BenchCommand::Fanout { n, parallel }) => {
             cli::bench::fanout(n, parallel).await.map(|()| true)
         }
@@ -289,7 +303,12 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: `.env` may set OMNIFLOW_* settings.
+    let warnings = cli::config::load_dotenv(std::path::Path::new(".env"));
     init_tracing();
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -308,6 +327,7 @@ fn main() -> ExitCode {
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => Err(anyhow::anyhow!("the command was cancelled: {e}")),
     };
+    cli::bench_cold::report_peak_rss();
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

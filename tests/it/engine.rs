@@ -393,7 +393,9 @@ async fn template_errors_fail_the_step_without_retrying() {
     let (run, status) = h
         .run(json!({
             "name": "tmpl",
-            "steps": [{ "id": "a", "piece": "flaky", "action": "run", "input": { "value": "{{ vars.missing }}" } }]
+            // Declared, so validation passes; the field inside is only missed at run time.
+            "vars": { "config": {} },
+            "steps": [{ "id": "a", "piece": "flaky", "action": "run", "input": { "value": "{{ vars.config.missing }}" } }]
         }))
         .await;
     assert_eq!(status, RunStatus::Failed);

@@ -138,6 +138,7 @@ impl From<EngineError> for ApiError {
             EngineError::Invalid(problems) => ApiError::InvalidWorkflow(problems),
             EngineError::NotFound(what) => ApiError::NotFound(what),
             EngineError::Store(e) => e.into(),
+            EngineError::Piece(e) => ApiError::Internal(e.to_string()),
         }
     }
 }

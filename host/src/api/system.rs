@@ -130,7 +130,8 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Result<Response, A
 
 /// `GET /pieces`: every installed piece with its actions' schemas.
 #[utoipa::path(get, path = "/api/v1/pieces", tag = "pieces", responses((status = 200, description = "Installed pieces with their actions and schemas", body = serde_json::Value), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
-pub(super) async fn pieces(State(state): State<ApiState>) -> Json<Value> {
+pub(super) async fn pieces(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    state.executor().prepare_all_pieces().await?;
     let pieces: Vec<Value> = state
         .executor()
         .registry()
@@ -138,7 +139,7 @@ pub(super) async fn pieces(State(state): State<ApiState>) -> Json<Value> {
         .iter()
         .map(|p| piece_doc(p))
         .collect();
-    Json(json!({ "pieces": pieces }))
+    Ok(Json(json!({ "pieces": pieces })))
 }
 
 fn piece_doc(piece: &crate::runtime::LoadedPiece) -> Value {
@@ -160,6 +161,7 @@ pub(super) async fn piece(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    state.executor().prepare_all_pieces().await?;
     let versions: Vec<Value> = state
         .executor()
         .registry()

@@ -20,9 +20,10 @@ fn body_text(body: &Body) -> Result<&str, ApiError> {
 }
 
 /// Parse and validate a workflow body; returns it with its JSON definition.
-fn checked_workflow(state: &ApiState, body: &Body) -> Result<(Workflow, Value), ApiError> {
+async fn checked_workflow(state: &ApiState, body: &Body) -> Result<(Workflow, Value), ApiError> {
     let workflow = Workflow::from_json(body_text(body)?)
         .map_err(|e| ApiError::MalformedBody(e.to_string()))?;
+    state.executor().prepare_pieces(&workflow).await?;
     validate(&workflow, state.executor().registry().as_ref()).map_err(ApiError::InvalidWorkflow)?;
     schedule::check_trigger(&workflow).map_err(|e| {
         ApiError::InvalidWorkflow(vec![ValidationError {
@@ -70,7 +71,7 @@ pub(super) async fn create(
     State(state): State<ApiState>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (workflow, definition) = checked_workflow(&state, &body)?;
+    let (workflow, definition) = checked_workflow(&state, &body).await?;
     if state
         .store()
         .get_workflow(&workflow.name, None)
@@ -97,7 +98,7 @@ pub(super) async fn update(
     Path(name): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (workflow, definition) = checked_workflow(&state, &body)?;
+    let (workflow, definition) = checked_workflow(&state, &body).await?;
     if workflow.name != name {
         return Err(ApiError::InvalidRequest(format!(
             "the body names workflow {:?} but the path says {name:?}",
@@ -177,10 +178,13 @@ pub(super) async fn validate_only(
             at: "workflow".into(),
             message: e.to_string(),
         }],
-        Ok(workflow) => match validate(&workflow, state.executor().registry().as_ref()) {
-            Ok(_) => Vec::new(),
-            Err(problems) => problems,
-        },
+        Ok(workflow) => {
+            state.executor().prepare_pieces(&workflow).await?;
+            match validate(&workflow, state.executor().registry().as_ref()) {
+                Ok(_) => Vec::new(),
+                Err(problems) => problems,
+            }
+        }
     };
     Ok(Json(
         json!({ "valid": problems.is_empty(), "problems": problems_json(&problems) }),

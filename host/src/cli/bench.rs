@@ -98,7 +98,7 @@ pub(crate) async fn instantiate(iterations: usize) -> Result<()> {
     Ok(())
 }
 
-fn tempfile_dir() -> Result<std::path::PathBuf> {
+pub(crate) fn tempfile_dir() -> Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!(
         "omniflow-bench-{}-{}",
         std::process::id(),

@@ -2,6 +2,8 @@
 
 pub(crate) mod bench;
 pub(crate) mod bench_code;
+pub(crate) mod bench_cold;
+pub(crate) mod config;
 pub(crate) mod piece;
 pub(crate) mod run;
 pub(crate) mod runs;

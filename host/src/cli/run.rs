@@ -75,23 +75,35 @@ fn spawn_progress(exec: &Executor, quiet: bool, until: RunId) -> tokio::task::Jo
                         say(format!("run {run}: {steps} steps"));
                     }
                 }
-                RunEvent::StepStarted { step, attempt, .. } => {
+                RunEvent::StepStarted {
+                    step, tries, item, ..
+                } => {
+                    let what = match item {
+                        Some(item) => format!("{step} {item}"),
+                        None => step,
+                    };
                     if let Some(bar) = &bar {
-                        bar.set_message(format!("running {step}"));
+                        bar.set_message(format!("running {what}"));
                     }
-                    if attempt > 1 {
-                        say(format!("  ↻ {step} attempt {attempt}"));
+                    if tries > 1 {
+                        say(format!("  ↻ {what} try {tries}"));
                     }
                 }
                 RunEvent::StepRetrying {
                     step,
-                    attempt,
+                    item,
                     delay_ms,
                     error,
                     ..
-                } => say(format!(
-                    "  ! {step} attempt {attempt} failed ({error}); retrying in {delay_ms} ms"
-                )),
+                } => {
+                    let what = match item {
+                        Some(item) => format!("{step} {item}"),
+                        None => step,
+                    };
+                    say(format!(
+                        "  ! {what} failed ({error}); retrying in {delay_ms} ms"
+                    ))
+                }
                 RunEvent::StepWaiting { step, until, .. } => {
                     say(format!("  … {step} waits until {until}"));
                 }
@@ -202,6 +214,7 @@ pub(crate) async fn validate_file(file: &Path, pieces: &[PathBuf]) -> Result<boo
     };
     let runtime = Runtime::new(RuntimeConfig::default())?;
     let registry = registry(&runtime, pieces).await?;
+    registry.prepare(&runtime, workflow.piece_names()).await?;
     match validate(&workflow, registry.as_ref()) {
         Ok(v) => {
             println!(

@@ -56,6 +56,7 @@ async fn print_run(store: &dyn Store, id: RunId, logs: bool) -> Result<()> {
         .await?
         .with_context(|| format!("no run {id}"))?;
     let steps = store.steps(id).await?;
+    let for_each = for_each_steps(store, &run.workflow_name, run.workflow_version).await;
     println!(
         "run {}  {}@v{}  {}  {} ms",
         run.id,
@@ -71,7 +72,7 @@ async fn print_run(store: &dyn Store, id: RunId, logs: bool) -> Result<()> {
         .unwrap_or(4)
         .max(4);
     println!(
-        "  {:width$}  {:9}  {:>8}  {:>8}  detail",
+        "  {:width$}  {:9}  {:>13}  {:>8}  detail",
         "step", "status", "attempts", "ms"
     );
     for s in &steps {
@@ -91,10 +92,10 @@ async fn print_run(store: &dyn Store, id: RunId, logs: bool) -> Result<()> {
             _ => String::new(),
         };
         println!(
-            "  {:width$}  {:9}  {:>8}  {:>8}  {detail}",
+            "  {:width$}  {:9}  {:>13}  {:>8}  {detail}",
             s.step_id,
             s.status.as_str(),
-            s.attempts,
+            attempts_cell(s, for_each.contains(&s.step_id)),
             s.duration_ms
         );
         if logs && !s.logs.is_empty() {
@@ -107,6 +108,39 @@ async fn print_run(store: &dyn Store, id: RunId, logs: bool) -> Result<()> {
         println!("error: {error}");
     }
     Ok(())
+}
+
+/// Ids of the steps with `for_each` in the run's workflow version (empty if
+/// the version cannot be read: the summary then shows plain attempt counts).
+async fn for_each_steps(
+    store: &dyn Store,
+    workflow: &str,
+    version: i64,
+) -> std::collections::BTreeSet<String> {
+    let Ok(Some(stored)) = store.get_workflow(workflow, Some(version)).await else {
+        return Default::default();
+    };
+    stored.definition["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|step| step.get("for_each").is_some())
+        .filter_map(|step| step["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The summary's attempts column: a `for_each` step counts its items, and
+/// the retries among its attempts, not every item as an attempt.
+fn attempts_cell(step: &omniflow::store::StepRecord, for_each: bool) -> String {
+    let items = match (&step.input, for_each) {
+        (Some(Value::Array(items)), true) => items.len() as u32,
+        _ => return step.attempts.to_string(),
+    };
+    let noun = if items == 1 { "item" } else { "items" };
+    match step.attempts.saturating_sub(items) {
+        0 => format!("{items} {noun}"),
+        retries => format!("{items} {noun} +{retries}"),
+    }
 }
 
 pub(crate) async fn list(

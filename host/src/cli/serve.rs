@@ -65,7 +65,23 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<bool> {
         .map_err(anyhow::Error::msg)?;
     let mut config = config;
     config.api.secret_cipher = Some(Arc::new(cipher));
-    let server = Server::start(Arc::new(executor), config)
+    // Built-in pieces compile in the background (several at once); a run
+    // that needs one before then compiles it itself (at most once).
+    let executor = Arc::new(executor);
+    {
+        let executor = executor.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            match executor.prepare_all_pieces().await {
+                Ok(()) => tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "built-in pieces ready"
+                ),
+                Err(e) => tracing::error!("compiling the built-in pieces: {e}"),
+            }
+        });
+    }
+    let server = Server::start(executor, config)
         .await
         .context("starting the server")?;
     if let Some(token) = server.generated_admin_token() {

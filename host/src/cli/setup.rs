@@ -5,15 +5,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use omniflow::engine::{Executor, ExecutorConfig, PieceRegistry};
-use omniflow::runtime::{Runtime, RuntimeConfig};
+use omniflow::runtime::{Runtime, RuntimeConfig, builtin::BUILTIN_PIECES};
 use omniflow::workflow::Workflow;
 
-/// Built-in pieces plus any `--piece FILE.wasm`, all through `Runtime::load`.
+/// Built-in pieces (compiled when a workflow first needs them) plus any
+/// `--piece FILE.wasm` (loaded now), all through `Runtime::load`.
 pub(crate) async fn registry(runtime: &Runtime, extra: &[PathBuf]) -> Result<Arc<PieceRegistry>> {
-    let registry = Arc::new(PieceRegistry::new());
-    for piece in runtime.load_builtins().await? {
-        registry.add(piece);
-    }
+    let registry = Arc::new(PieceRegistry::with_builtins(BUILTIN_PIECES));
     for file in extra {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         let piece = runtime

@@ -4,6 +4,22 @@ use serde::Serialize;
 
 use crate::store::{RunId, RunStatus, StepStatus};
 
+/// Which `for_each` item of how many (`index` is 0-based; shown 1-based:
+/// `shout [2/3]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ItemOf {
+    /// 0-based position of the item.
+    pub index: usize,
+    /// Items in the step.
+    pub count: usize,
+}
+
+impl std::fmt::Display for ItemOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{}/{}]", self.index + 1, self.count)
+    }
+}
+
 /// Something that happened in a run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -23,8 +39,15 @@ pub enum RunEvent {
         run: RunId,
         /// Step id.
         step: String,
-        /// Attempt number (1-based).
+        /// Attempt number (1-based), counted over the whole step (every
+        /// `for_each` item's attempts included).
         attempt: u32,
+        /// The try within the current retry budget of the step (or of its
+        /// item): 1 for a first try, 2 for the first retry, ...
+        tries: u32,
+        /// The `for_each` item this attempt runs, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        item: Option<ItemOf>,
     },
     /// An attempt failed and will be retried after `delay_ms`.
     StepRetrying {
@@ -34,6 +57,9 @@ pub enum RunEvent {
         step: String,
         /// The attempt that failed.
         attempt: u32,
+        /// The `for_each` item it ran, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        item: Option<ItemOf>,
         /// Wait before the next attempt.
         delay_ms: u64,
         /// Error class and message.

@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-pub use events::RunEvent;
+pub use events::{ItemOf, RunEvent};
 pub use registry::PieceRegistry;
 pub use run::Driven;
 
@@ -33,7 +33,8 @@ use crate::workflow::{ValidationError, Workflow, validate};
 ///
 /// Whose fault: `Invalid` is the workflow author's (fix the file; not
 /// retryable); `NotFound` the caller's; `Store` is the database's
-/// (retryable when the store says so).
+/// (retryable when the store says so); `Piece` is a built-in piece that
+/// failed to compile (ours, not retryable).
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// The workflow does not validate; every problem is listed.
@@ -45,6 +46,9 @@ pub enum EngineError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A piece the workflow needs could not be compiled.
+    #[error(transparent)]
+    Piece(#[from] crate::runtime::RuntimeError),
 }
 
 impl EngineError {
@@ -169,6 +173,23 @@ impl Executor {
         let _ = self.events.send(event);
     }
 
+    /// Compile the built-in pieces `workflow` uses that are not compiled
+    /// yet (see [`PieceRegistry::prepare`]). Validation needs their schemas.
+    pub async fn prepare_pieces(&self, workflow: &Workflow) -> Result<(), EngineError> {
+        self.registry
+            .prepare(&self.runtime, workflow.piece_names())
+            .await
+            .map_err(EngineError::from)
+    }
+
+    /// Compile every built-in piece not compiled yet (several at once).
+    pub async fn prepare_all_pieces(&self) -> Result<(), EngineError> {
+        self.registry
+            .prepare_all(&self.runtime)
+            .await
+            .map_err(EngineError::from)
+    }
+
     /// Validate `workflow`, save it (a new version if it changed) and create
     /// a queued run pinned to that version.
     pub async fn submit(
@@ -176,6 +197,7 @@ impl Executor {
         workflow: &Workflow,
         request: RunRequest,
     ) -> Result<RunId, EngineError> {
+        self.prepare_pieces(workflow).await?;
         validate(workflow, self.registry.as_ref()).map_err(EngineError::Invalid)?;
         let definition = serde_json::from_str::<serde_json::Value>(&workflow.to_json())
             .map_err(|e| EngineError::NotFound(format!("workflow does not serialize: {e}")))?;

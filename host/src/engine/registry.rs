@@ -1,9 +1,17 @@
 //! Installed pieces by name and version; resolves `name@version-req`.
+//!
+//! Built-in pieces are registered *pending*: their bytes are known but they
+//! are compiled only when a command first needs them ([`PieceRegistry::prepare`],
+//! e.g. for the pieces one workflow uses), or all at once in the background
+//! ([`PieceRegistry::prepare_all`], `serve`). A pending piece is compiled at
+//! most once, however many callers wait for it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use crate::runtime::LoadedPiece;
+use tokio::sync::OnceCell;
+
+use crate::runtime::{LoadedPiece, Runtime, RuntimeError};
 use crate::workflow::{
     ActionSummary, CatalogMiss, PieceCatalog, PieceSummary, Version, VersionReq,
 };
@@ -12,12 +20,101 @@ use crate::workflow::{
 #[derive(Default)]
 pub struct PieceRegistry {
     pieces: RwLock<BTreeMap<String, BTreeMap<Version, Arc<LoadedPiece>>>>,
+    /// Built-in pieces not compiled yet, by crate name (= piece name).
+    pending: Vec<Pending>,
+}
+
+/// A built-in piece whose bytes are known and whose compiled form is made
+/// on first need.
+struct Pending {
+    name: &'static str,
+    bytes: &'static [u8],
+    /// Set once the piece was loaded (and added) or failed to load.
+    done: OnceCell<Result<(), String>>,
 }
 
 impl PieceRegistry {
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A registry whose built-in pieces (`(crate name, bytes)`, see
+    /// [`crate::runtime::builtin::BUILTIN_PIECES`]) compile on first need.
+    pub fn with_builtins(sources: &'static [(&'static str, &'static [u8])]) -> Self {
+        PieceRegistry {
+            pieces: RwLock::default(),
+            pending: sources
+                .iter()
+                .map(|&(name, bytes)| Pending {
+                    name,
+                    bytes,
+                    done: OnceCell::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Compile (or take from the on-disk cache) the pending built-ins named
+    /// in `names`; names that are not pending built-ins are ignored (they are
+    /// installed already, or validation reports them as unknown).
+    pub async fn prepare<'a>(
+        &self,
+        runtime: &Runtime,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), RuntimeError> {
+        let wanted: Vec<&Pending> = {
+            let names: std::collections::BTreeSet<&str> = names.into_iter().collect();
+            self.pending
+                .iter()
+                .filter(|p| names.contains(p.name))
+                .collect()
+        };
+        self.load_pending(runtime, wanted).await
+    }
+
+    /// Compile every pending built-in, several at once (`serve` does this in
+    /// the background at start; `GET /pieces` before answering).
+    pub async fn prepare_all(&self, runtime: &Runtime) -> Result<(), RuntimeError> {
+        self.load_pending(runtime, self.pending.iter().collect())
+            .await
+    }
+
+    /// Whether every built-in piece is compiled and registered.
+    pub fn is_prepared(&self) -> bool {
+        self.pending.iter().all(|p| p.done.initialized())
+    }
+
+    async fn load_pending(
+        &self,
+        runtime: &Runtime,
+        wanted: Vec<&Pending>,
+    ) -> Result<(), RuntimeError> {
+        let loads = wanted.into_iter().map(|pending| async move {
+            let done = pending
+                .done
+                .get_or_init(|| async {
+                    match runtime.load(pending.bytes).await {
+                        Ok(piece) => {
+                            if piece.info().name != pending.name {
+                                tracing::warn!(
+                                    krate = pending.name,
+                                    piece = %piece.info().name,
+                                    "a built-in piece's name differs from its crate's: it is \
+                                     only compiled by prepare_all"
+                                );
+                            }
+                            self.add(piece);
+                            Ok(())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                })
+                .await;
+            done.clone()
+                .map_err(|e| RuntimeError::Engine(format!("built-in piece {}: {e}", pending.name)))
+        });
+        futures::future::try_join_all(loads).await.map(drop)
     }
 
     /// Register a loaded piece (replaces the same name@version).

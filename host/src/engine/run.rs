@@ -168,6 +168,9 @@ async fn load_and_validate(exec: &Executor, run: &RunRecord) -> Result<Validated
         })?;
     let workflow =
         Workflow::from_json(&stored.definition.to_string()).map_err(|e| e.to_string())?;
+    exec.prepare_pieces(&workflow)
+        .await
+        .map_err(|e| e.to_string())?;
     validate(&workflow, exec.registry.as_ref()).map_err(|errors| {
         errors
             .iter()

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::events::ItemOf;
 use super::run::{ExecHandle, sleep_until_opt, template_context};
 use super::{Executor, RunEvent};
 use crate::capabilities::http::HttpGrants;
@@ -405,6 +406,7 @@ async fn run_items(
     }
     record.input = Some(serde_json::Value::Array(inputs.clone()));
     let concurrency = step.for_each_concurrency().max(1) as usize;
+    let count = inputs.len();
     // Each item retries on its own, waiting in place (items are not parked);
     // attempts are numbered per step.
     let results: Vec<(Result<serde_json::Value, Failed>, Progress)> =
@@ -421,7 +423,9 @@ async fn run_items(
                         logs: String::new(),
                         final_attempt: None,
                     };
-                    let r = item_attempts(exec, plan, piece, item_record, &mut p, input, i).await;
+                    let item = ItemOf { index: i, count };
+                    let r =
+                        item_attempts(exec, plan, piece, item_record, &mut p, input, item).await;
                     (r, p)
                 }
             })
@@ -459,7 +463,7 @@ async fn item_attempts(
     mut snapshot: StepRecord,
     progress: &mut Progress,
     input: serde_json::Value,
-    item: usize,
+    item: ItemOf,
 ) -> Result<serde_json::Value, Failed> {
     let host_error = |e: super::EngineError| Failed {
         class: "host-error".into(),
@@ -507,7 +511,7 @@ async fn attempts(
     piece: &Arc<LoadedPiece>,
     progress: &mut Progress,
     input: serde_json::Value,
-    item: Option<usize>,
+    item: Option<ItemOf>,
 ) -> Attempted {
     let step = &plan.workflow.workflow.steps[plan.index];
     if let Some(action) = piece.info().action(&step.action) {
@@ -542,7 +546,7 @@ async fn attempts(
     };
     let idempotency_key = match item {
         None => format!("{}:{}", plan.run.id, step.id),
-        Some(i) => format!("{}:{}:{i}", plan.run.id, step.id),
+        Some(item) => format!("{}:{}:{}", plan.run.id, step.id, item.index),
     };
     progress.tries += 1;
     let attempt = progress
@@ -554,6 +558,8 @@ async fn attempts(
         run: plan.run.id,
         step: step.id.clone(),
         attempt,
+        tries: progress.tries,
+        item,
     });
     let call = StepCall {
         run_id: plan.run.id.to_string(),
@@ -623,6 +629,7 @@ async fn attempts(
         run: plan.run.id,
         step: step.id.clone(),
         attempt,
+        item,
         delay_ms: delay.as_millis() as u64,
         error: format!("{}: {}", failure.class(), failure.message()),
     });

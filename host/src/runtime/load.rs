@@ -167,8 +167,17 @@ impl Runtime {
         let from_cache = cached.is_some();
         let component = match cached {
             Some(component) => component,
-            None => Component::new(&self.engine, bytes)
-                .map_err(|e| RuntimeError::Malformed(format!("{e:#}")))?,
+            // Compiling takes from milliseconds to seconds: off the async
+            // workers, so several pieces compile at once and nothing else
+            // waits behind a compile.
+            None => {
+                let engine = self.engine.clone();
+                let owned = bytes.to_vec();
+                tokio::task::spawn_blocking(move || Component::new(&engine, &owned))
+                    .await
+                    .map_err(|e| RuntimeError::Engine(format!("compiling: {e}")))?
+                    .map_err(|e| RuntimeError::Malformed(format!("{e:#}")))?
+            }
         };
 
         let ty = component.component_type();

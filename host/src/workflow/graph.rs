@@ -198,7 +198,7 @@ pub(crate) fn input_references(
     refs
 }
 
-fn walk_strings(value: &Value, location: String, visit: &mut impl FnMut(String, &str)) {
+pub(crate) fn walk_strings(value: &Value, location: String, visit: &mut impl FnMut(String, &str)) {
     match value {
         Value::String(text) if template::is_template(text) => visit(location, text),
         Value::Array(items) => {

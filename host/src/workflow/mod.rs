@@ -31,6 +31,7 @@
 pub mod graph;
 pub mod model;
 pub mod template;
+mod template_names;
 pub mod validate;
 
 pub use graph::{Dag, Dependency};

@@ -56,6 +56,19 @@ pub struct Workflow {
 }
 
 impl Workflow {
+    /// The name of every piece the workflow's steps and handlers use.
+    pub fn piece_names(&self) -> impl Iterator<Item = &str> {
+        self.steps
+            .iter()
+            .map(|step| step.piece.name.as_str())
+            .chain(
+                [&self.on_failure, &self.on_success]
+                    .into_iter()
+                    .flatten()
+                    .map(|handler| handler.piece.name.as_str()),
+            )
+    }
+
     /// Parses a workflow from JSON, rejecting unknown fields.
     pub fn from_json(text: &str) -> Result<Workflow, WorkflowError> {
         serde_json::from_str(text).map_err(|err| {

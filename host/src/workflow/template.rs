@@ -217,6 +217,37 @@ pub fn expression_referenced_steps(expression: &str) -> Result<BTreeSet<String>,
     step_ids(expression, names.iter().map(String::as_str))
 }
 
+/// Every name a template reads that it does not define itself, nested as far
+/// as attribute access goes (`steps.fetch.output.body`, `vars.who`, `name`),
+/// minijinja's global functions (`range`, `dict`, ...) left out. Plain strings
+/// read nothing. `expression` is for `when`/`for_each` (`{{ }}` optional).
+pub fn read_names(text: &str, expression: bool) -> Result<BTreeSet<String>, TemplateError> {
+    if !expression && !is_template(text) {
+        return Ok(BTreeSet::new());
+    }
+    let env = environment();
+    let source = if expression {
+        Some(expression_source(text))
+    } else {
+        whole_expression(text)
+    };
+    let names = match source {
+        Some(expr) => env
+            .compile_expression(expr)
+            .map_err(|err| syntax(text, &err))?
+            .undeclared_variables(true),
+        None => env
+            .template_from_str(text)
+            .map_err(|err| syntax(text, &err))?
+            .undeclared_variables(true),
+    };
+    let globals: BTreeSet<&str> = env.globals().map(|(name, _)| name).collect();
+    Ok(names
+        .into_iter()
+        .filter(|name| !globals.contains(name.split('.').next().unwrap_or(name)))
+        .collect())
+}
+
 /// Picks step ids out of minijinja's nested undeclared names (`steps.fetch.output.body`).
 ///
 /// A bare `steps` means a subscript (`steps['my-step']`, needed for ids with `-`): the literal

@@ -138,6 +138,7 @@ pub fn validate(
     }
 
     let dag = Dag::build(&workflow.steps).map_err(|graph_errors| errors.extend(graph_errors));
+    super::template_names::check_template_names(workflow, &mut errors);
 
     let handlers = [
         ("on_failure", &workflow.on_failure),
