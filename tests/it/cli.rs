@@ -462,3 +462,83 @@ async fn serve_killed_with_sigkill_finishes_every_acknowledged_run_exactly_once(
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// `omniflow run FILE` in `dir` (its own database), returning (ok, stdout, stderr).
+fn run_in(
+    dir: &std::path::Path,
+    workflow: &serde_json::Value,
+    extra: &[&str],
+) -> (bool, String, String) {
+    let file = dir.join("flow.json");
+    std::fs::write(&file, workflow.to_string()).unwrap();
+    let out = omniflow()
+        .arg("run")
+        .arg(&file)
+        .arg("--db")
+        .arg(dir.join("omniflow.db"))
+        .args(extra)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn for_each_items_are_shown_as_items_not_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let flaky = guest_dir().join("flaky.wasm");
+    let workflow = serde_json::json!({
+        "name": "items",
+        "vars": { "names": ["a", "b", "c"] },
+        "steps": [{
+            "id": "shout", "piece": "flaky", "action": "run",
+            "for_each": "{{ vars.names }}", "concurrency": 1,
+            // Attempts are numbered per step: only the very first one fails.
+            "input": { "fail_times": 1, "value": "{{ item }}" },
+            "retry": { "max_attempts": 2, "initial_delay": "10ms" }
+        }]
+    });
+    let (ok, stdout, stderr) = run_in(
+        dir.path(),
+        &workflow,
+        &["--piece", &flaky.to_string_lossy()],
+    );
+    assert!(ok, "{stdout}\n{stderr}");
+    // The retry of item 1 is a retry of that item, not "attempt 2" of the step.
+    assert!(stderr.contains("shout [1/3] try 2"), "{stderr}");
+    assert!(!stderr.contains("attempt 3"), "{stderr}");
+    let row = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("shout"))
+        .unwrap_or_else(|| panic!("no shout row in {stdout}"));
+    assert!(row.contains("3 items +1"), "{row}");
+}
+
+#[tokio::test]
+async fn a_denied_request_names_the_grant_to_add_in_the_summary() {
+    let server = crate::wire::FakeServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let workflow = serde_json::json!({
+        "name": "denied",
+        "steps": [{
+            "id": "fetch", "piece": "http-request@^0.1", "action": "request",
+            "input": { "method": "GET", "url": server.url("/x") }
+        }]
+    });
+    let path = dir.path().to_path_buf();
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || run_in(&path, &workflow, &[]))
+        .await
+        .unwrap();
+    assert!(!ok, "{stdout}\n{stderr}");
+    let hint = format!("add \"{}\" to the step's grants.http", server.origin());
+    let row = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("fetch"))
+        .unwrap_or_else(|| panic!("no fetch row in {stdout}"));
+    assert!(row.contains(&hint), "{row}");
+    assert!(server.requests().is_empty(), "the request must not be sent");
+}

@@ -136,7 +136,47 @@ impl Runtime {
         };
         // Dropping the store returns the instance slot to the pool.
         drop(store);
+        let outcome = outcome.map_err(|failure| name_denial(failure, &log));
         finish(outcome, &log, fuel_used, started)
+    }
+}
+
+/// The host's denial line ("HTTP request denied: … add \"https://x\" to the
+/// step's grants.http"), appended to a piece's own failure message when the
+/// attempt had a request refused: a piece only sees `http-request-denied`,
+/// so without this the step's error could not name the grant to add.
+fn name_denial(failure: StepFailure, log: &crate::capabilities::log::StepLog) -> StepFailure {
+    const DENIED: &str = "[host] HTTP request denied: ";
+    let (text, _) = log.snapshot();
+    let Some(denial) = text
+        .lines()
+        .rev()
+        .find_map(|line| line.strip_prefix(DENIED))
+    else {
+        return failure;
+    };
+    let add = |message: String| {
+        if message.contains(denial) {
+            message
+        } else {
+            format!("{message} (host: HTTP request denied: {denial})")
+        }
+    };
+    match failure {
+        StepFailure::Fatal { message } => StepFailure::Fatal {
+            message: add(message),
+        },
+        StepFailure::Retryable {
+            message,
+            retry_after_ms,
+        } => StepFailure::Retryable {
+            message: add(message),
+            retry_after_ms,
+        },
+        StepFailure::InvalidInput { message } => StepFailure::InvalidInput {
+            message: add(message),
+        },
+        other => other,
     }
 }
 
