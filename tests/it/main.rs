@@ -7,6 +7,7 @@ mod code;
 mod engine;
 mod flows;
 mod http;
+mod queue;
 mod runtime;
 mod store;
 mod support;
