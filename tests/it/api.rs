@@ -899,7 +899,10 @@ async fn runs_left_running_by_a_crash_finish_after_restart() {
     // must leave it alone.
     let live = exec
         .store()
-        .claim_next_run("live-process", SystemTime::now() + Duration::from_secs(3600))
+        .claim_next_run(
+            "live-process",
+            SystemTime::now() + Duration::from_secs(3600),
+        )
         .await
         .unwrap()
         .unwrap();

@@ -306,7 +306,14 @@ async fn a_run_killed_mid_step_resumes_without_rerunning_finished_steps() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        if store.get_run(run_id).await.unwrap().unwrap().status.is_terminal() {
+        if store
+            .get_run(run_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+            .is_terminal()
+        {
             break;
         }
         assert!(Instant::now() < deadline, "the run was never resumed");
@@ -512,7 +519,10 @@ async fn a_second_serve_on_the_same_file_is_refused_while_the_first_runs() {
 
     let second = serve_command(&db, free_port()).output().unwrap();
     let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(!second.status.success(), "a second server started: {stderr}");
+    assert!(
+        !second.status.success(),
+        "a second server started: {stderr}"
+    );
     assert!(
         stderr.contains("another OmniFlow server")
             && stderr.contains(&format!("pid {}", first.0.id())),
@@ -622,5 +632,74 @@ async fn run_next_to_serve_executes_its_own_run_only_and_leaves_the_server_s_run
     assert!(!resume.status.success(), "{stderr}");
     assert!(stderr.contains("a server"), "{stderr}");
     assert_eq!(store.get_run(parked).await.unwrap().unwrap(), run);
+
+    // A `run` killed mid-step leaves its run under a lease nobody renews:
+    // the server takes it over once it expired and finishes it.
+    let file = write_workflow(
+        dir.path(),
+        serde_json::json!({
+            "name": "orphan",
+            "steps": [
+                { "id": "slow", "piece": "flaky", "action": "run", "input": { "value": 1, "sleep_ms": 3000 } },
+                { "id": "next", "piece": "flaky", "action": "run", "needs": ["slow"],
+                  "input": { "value": "{{ steps.slow.output.value + 1 }}" } }
+            ]
+        }),
+    );
+    let mut child = KillOnDrop(
+        omniflow()
+            .arg("run")
+            .arg(&file)
+            .arg("--db")
+            .arg(&db)
+            .arg("--piece")
+            .arg(guest_dir().join("flaky.wasm"))
+            .args(["--lease", "1s"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let orphan = loop {
+        assert!(child.0.try_wait().unwrap().is_none(), "run exited early");
+        let runs = store
+            .list_runs(&omniflow::store::RunFilter {
+                workflow: Some("orphan".into()),
+                ..omniflow::store::RunFilter::default()
+            })
+            .await
+            .unwrap();
+        if let Some(run) = runs.first()
+            && store
+                .steps(run.id)
+                .await
+                .unwrap()
+                .iter()
+                .any(|s| s.step_id == "slow" && s.status == StepStatus::Running)
+        {
+            break run.id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run never reached its slow step"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let finished = loop {
+        let run = store.get_run(orphan).await.unwrap().unwrap();
+        if run.status.is_terminal() {
+            break run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server never took the killed run over: {run:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(finished.status, RunStatus::Succeeded, "{finished:?}");
     assert!(serve.0.try_wait().unwrap().is_none(), "serve died");
 }

@@ -860,31 +860,53 @@ async fn a_worker_whose_lease_was_taken_over_can_no_longer_write_the_run() {
     let (_dir, path) = temp_db();
     let a = store_with_flow_at(&path).await;
     let b = open_at(&path).await;
-    let run = a.create_run(new_run("flow", Priority::Normal)).await.unwrap();
+    let run = a
+        .create_run(new_run("flow", Priority::Normal))
+        .await
+        .unwrap();
     let short = SystemTime::now() + Duration::from_millis(50);
     let a_claim = a.claim_next_runs("worker-a", short, 1).await.unwrap();
     let a_lease = a_claim[0].lease.clone();
     a.record_leased_step(
         &a_lease,
-        &step("a", StepStatus::Running, 1, Some("2026-01-01T00:00:01.000Z")),
+        &step(
+            "a",
+            StepStatus::Running,
+            1,
+            Some("2026-01-01T00:00:01.000Z"),
+        ),
         None,
     )
     .await
     .unwrap();
 
     // B's sweep leaves A's live lease alone ...
-    assert_eq!(b.requeue_expired_leases(SystemTime::now()).await.unwrap(), 0);
+    assert_eq!(
+        b.requeue_expired_leases(SystemTime::now()).await.unwrap(),
+        0
+    );
     tokio::time::sleep(Duration::from_millis(60)).await;
     // ... and re-queues it once it expired; B claims it: a new epoch.
-    assert_eq!(b.requeue_expired_leases(SystemTime::now()).await.unwrap(), 1);
+    assert_eq!(
+        b.requeue_expired_leases(SystemTime::now()).await.unwrap(),
+        1
+    );
     let long = SystemTime::now() + Duration::from_secs(60);
     let b_claim = b.claim_next_runs("worker-b", long, 1).await.unwrap();
     let b_lease = b_claim[0].lease.clone();
     assert!(b_claim[0].has_steps);
-    assert!(b_lease.epoch > a_lease.epoch, "{b_lease:?} after {a_lease:?}");
+    assert!(
+        b_lease.epoch > a_lease.epoch,
+        "{b_lease:?} after {a_lease:?}"
+    );
     b.record_leased_step(
         &b_lease,
-        &step("a", StepStatus::Succeeded, 2, Some("2026-01-01T00:00:02.000Z")),
+        &step(
+            "a",
+            StepStatus::Succeeded,
+            2,
+            Some("2026-01-01T00:00:02.000Z"),
+        ),
         Some(&attempt(2, StepStatus::Succeeded)),
     )
     .await
@@ -934,7 +956,9 @@ async fn a_worker_whose_lease_was_taken_over_can_no_longer_write_the_run() {
             .unwrap(),
         vec![run.id]
     );
-    b.finish_run(&b_lease, RunStatus::Succeeded, None).await.unwrap();
+    b.finish_run(&b_lease, RunStatus::Succeeded, None)
+        .await
+        .unwrap();
     let ghost = Lease {
         run: uuid::Uuid::now_v7(),
         ..b_lease.clone()
@@ -942,7 +966,10 @@ async fn a_worker_whose_lease_was_taken_over_can_no_longer_write_the_run() {
     let missing = b
         .record_leased_step(&ghost, &step("a", StepStatus::Succeeded, 1, None), None)
         .await;
-    assert!(matches!(missing, Err(StoreError::NotFound(_))), "{missing:?}");
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
 }
 
 #[tokio::test]
@@ -954,7 +981,10 @@ async fn fenced_step_writes_batched_together_each_get_their_own_answer() {
     let store = store_with_flow_at(&path).await;
     let mut leases = Vec::new();
     for _ in 0..8 {
-        store.create_run(new_run("flow", Priority::Normal)).await.unwrap();
+        store
+            .create_run(new_run("flow", Priority::Normal))
+            .await
+            .unwrap();
     }
     let long = SystemTime::now() + Duration::from_secs(60);
     for claimed in store.claim_next_runs("w", long, 8).await.unwrap() {
@@ -1001,7 +1031,10 @@ async fn the_sweep_recovers_running_runs_without_a_lease_and_claims_respect_live
     use std::time::{Duration, SystemTime};
     let (_dir, store) = store_with_flow().await;
     // Set running by hand (no lease): nothing would ever renew it.
-    let orphan = store.create_run(new_run("flow", Priority::Normal)).await.unwrap();
+    let orphan = store
+        .create_run(new_run("flow", Priority::Normal))
+        .await
+        .unwrap();
     store
         .set_run_status(orphan.id, RunStatus::Running, None)
         .await
@@ -1018,7 +1051,10 @@ async fn the_sweep_recovers_running_runs_without_a_lease_and_claims_respect_live
     assert_eq!(live.run.status, RunStatus::Running);
     assert_eq!(live.lease.owner, "other-process");
     // Parked until later.
-    let parked = store.create_run(new_run("flow", Priority::Normal)).await.unwrap();
+    let parked = store
+        .create_run(new_run("flow", Priority::Normal))
+        .await
+        .unwrap();
     let claimed = store
         .claim_run(parked.id, "w", SystemTime::now() + Duration::from_secs(60))
         .await
@@ -1034,7 +1070,10 @@ async fn the_sweep_recovers_running_runs_without_a_lease_and_claims_respect_live
         vec![orphan.id],
         "only the run no live process holds"
     );
-    for (id, what) in [(live.run.id, "running in another process"), (parked.id, "parked until")] {
+    for (id, what) in [
+        (live.run.id, "running in another process"),
+        (parked.id, "parked until"),
+    ] {
         match store
             .claim_run(id, "me", SystemTime::now() + Duration::from_secs(60))
             .await
@@ -1045,7 +1084,13 @@ async fn the_sweep_recovers_running_runs_without_a_lease_and_claims_respect_live
             other => panic!("claimed {id}: {other:?}"),
         }
     }
-    assert_eq!(store.requeue_expired_leases(SystemTime::now()).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .requeue_expired_leases(SystemTime::now())
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(
         store.get_run(orphan.id).await.unwrap().unwrap().status,
         RunStatus::Queued
@@ -1065,7 +1110,9 @@ async fn a_second_server_lock_on_one_file_is_refused_until_the_first_is_dropped(
     let held = a.lock_for_server().await.unwrap();
     let holder = b.server_holding_lock().await.unwrap();
     assert!(
-        holder.as_deref().is_some_and(|h| h.contains(&std::process::id().to_string())),
+        holder
+            .as_deref()
+            .is_some_and(|h| h.contains(&std::process::id().to_string())),
         "{holder:?}"
     );
     match b.lock_for_server().await {

@@ -7,6 +7,11 @@
 //! - [`Executor::execute`] runs (or resumes) a run to its end: steps whose
 //!   record is already terminal are not run again.
 //!
+//! A run is always driven under a claim (a lease with an epoch, see
+//! [`crate::store::Lease`]): every write carries it, and once one is refused
+//! as stale ("lease lost") the run is no longer this process's and the
+//! engine stops it without writing anything more.
+//!
 //! Must not know: SQL (that is `store`), HTTP frameworks, the CLI.
 
 mod events;
@@ -205,12 +210,20 @@ impl Executor {
         let run = self.prepare(workflow, request).await?;
         Ok(self
             .store
-            .create_claimed_run(run, &self.local_worker, SystemTime::now() + self.config.lease)
+            .create_claimed_run(
+                run,
+                &self.local_worker,
+                SystemTime::now() + self.config.lease,
+            )
             .await?)
     }
 
     /// Validate and save `workflow`; the run to create for it.
-    async fn prepare(&self, workflow: &Workflow, request: RunRequest) -> Result<NewRun, EngineError> {
+    async fn prepare(
+        &self,
+        workflow: &Workflow,
+        request: RunRequest,
+    ) -> Result<NewRun, EngineError> {
         validate(workflow, self.registry.as_ref()).map_err(EngineError::Invalid)?;
         let definition = serde_json::from_str::<serde_json::Value>(&workflow.to_json())
             .map_err(|e| EngineError::NotFound(format!("workflow does not serialize: {e}")))?;
@@ -253,7 +266,11 @@ impl Executor {
         }
         let claimed = self
             .store
-            .claim_run(run, &self.local_worker, SystemTime::now() + self.config.lease)
+            .claim_run(
+                run,
+                &self.local_worker,
+                SystemTime::now() + self.config.lease,
+            )
             .await?;
         self.execute_leased(claimed, cancel).await
     }
@@ -317,14 +334,20 @@ impl Executor {
         for run in self.store.resumable_runs(SystemTime::now()).await? {
             let claimed = match self
                 .store
-                .claim_run(run.id, &self.local_worker, SystemTime::now() + self.config.lease)
+                .claim_run(
+                    run.id,
+                    &self.local_worker,
+                    SystemTime::now() + self.config.lease,
+                )
                 .await
             {
                 Ok(claimed) => claimed,
                 Err(StoreError::NotClaimable { .. }) => continue,
                 Err(e) => return Err(e.into()),
             };
-            let status = self.execute_leased(claimed, CancellationToken::new()).await?;
+            let status = self
+                .execute_leased(claimed, CancellationToken::new())
+                .await?;
             done.push((run.id, status));
         }
         Ok(done)

@@ -530,7 +530,9 @@ pub(super) async fn drive(
     }
     super::step::run_handler(&handle, &run, &validated, status, error.as_deref()).await;
 
-    exec.store.finish_run(&lease, status, error.as_deref()).await?;
+    exec.store
+        .finish_run(&lease, status, error.as_deref())
+        .await?;
     exec.emit(RunEvent::RunFinished {
         run: run_id,
         status,

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::run::{ExecHandle, sleep_until_opt, template_context};
 use super::RunEvent;
+use super::run::{ExecHandle, sleep_until_opt, template_context};
 use crate::capabilities::http::HttpGrants;
 use crate::runtime::{LoadedPiece, StepCall, StepFailure, StepLimits};
 use crate::store::{

@@ -27,8 +27,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    AttemptRecord, Lease, NewRun, Priority, RunFilter, RunId, RunRecord, RunStatus, RunStore, StepRecord,
-    StepStatus, StoreError, StoredWorkflow, WorkflowStore, canonical_json, now_rfc3339,
+    AttemptRecord, Lease, NewRun, Priority, RunFilter, RunId, RunRecord, RunStatus, RunStore,
+    StepRecord, StepStatus, StoreError, StoredWorkflow, WorkflowStore, canonical_json, now_rfc3339,
 };
 
 /// Attempts at opening a file another process is opening too (see `open_with`).
@@ -192,7 +192,9 @@ impl Drop for WriteTx {
 impl std::ops::Deref for WriteTx {
     type Target = sqlx::SqliteConnection;
     fn deref(&self) -> &Self::Target {
-        self.conn.as_deref().expect("a WriteTx has its connection until dropped")
+        self.conn
+            .as_deref()
+            .expect("a WriteTx has its connection until dropped")
     }
 }
 

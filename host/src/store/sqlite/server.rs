@@ -239,12 +239,13 @@ impl QueueStore for SqliteStore {
             return claimed_from_row(&row, worker);
         }
         // Say why not.
-        let row = sqlx::query("SELECT status, lease_owner, lease_until, wake_at FROM runs WHERE id = ?1")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(sql_error("claim run"))?
-            .ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
+        let row =
+            sqlx::query("SELECT status, lease_owner, lease_until, wake_at FROM runs WHERE id = ?1")
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(sql_error("claim run"))?
+                .ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
         let status: RunStatus = parse_text(&row, "status")?;
         let owner: Option<String> = get(&row, "lease_owner")?;
         let until: Option<String> = get(&row, "lease_until")?;
@@ -303,7 +304,8 @@ impl QueueStore for SqliteStore {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let mut query: QueryBuilder<'_, Sqlite> = QueryBuilder::new("UPDATE runs SET lease_until = ");
+        let mut query: QueryBuilder<'_, Sqlite> =
+            QueryBuilder::new("UPDATE runs SET lease_until = ");
         query.push_bind(rfc3339(lease_until));
         query.push(" WHERE status = 'running' AND (id, lease_epoch) IN (");
         query.push_values(leases, |mut row, lease| {
