@@ -24,6 +24,11 @@ struct Local {
     /// Extra piece components to load next to the built-ins (repeatable).
     #[arg(long = "piece", value_name = "FILE.wasm")]
     pieces: Vec<PathBuf>,
+    /// How long a run this process executes stays claimed without a
+    /// renewal (renewed every third of it): after a crash, its runs are
+    /// taken over once this expires (e.g. `30s`).
+    #[arg(long, default_value = "30s", env = "OMNIFLOW_LEASE", value_parser = humantime::parse_duration)]
+    lease: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -238,6 +243,7 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
                 vars,
                 json,
                 pieces: local.pieces,
+                lease: local.lease,
             })
             .await
         }
@@ -253,7 +259,7 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
             cli::runs::show(&db, &id, json, logs).await
         }
         Command::Runs(RunsCommand::Resume { local }) => {
-            cli::runs::resume(&local.db, &local.pieces).await
+            cli::runs::resume(&local.db, &local.pieces, local.lease).await
         }
         Command::Piece(PieceCommand::Inspect { file, json }) => {
             cli::piece::inspect(&file, json).await
@@ -272,6 +278,7 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
                 workers,
                 shutdown_grace,
                 admin_token,
+                lease: local.lease,
             })
             .await
         }

@@ -886,24 +886,42 @@ async fn runs_left_running_by_a_crash_finish_after_restart() {
         };
         ids.push(exec.submit(&wf, request).await.unwrap());
     }
-    // A "previous process" claimed one run and died holding its lease.
+    // A "previous process" claimed one run and died holding its lease
+    // (expired since).
     let claimed = exec
         .store()
-        .claim_next_run("dead-worker", SystemTime::now() + Duration::from_secs(3600))
+        .claim_next_run("dead-worker", SystemTime::now() - Duration::from_secs(1))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(claimed.status, RunStatus::Running);
+    // Another process is executing a run under a live lease: start-up
+    // must leave it alone.
+    let live = exec
+        .store()
+        .claim_next_run(
+            "live-process",
+            SystemTime::now() + Duration::from_secs(3600),
+        )
+        .await
+        .unwrap()
+        .unwrap();
 
     let s = start_on(dir, exec.clone(), config(2, Some(TOKEN))).await;
     assert_eq!(s.server.as_ref().unwrap().requeued_at_start(), 1);
     for (x, id) in ids.iter().enumerate() {
+        if *id == live.id {
+            continue;
+        }
         let run = s.wait_finished(&id.to_string()).await;
         assert_eq!(run["status"], "succeeded");
         assert_eq!(run["output"]["value"], x);
         // Exactly once: one attempt of the one step.
         assert_eq!(step(&run, "echo")["attempts"], 1);
     }
+    let untouched = exec.store().get_run(live.id).await.unwrap().unwrap();
+    assert_eq!(untouched.status, RunStatus::Running);
+    assert!(exec.store().steps(live.id).await.unwrap().is_empty());
     s.stop().await;
 }
 

@@ -243,6 +243,7 @@ async fn a_run_killed_mid_step_resumes_without_rerunning_finished_steps() {
             ]
         }),
     );
+    // A short lease: the killed process's claim runs out soon.
     let mut child = omniflow()
         .arg("run")
         .arg(&file)
@@ -250,6 +251,7 @@ async fn a_run_killed_mid_step_resumes_without_rerunning_finished_steps() {
         .arg(&db)
         .arg("--piece")
         .arg(&flaky)
+        .args(["--lease", "1s"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -287,20 +289,36 @@ async fn a_run_killed_mid_step_resumes_without_rerunning_finished_steps() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
-    let out = omniflow()
-        .args(["runs", "resume", "--db"])
-        .arg(&db)
-        .arg("--piece")
-        .arg(&flaky)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
+    // `runs resume` leaves the run alone while the dead process's lease
+    // is live, and takes it over once it expired.
     let store = omniflow::store::open(&db.to_string_lossy()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = omniflow()
+            .args(["runs", "resume", "--db"])
+            .arg(&db)
+            .arg("--piece")
+            .arg(&flaky)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if store
+            .get_run(run_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+            .is_terminal()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run was never resumed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let run = store.get_run(run_id).await.unwrap().unwrap();
     assert_eq!(run.status.as_str(), "succeeded");
     assert_eq!(
@@ -326,18 +344,44 @@ async fn a_run_killed_mid_step_resumes_without_rerunning_finished_steps() {
 
 /// `omniflow serve` as a process on a free port, with a fixed admin token.
 fn spawn_serve(db: &std::path::Path, port: u16) -> std::process::Child {
-    omniflow()
-        .args(["serve", "--workers", "2", "--listen"])
+    serve_command(db, port)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// `omniflow serve` on `db` and `port` (a 2 s lease: a killed server's
+/// runs are taken over soon).
+fn serve_command(db: &std::path::Path, port: u16) -> Command {
+    let mut cmd = omniflow();
+    cmd.args(["serve", "--workers", "2", "--lease", "2s", "--listen"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--db")
         .arg(db)
         .arg("--piece")
         .arg(guest_dir().join("flaky.wasm"))
-        .env("OMNIFLOW_ADMIN_TOKEN", "kill-test-token")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
+        .env("OMNIFLOW_ADMIN_TOKEN", "kill-test-token");
+    cmd
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the child when dropped (a failed assertion must not leave a
+/// server running).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 async fn wait_healthy(http: &reqwest::Client, base: &str, child: &mut std::process::Child) {
@@ -461,6 +505,203 @@ async fn serve_killed_with_sigkill_finishes_every_acknowledged_run_exactly_once(
     }
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn a_second_serve_on_the_same_file_is_refused_while_the_first_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("omniflow.db");
+    let http = reqwest::Client::new();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut first = KillOnDrop(spawn_serve(&db, port));
+    wait_healthy(&http, &base, &mut first.0).await;
+
+    let second = serve_command(&db, free_port()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success(),
+        "a second server started: {stderr}"
+    );
+    assert!(
+        stderr.contains("another OmniFlow server")
+            && stderr.contains(&format!("pid {}", first.0.id())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("omniflow.db"), "{stderr}");
+    // The first one is unharmed.
+    wait_healthy(&http, &base, &mut first.0).await;
+
+    // The lock goes with the process, however it ends.
+    first.0.kill().unwrap(); // SIGKILL
+    first.0.wait().unwrap();
+    let port = free_port();
+    let mut again = KillOnDrop(spawn_serve(&db, port));
+    wait_healthy(&http, &format!("http://127.0.0.1:{port}"), &mut again.0).await;
+}
+
+#[tokio::test]
+async fn run_next_to_serve_executes_its_own_run_only_and_leaves_the_server_s_runs_alone() {
+    use omniflow::store::{RunStatus, StepStatus};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("omniflow.db");
+    let http = reqwest::Client::new();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut serve = KillOnDrop(spawn_serve(&db, port));
+    wait_healthy(&http, &base, &mut serve.0).await;
+
+    // The server holds a run parked on a 10-minute delay ...
+    let sleeper = serde_json::json!({
+        "name": "sleeper",
+        "steps": [{ "id": "nap", "piece": "delay", "action": "sleep", "input": { "duration": "10m" } }]
+    });
+    let created = http
+        .post(format!("{base}/api/v1/workflows"))
+        .bearer_auth("kill-test-token")
+        .json(&sleeper)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let r = http
+        .post(format!("{base}/api/v1/workflows/sleeper/runs"))
+        .bearer_auth("kill-test-token")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let parked: omniflow::store::RunId = body["id"].as_str().unwrap().parse().unwrap();
+    let store = omniflow::store::open(&db.to_string_lossy()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let parked_step = loop {
+        let run = store.get_run(parked).await.unwrap().unwrap();
+        let steps = store.steps(parked).await.unwrap();
+        if run.status == RunStatus::Queued
+            && let Some(nap) = steps.iter().find(|s| s.status == StepStatus::Waiting)
+        {
+            break nap.clone();
+        }
+        assert!(Instant::now() < deadline, "the run never parked: {run:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    // ... and `run` of another workflow on the same file finishes, having
+    // executed its own run and nothing else.
+    let file = write_workflow(
+        dir.path(),
+        serde_json::json!({
+            "name": "quick",
+            "steps": [{ "id": "echo", "piece": "flaky", "action": "run", "input": { "value": 7 } }]
+        }),
+    );
+    let out = omniflow()
+        .arg("run")
+        .arg(&file)
+        .arg("--db")
+        .arg(&db)
+        .arg("--piece")
+        .arg(guest_dir().join("flaky.wasm"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    assert_eq!(doc["steps"][0]["attempts"], 1, "{doc}");
+
+    // The parked run is exactly as the server left it.
+    let run = store.get_run(parked).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Queued, "{run:?}");
+    assert_eq!(store.steps(parked).await.unwrap(), vec![parked_step]);
+    // `runs resume` refuses while the server holds the file.
+    let resume = omniflow()
+        .args(["runs", "resume", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&resume.stderr);
+    assert!(!resume.status.success(), "{stderr}");
+    assert!(stderr.contains("a server"), "{stderr}");
+    assert_eq!(store.get_run(parked).await.unwrap().unwrap(), run);
+
+    // A `run` killed mid-step leaves its run under a lease nobody renews:
+    // the server takes it over once it expired and finishes it.
+    let file = write_workflow(
+        dir.path(),
+        serde_json::json!({
+            "name": "orphan",
+            "steps": [
+                { "id": "slow", "piece": "flaky", "action": "run", "input": { "value": 1, "sleep_ms": 3000 } },
+                { "id": "next", "piece": "flaky", "action": "run", "needs": ["slow"],
+                  "input": { "value": "{{ steps.slow.output.value + 1 }}" } }
+            ]
+        }),
+    );
+    let mut child = KillOnDrop(
+        omniflow()
+            .arg("run")
+            .arg(&file)
+            .arg("--db")
+            .arg(&db)
+            .arg("--piece")
+            .arg(guest_dir().join("flaky.wasm"))
+            .args(["--lease", "1s"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let orphan = loop {
+        assert!(child.0.try_wait().unwrap().is_none(), "run exited early");
+        let runs = store
+            .list_runs(&omniflow::store::RunFilter {
+                workflow: Some("orphan".into()),
+                ..omniflow::store::RunFilter::default()
+            })
+            .await
+            .unwrap();
+        if let Some(run) = runs.first()
+            && store
+                .steps(run.id)
+                .await
+                .unwrap()
+                .iter()
+                .any(|s| s.step_id == "slow" && s.status == StepStatus::Running)
+        {
+            break run.id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run never reached its slow step"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let finished = loop {
+        let run = store.get_run(orphan).await.unwrap().unwrap();
+        if run.status.is_terminal() {
+            break run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server never took the killed run over: {run:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(finished.status, RunStatus::Succeeded, "{finished:?}");
+    assert!(serve.0.try_wait().unwrap().is_none(), "serve died");
 }
 
 /// `omniflow run FILE` in `dir` (its own database), returning (ok, stdout, stderr).

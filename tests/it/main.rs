@@ -7,6 +7,7 @@ mod code;
 mod engine;
 mod flows;
 mod http;
+mod queue;
 mod readme;
 mod runtime;
 mod store;

@@ -19,6 +19,7 @@ pub(crate) struct RunArgs {
     pub(crate) vars: Vec<String>,
     pub(crate) json: bool,
     pub(crate) pieces: Vec<PathBuf>,
+    pub(crate) lease: std::time::Duration,
 }
 
 fn status_mark(status: StepStatus) -> &'static str {
@@ -145,21 +146,19 @@ pub(crate) async fn run(args: RunArgs) -> Result<bool> {
         let (k, v) = parse_var(var)?;
         vars.insert(k, v);
     }
-    let exec = executor(&args.db, &args.pieces, ExecutorConfig::default()).await?;
+    let config = ExecutorConfig {
+        lease: args.lease,
+        ..ExecutorConfig::default()
+    };
+    let exec = executor(&args.db, &args.pieces, config).await?;
 
-    // Local mode: one process per database file. Runs a crash left behind
-    // are finished first ("resumed on the next start").
-    for run in exec.store().unfinished_runs().await? {
-        if !args.json {
-            eprintln!("found interrupted run {} of {}", run.id, run.workflow_name);
-        }
-        let progress = spawn_progress(&exec, args.json, run.id);
-        exec.execute(run.id, CancellationToken::new()).await?;
-        let _ = progress.await;
-    }
-
-    let run_id = match exec
-        .submit(
+    // This command executes the run it creates and nothing else (resuming
+    // runs left behind is `omniflow runs resume`). The run is created
+    // already claimed under this process's lease, renewed while it runs,
+    // so a server on the same database never takes it, and this process
+    // never touches the server's runs.
+    let claimed = match exec
+        .submit_claimed(
             &workflow,
             RunRequest {
                 vars,
@@ -169,7 +168,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<bool> {
         )
         .await
     {
-        Ok(id) => id,
+        Ok(claimed) => claimed,
         Err(EngineError::Invalid(errors)) => {
             eprintln!("{}: the workflow is invalid:", args.file.display());
             for e in errors {
@@ -180,6 +179,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<bool> {
         Err(e) => return Err(e.into()),
     };
 
+    let run_id = claimed.run.id;
     let progress = spawn_progress(&exec, args.json, run_id);
     let cancel = CancellationToken::new();
     {
@@ -190,7 +190,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<bool> {
             }
         });
     }
-    let status = exec.execute(run_id, cancel).await?;
+    let status = exec.execute_leased(claimed, cancel).await?;
     let _ = progress.await;
 
     if args.json {

@@ -203,12 +203,36 @@ pub(crate) async fn show(db: &Path, id: &str, json: bool, logs: bool) -> Result<
     Ok(true)
 }
 
-pub(crate) async fn resume(db: &Path, pieces: &[std::path::PathBuf]) -> Result<bool> {
-    let exec =
-        super::setup::executor(db, pieces, omniflow::engine::ExecutorConfig::default()).await?;
+/// `omniflow runs resume`: finish the runs processes that are gone left
+/// behind (lease expired, or none, and not parked for later). Refused while
+/// a server holds the database: it resumes those runs itself.
+pub(crate) async fn resume(
+    db: &Path,
+    pieces: &[std::path::PathBuf],
+    lease: std::time::Duration,
+) -> Result<bool> {
+    let config = omniflow::engine::ExecutorConfig {
+        lease,
+        ..omniflow::engine::ExecutorConfig::default()
+    };
+    let exec = super::setup::executor(db, pieces, config).await?;
+    if let Some(holder) = exec.store().server_holding_lock().await? {
+        eprintln!(
+            "a server ({holder}) is running on {}: it resumes interrupted runs itself \
+             (runs resume is for when no server runs)",
+            db.display()
+        );
+        return Ok(false);
+    }
     let resumed = exec.resume_unfinished().await?;
     if resumed.is_empty() {
         println!("no interrupted runs");
+    }
+    let left = exec.store().unfinished_runs().await?.len();
+    if left > 0 {
+        println!(
+            "left alone: {left} unfinished run(s) held by a live process or parked until later"
+        );
     }
     let mut all_ok = true;
     for (id, status) in resumed {

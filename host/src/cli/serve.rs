@@ -20,6 +20,7 @@ pub(crate) struct ServeArgs {
     pub(crate) workers: usize,
     pub(crate) shutdown_grace: Duration,
     pub(crate) admin_token: Option<String>,
+    pub(crate) lease: Duration,
 }
 
 /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
@@ -53,6 +54,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<bool> {
         pool: PoolConfig {
             workers: args.workers,
             shutdown_grace: args.shutdown_grace,
+            lease: args.lease,
             ..PoolConfig::default()
         },
         admin_token: args.admin_token.filter(|t| !t.is_empty()),
@@ -93,7 +95,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<bool> {
     }
     if server.requeued_at_start() > 0 {
         eprintln!(
-            "re-queued {} run(s) a previous process left running",
+            "re-queued {} run(s) whose lease expired (left running by a process that stopped)",
             server.requeued_at_start()
         );
     }

@@ -7,6 +7,11 @@
 //! - [`Executor::execute`] runs (or resumes) a run to its end: steps whose
 //!   record is already terminal are not run again.
 //!
+//! A run is always driven under a claim (a lease with an epoch, see
+//! [`crate::store::Lease`]): every write carries it, and once one is refused
+//! as stale ("lease lost") the run is no longer this process's and the
+//! engine stops it without writing anything more.
+//!
 //! Must not know: SQL (that is `store`), HTTP frameworks, the CLI.
 
 mod events;
@@ -15,7 +20,7 @@ mod run;
 mod step;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +31,7 @@ pub use run::Driven;
 
 use crate::capabilities::secrets::Secrets;
 use crate::runtime::{Runtime, StepLimits};
-use crate::store::{ClaimedRun, NewRun, Priority, RunId, RunStatus, Store, StoreError};
+use crate::store::{ClaimedRun, Lease, NewRun, Priority, RunId, RunStatus, Store, StoreError};
 use crate::workflow::{ValidationError, Workflow, validate};
 
 /// Why the engine could not accept or drive a run.
@@ -73,6 +78,11 @@ pub struct ExecutorConfig {
     /// left waits (a retry delay, a `delay` step), a wait at least this
     /// long parks the run in the queue instead of holding the worker.
     pub park_after: Duration,
+    /// The lease under which this executor runs what it executes itself
+    /// ([`Executor::execute`], [`Executor::execute_leased`]: `omniflow run`,
+    /// `runs resume`), renewed every third of it while the run executes. A
+    /// process that dies leaves the run to be taken over once it expires.
+    pub lease: Duration,
 }
 
 impl Default for ExecutorConfig {
@@ -83,6 +93,7 @@ impl Default for ExecutorConfig {
             run_timeout: None,
             secrets: Secrets::empty(),
             park_after: Duration::from_secs(1),
+            lease: Duration::from_secs(30),
         }
     }
 }
@@ -110,6 +121,9 @@ pub struct Executor {
     /// Validated workflow versions by (name, version) (`run.rs::load_workflow`).
     validated: std::sync::Mutex<ValidatedCache>,
     validators: Arc<ValidatorCache>,
+    /// The lease owner of runs this executor executes itself
+    /// (`local-<pid>-<uuid>`; a queue worker has its own).
+    local_worker: String,
 }
 
 /// Compiled input schemas by (piece digest, action).
@@ -140,6 +154,11 @@ impl Executor {
             events,
             validated: std::sync::Mutex::default(),
             validators: Arc::default(),
+            local_worker: format!(
+                "local-{}-{}",
+                std::process::id(),
+                uuid::Uuid::now_v7().simple()
+            ),
         }
     }
 
@@ -197,6 +216,35 @@ impl Executor {
         workflow: &Workflow,
         request: RunRequest,
     ) -> Result<RunId, EngineError> {
+        let run = self.prepare(workflow, request).await?;
+        Ok(self.store.create_run(run).await?.id)
+    }
+
+    /// Like [`Executor::submit`], but the run is created already claimed by
+    /// this executor (running under its lease, so no queue worker of any
+    /// process can take it): for [`Executor::execute_leased`] next.
+    pub async fn submit_claimed(
+        &self,
+        workflow: &Workflow,
+        request: RunRequest,
+    ) -> Result<ClaimedRun, EngineError> {
+        let run = self.prepare(workflow, request).await?;
+        Ok(self
+            .store
+            .create_claimed_run(
+                run,
+                &self.local_worker,
+                SystemTime::now() + self.config.lease,
+            )
+            .await?)
+    }
+
+    /// Validate and save `workflow`; the run to create for it.
+    async fn prepare(
+        &self,
+        workflow: &Workflow,
+        request: RunRequest,
+    ) -> Result<NewRun, EngineError> {
         self.prepare_pieces(workflow).await?;
         validate(workflow, self.registry.as_ref()).map_err(EngineError::Invalid)?;
         let definition = serde_json::from_str::<serde_json::Value>(&workflow.to_json())
@@ -210,55 +258,153 @@ impl Executor {
         } else {
             request.trigger_type
         };
-        let run = self
-            .store
-            .create_run(NewRun {
-                workflow_name: stored.name,
-                workflow_version: stored.version,
-                priority: request.priority,
-                trigger: serde_json::json!({ "type": trigger_type, "payload": request.payload }),
-                vars: serde_json::Value::Object(request.vars),
-                simulated: false,
-            })
-            .await?;
-        Ok(run.id)
+        Ok(NewRun {
+            workflow_name: stored.name,
+            workflow_version: stored.version,
+            priority: request.priority,
+            trigger: serde_json::json!({ "type": trigger_type, "payload": request.payload }),
+            vars: serde_json::Value::Object(request.vars),
+            simulated: false,
+        })
     }
 
-    /// Run (or resume) `run` to its end and return its final status. Waits
-    /// (retry delays, `delay` steps) are slept here: this is the local
-    /// `omniflow run`, where the process is the worker.
+    /// Run (or resume) `run` to its end in this process and return its
+    /// final status: it is claimed under this executor's lease first
+    /// ([`StoreError::NotClaimable`] when a live process holds it or it is
+    /// parked for later; a finished run just returns its status), then
+    /// driven as [`Executor::execute_leased`] does.
     pub async fn execute(
         &self,
         run: RunId,
         cancel: CancellationToken,
     ) -> Result<RunStatus, EngineError> {
-        match run::drive(self, run, cancel, None).await? {
+        let record = self
+            .store
+            .get_run(run)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("run {run}")))?;
+        if record.status.is_terminal() {
+            return Ok(record.status);
+        }
+        let claimed = self
+            .store
+            .claim_run(
+                run,
+                &self.local_worker,
+                SystemTime::now() + self.config.lease,
+            )
+            .await?;
+        self.execute_leased(claimed, cancel).await
+    }
+
+    /// Drive a run this executor claimed to its end, renewing the lease
+    /// every third of [`ExecutorConfig::lease`] meanwhile. Waits (retry
+    /// delays, `delay` steps) are slept here: the process is the worker.
+    /// When the lease is found lost (another process took the run over),
+    /// the run stops at once with [`StoreError::LeaseLost`].
+    pub async fn execute_leased(
+        &self,
+        claimed: ClaimedRun,
+        cancel: CancellationToken,
+    ) -> Result<RunStatus, EngineError> {
+        let lost = CancellationToken::new();
+        let cancel = cancel.child_token();
+        let stop = CancellationToken::new();
+        let renew = tokio::spawn(renew_lease(
+            self.store.clone(),
+            claimed.lease.clone(),
+            self.config.lease,
+            stop.clone(),
+            lost.clone(),
+            cancel.clone(),
+        ));
+        let driven = run::drive(self, claimed, cancel, lost, false).await;
+        stop.cancel();
+        let _ = renew.await;
+        match driven? {
             Driven::Finished(status) => Ok(status),
-            // Not asked to park, so it never does; the run is queued again.
+            // Not asked to park, so it never does.
             Driven::Parked { .. } => Ok(RunStatus::Queued),
         }
     }
 
-    /// Like [`Executor::execute`] for a run a queue worker just claimed
-    /// (`claimed` as the claim returned it, so it is not read again): a run
-    /// left with only waits of at least [`ExecutorConfig::park_after`] goes
-    /// back to the queue with a wake-up time ([`Driven::Parked`]) instead of
-    /// holding the worker until then.
+    /// Like [`Executor::execute_leased`] for a run a queue worker just
+    /// claimed, whose lease the worker renews: a run left with only waits
+    /// of at least [`ExecutorConfig::park_after`] goes back to the queue
+    /// with a wake-up time ([`Driven::Parked`]) instead of holding the
+    /// worker until then. The worker cancels `lost` (and `cancel`) when it
+    /// finds the lease lost; the run then ends with [`StoreError::LeaseLost`]
+    /// and writes nothing more.
     pub async fn execute_claimed(
         &self,
         claimed: ClaimedRun,
         cancel: CancellationToken,
+        lost: CancellationToken,
     ) -> Result<Driven, EngineError> {
-        run::drive(self, claimed.run.id, cancel, Some(claimed)).await
+        run::drive(self, claimed, cancel, lost, true).await
     }
 
-    /// Resume every run left queued or running (e.g. after a crash).
+    /// Resume the runs left behind by processes that are gone: runs
+    /// [`QueueStore::resumable_runs`] lists (running with an expired or no
+    /// lease; queued and not parked for later). Never a run whose lease a
+    /// live process holds, nor one parked until later. Each is claimed
+    /// first; one taken by someone else meanwhile is left alone.
+    ///
+    /// [`QueueStore::resumable_runs`]: crate::store::QueueStore::resumable_runs
     pub async fn resume_unfinished(&self) -> Result<Vec<(RunId, RunStatus)>, EngineError> {
         let mut done = Vec::new();
-        for run in self.store.unfinished_runs().await? {
-            let status = self.execute(run.id, CancellationToken::new()).await?;
+        for run in self.store.resumable_runs(SystemTime::now()).await? {
+            let claimed = match self
+                .store
+                .claim_run(
+                    run.id,
+                    &self.local_worker,
+                    SystemTime::now() + self.config.lease,
+                )
+                .await
+            {
+                Ok(claimed) => claimed,
+                Err(StoreError::NotClaimable { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let status = self
+                .execute_leased(claimed, CancellationToken::new())
+                .await?;
             done.push((run.id, status));
         }
         Ok(done)
+    }
+}
+
+/// Renew `lease` every third of `lease_for` until `stop`; when it is found
+/// lost, cancel `lost` and `cancel` (the run stops). A failed renewal is
+/// only logged: the lease then runs out unless a later renewal succeeds.
+async fn renew_lease(
+    store: Arc<dyn Store>,
+    lease: Lease,
+    lease_for: Duration,
+    stop: CancellationToken,
+    lost: CancellationToken,
+    cancel: CancellationToken,
+) {
+    let every = (lease_for / 3).max(Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        match store
+            .extend_leases(std::slice::from_ref(&lease), SystemTime::now() + lease_for)
+            .await
+        {
+            Ok(extended) if extended.contains(&lease.run) => {}
+            Ok(_) => {
+                tracing::warn!(run = %lease.run, "lease lost: another process took the run over");
+                lost.cancel();
+                cancel.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(run = %lease.run, "renewing the lease: {e}"),
+        }
     }
 }

@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 use super::step::{StepPlan, run_step};
 use super::{EngineError, Executor, RunEvent};
 use crate::store::{
-    ClaimedRun, RunId, RunRecord, RunStatus, StepRecord, StepStatus, now_rfc3339, rfc3339,
+    ClaimedRun, Lease, RunRecord, RunStatus, StepRecord, StepStatus, StoreError, now_rfc3339,
+    rfc3339,
 };
 use crate::workflow::{
     Dependency, RunContext, StepContext, TemplateContext, ValidatedWorkflow, Workflow, validate,
@@ -209,38 +210,34 @@ pub(super) async fn sleep_until_opt(t: Option<SystemTime>) {
     }
 }
 
+/// Drive a run claimed under `claimed.lease` to its end (or, with `park`,
+/// until only long waits are left). Every write carries the lease
+/// (fencing): once one is refused ([`StoreError::LeaseLost`]), or `lost`
+/// is cancelled (the lease renewal found it gone), the run is no longer
+/// ours and this returns that error without writing anything more. Any
+/// other store error also stops the run (steps in flight are cancelled)
+/// and is returned, so the caller stops renewing the lease and the run
+/// is taken over once it expires.
 pub(super) async fn drive(
     exec: &Executor,
-    run_id: RunId,
+    claimed: ClaimedRun,
     cancel: CancellationToken,
-    claimed: Option<ClaimedRun>,
+    lost: CancellationToken,
+    park: bool,
 ) -> Result<Driven, EngineError> {
     // Just claimed: the claim returned the row (and whether it has steps),
-    // no need to read them again. Only a claimed run (under a lease) parks.
-    let mut fresh = false;
-    let mut lease_owner = None;
-    let run = match claimed {
-        Some(claimed) if claimed.run.id == run_id => {
-            fresh = !claimed.has_steps;
-            lease_owner = Some(claimed.worker);
-            claimed.run
-        }
-        _ => exec
-            .store
-            .get_run(run_id)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(format!("run {run_id}")))?,
-    };
-    if run.status.is_terminal() {
-        return Ok(Driven::Finished(run.status));
-    }
-    let run = Arc::new(run);
+    // no need to read them again. The claim set it `running`.
+    let fresh = !claimed.has_steps;
+    let lease = claimed.lease;
+    let run_id = claimed.run.id;
+    let run = Arc::new(claimed.run);
+    let lease_lost = || EngineError::Store(StoreError::LeaseLost { run: run_id });
     let validated = match load_workflow(exec, &run).await {
         Ok(v) => v,
         Err(message) => {
             let error = format!("cannot run: {message}");
             exec.store
-                .set_run_status(run_id, RunStatus::Failed, Some(&error))
+                .finish_run(&lease, RunStatus::Failed, Some(&error))
                 .await?;
             exec.emit(RunEvent::RunFinished {
                 run: run_id,
@@ -287,12 +284,6 @@ pub(super) async fn drive(
         }
     }
     let already_done = slots.iter().filter(|s| matches!(s, Slot::Done(_))).count();
-    // A claimed run is already `running` (the claim set it): no second write.
-    if run.status != RunStatus::Running || run.started_at.is_none() {
-        exec.store
-            .set_run_status(run_id, RunStatus::Running, None)
-            .await?;
-    }
     exec.emit(RunEvent::RunStarted {
         run: run_id,
         steps: steps.len(),
@@ -310,7 +301,7 @@ pub(super) async fn drive(
     });
     let mut store_error: Option<EngineError> = None;
     let mut timed_out = false;
-    let handle = ExecHandle::from(exec);
+    let handle = ExecHandle::new(exec, lease.clone());
     let mut starting: Vec<(usize, StepPlan)> = Vec::new();
 
     loop {
@@ -329,7 +320,7 @@ pub(super) async fn drive(
             }
             let record = (**record).clone();
             if record.error_class.is_none() && record.output.is_some() {
-                let done = super::step::finish_hold(&handle, run_id, record).await?;
+                let done = super::step::finish_hold(&handle, record).await?;
                 slots[i] = Slot::Done(Box::new(done));
                 continue;
             }
@@ -361,7 +352,7 @@ pub(super) async fn drive(
                 }
                 if let Err(reason) = should_run(deps, &slots, &ids) {
                     let record = skipped(&ids[i], reason);
-                    exec.store.record_step(run_id, &record, None).await?;
+                    handle.record_step(&record, None).await?;
                     exec.emit(RunEvent::StepFinished {
                         run: run_id,
                         step: ids[i].clone(),
@@ -412,7 +403,12 @@ pub(super) async fn drive(
                 }
             };
             match result {
-                Ok(result) => settle(i, result, &mut slots, &mut failure, &mut store_error),
+                Ok(result) => {
+                    settle(i, result, &mut slots, &mut failure, &mut store_error);
+                    if store_error.is_some() {
+                        run_cancel.cancel();
+                    }
+                }
                 Err(_) => {
                     failure.get_or_insert_with(|| "internal error in a step: it panicked".into());
                 }
@@ -442,19 +438,18 @@ pub(super) async fn drive(
         if running.is_empty() {
             let Some(wake) = next_wake else { break };
             let left = wake.duration_since(SystemTime::now()).unwrap_or_default();
-            if let Some(worker) = lease_owner.as_deref()
+            if park
                 && left >= exec.config.park_after
                 && deadline.is_none_or(|d| wake < d)
                 && !run_cancel.is_cancelled()
             {
                 // Nothing runs, everything left waits: free the worker.
-                if exec.store.park_run(run_id, worker, wake).await? {
-                    exec.emit(RunEvent::RunParked {
-                        run: run_id,
-                        until: rfc3339(wake),
-                    });
-                    return Ok(Driven::Parked { until: wake });
-                }
+                exec.store.park_run(&lease, wake).await?;
+                exec.emit(RunEvent::RunParked {
+                    run: run_id,
+                    until: rfc3339(wake),
+                });
+                return Ok(Driven::Parked { until: wake });
             }
             tokio::select! {
                 () = sleep_until_opt(Some(wake)) => {}
@@ -485,8 +480,16 @@ pub(super) async fn drive(
             }
         };
         settle(i, result, &mut slots, &mut failure, &mut store_error);
+        if store_error.is_some() {
+            // The run's state cannot be written (or is no longer ours):
+            // stop the steps in flight, write nothing more.
+            run_cancel.cancel();
+        }
     }
 
+    if lost.is_cancelled() {
+        return Err(lease_lost());
+    }
     if let Some(err) = store_error {
         return Err(err);
     }
@@ -522,13 +525,16 @@ pub(super) async fn drive(
             }
             _ => continue,
         };
-        exec.store.record_step(run_id, &record, None).await?;
+        handle.record_step(&record, None).await?;
     }
 
-    super::step::run_handler(exec, &run, &validated, status, error.as_deref()).await;
+    if lost.is_cancelled() {
+        return Err(lease_lost());
+    }
+    super::step::run_handler(&handle, &run, &validated, status, error.as_deref()).await;
 
     exec.store
-        .set_run_status(run_id, status, error.as_deref())
+        .finish_run(&lease, status, error.as_deref())
         .await?;
     exec.emit(RunEvent::RunFinished {
         run: run_id,
@@ -593,7 +599,8 @@ fn dep_context(
     )
 }
 
-/// What a step task needs from the executor (cheap clones, `'static`).
+/// What a step task needs from the executor (cheap clones, `'static`),
+/// for one run driven under `lease`.
 #[derive(Clone)]
 pub(super) struct ExecHandle {
     pub(super) runtime: Arc<crate::runtime::Runtime>,
@@ -602,10 +609,12 @@ pub(super) struct ExecHandle {
     pub(super) config: super::ExecutorConfig,
     pub(super) events: tokio::sync::broadcast::Sender<RunEvent>,
     pub(super) validators: Arc<super::ValidatorCache>,
+    /// The claim the run is driven under; every write carries it.
+    lease: Lease,
 }
 
-impl From<&Executor> for ExecHandle {
-    fn from(exec: &Executor) -> Self {
+impl ExecHandle {
+    fn new(exec: &Executor, lease: Lease) -> Self {
         ExecHandle {
             runtime: exec.runtime.clone(),
             registry: exec.registry.clone(),
@@ -613,11 +622,27 @@ impl From<&Executor> for ExecHandle {
             config: exec.config.clone(),
             events: exec.events.clone(),
             validators: exec.validators.clone(),
+            lease,
         }
     }
-}
 
-impl ExecHandle {
+    /// The run being driven.
+    pub(super) fn run(&self) -> crate::store::RunId {
+        self.lease.run
+    }
+
+    /// Record a step of the run, fenced by the run's lease
+    /// ([`StoreError::LeaseLost`] once another claim took it).
+    pub(super) async fn record_step(
+        &self,
+        step: &StepRecord,
+        attempt: Option<&crate::store::AttemptRecord>,
+    ) -> Result<(), StoreError> {
+        self.store
+            .record_leased_step(&self.lease, step, attempt)
+            .await
+    }
+
     pub(super) fn emit(&self, event: RunEvent) {
         let _ = self.events.send(event);
     }

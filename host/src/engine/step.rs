@@ -7,9 +7,9 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::RunEvent;
 use super::events::ItemOf;
 use super::run::{ExecHandle, sleep_until_opt, template_context};
-use super::{Executor, RunEvent};
 use crate::capabilities::http::HttpGrants;
 use crate::runtime::{LoadedPiece, StepCall, StepFailure, StepLimits};
 use crate::store::{
@@ -280,7 +280,7 @@ pub(super) async fn run_step(
             outcome = &mut work => outcome,
             () = tokio::time::sleep(RUNNING_RECORD_AFTER) => {
                 let (written, outcome) = futures::join!(
-                    exec.store.record_step(plan.run.id, &running, None),
+                    exec.record_step(&running, None),
                     &mut work,
                 );
                 written?;
@@ -314,18 +314,14 @@ pub(super) async fn run_step(
         } => {
             record.wake_at = Some(rfc3339(until));
             let record = finish(record, StepStatus::Waiting, Some(failed));
-            exec.store
-                .record_step(plan.run.id, &record, Some(&attempt))
-                .await?;
+            exec.record_step(&record, Some(&attempt)).await?;
             return Ok(record);
         }
         Attempted::Hold { until, output } => {
             record.output = Some(output);
             record.wake_at = Some(rfc3339(until));
             let record = finish(record, StepStatus::Waiting, None);
-            exec.store
-                .record_step(plan.run.id, &record, final_attempt.as_ref())
-                .await?;
+            exec.record_step(&record, final_attempt.as_ref()).await?;
             exec.emit(RunEvent::StepWaiting {
                 run: plan.run.id,
                 step: record.step_id.clone(),
@@ -340,14 +336,13 @@ pub(super) async fn run_step(
 /// A held step whose time came: it succeeds with the output it was held with.
 pub(super) async fn finish_hold(
     exec: &ExecHandle,
-    run: RunId,
     mut record: StepRecord,
 ) -> Result<StepRecord, super::EngineError> {
     record.status = StepStatus::Succeeded;
     record.wake_at = None;
     record.finished_at = Some(now_rfc3339());
-    exec.store.record_step(run, &record, None).await?;
-    emit_finished(exec, run, &record);
+    exec.record_step(&record, None).await?;
+    emit_finished(exec, exec.run(), &record);
     Ok(record)
 }
 
@@ -379,9 +374,7 @@ async fn persist_final_with(
     record: StepRecord,
     attempt: Option<&AttemptRecord>,
 ) -> Result<StepRecord, super::EngineError> {
-    exec.store
-        .record_step(plan.run.id, &record, attempt)
-        .await?;
+    exec.record_step(&record, attempt).await?;
     emit_finished(exec, plan.run.id, &record);
     Ok(record)
 }
@@ -483,8 +476,7 @@ async fn item_attempts(
             } else {
                 StepStatus::Running
             };
-            exec.store
-                .record_step(plan.run.id, &snapshot, Some(&attempt))
+            exec.record_step(&snapshot, Some(&attempt))
                 .await
                 .map_err(|e| host_error(e.into()))?;
         }
@@ -643,7 +635,7 @@ async fn attempts(
 /// Run `on_failure` / `on_success` (recorded as a step named after the
 /// handler). Its own failure is recorded but does not change the run status.
 pub(super) async fn run_handler(
-    exec: &Executor,
+    exec: &ExecHandle,
     run: &RunRecord,
     validated: &ValidatedWorkflow,
     status: RunStatus,
@@ -724,7 +716,7 @@ pub(super) async fn run_handler(
     }
     record.duration_ms = started.elapsed().as_millis() as u64;
     record.finished_at = Some(now_rfc3339());
-    if let Err(e) = exec.store.record_step(run.id, &record, None).await {
+    if let Err(e) = exec.record_step(&record, None).await {
         tracing::warn!(run = %run.id, "could not record {name}: {e}");
     }
 }

@@ -2,10 +2,15 @@
 //! worker pool ([`queue`]) over one executor, in one process.
 //!
 //! Recipe ([`Server::start`]):
+//! 0. take the database's server lock ([`QueueStore::lock_for_server`]:
+//!    for a SQLite file an OS lock on `<file>.lock`), so a second server
+//!    on the same file is refused with a clear message; it is held until
+//!    the server has wound down;
 //! 1. make sure an API token exists (first start: the configured admin
 //!    token, else a generated one the caller prints once);
-//! 2. put runs a crash left `running` back in the queue (one server per
-//!    SQLite file, so nothing else can be executing them);
+//! 2. put runs whose lease expired (a crashed process's) back in the
+//!    queue; runs under a live lease (another process, e.g. an `omniflow
+//!    run` executing its own run) are left alone;
 //! 3. bind the listener, start the worker pool and the cron scheduler
 //!    ([`schedule`]), serve the router;
 //! 4. on shutdown: stop accepting connections and claiming runs, let runs in
@@ -13,6 +18,8 @@
 //!
 //! Must not know axum: routes, extractors, responses and the HTTP serve
 //! loop live in `api` ([`api::serve`]).
+//!
+//! [`QueueStore::lock_for_server`]: crate::store::QueueStore::lock_for_server
 
 pub mod queue;
 pub mod schedule;
@@ -99,6 +106,7 @@ impl Server {
         config: ServerConfig,
     ) -> Result<Server, ServerError> {
         let store = executor.store().clone();
+        let lock = store.lock_for_server().await?;
         let (token, generated) = match &config.admin_token {
             Some(token) => (token.clone(), false),
             None => (api::generate_token(), true),
@@ -108,11 +116,13 @@ impl Server {
             .await?
             .is_some();
         let generated_admin_token = (created && generated).then_some(token);
-        let requeued_at_start = store.requeue_running().await?;
+        let requeued_at_start = store
+            .requeue_expired_leases(std::time::SystemTime::now())
+            .await?;
         if requeued_at_start > 0 {
             tracing::warn!(
                 runs = requeued_at_start,
-                "re-queued runs left running by a previous process"
+                "re-queued runs whose lease expired (left running by a process that stopped)"
             );
         }
 
@@ -163,6 +173,8 @@ impl Server {
                 .await
                 .map_err(ServerError::Serve);
             pool.join().await;
+            // The database is free for another server once we wound down.
+            drop(lock);
             served
         });
         Ok(Server {
@@ -186,7 +198,7 @@ impl Server {
         self.generated_admin_token.as_deref()
     }
 
-    /// How many runs a previous process left running and start-up re-queued.
+    /// How many runs start-up re-queued (running with an expired lease).
     pub fn requeued_at_start(&self) -> u64 {
         self.requeued_at_start
     }

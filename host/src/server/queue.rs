@@ -8,7 +8,12 @@
 //! (runs queued by another process). A run that parks (only waits left,
 //! see [`Executor::execute_claimed`]) frees its permit at once; a timer
 //! wakes the dispatcher when it is due. A heartbeat task
-//! extends this pool's leases and re-queues runs whose lease expired.
+//! extends the leases of the runs executing here, and only those (a run
+//! whose execution ended, e.g. because its state could not be written,
+//! is no longer registered, so its lease runs out and the run is taken
+//! over), and re-queues runs whose lease expired (or that have none). A
+//! lease found lost (another worker claimed the run after it expired)
+//! stops that execution at once ([`Executor::execute_claimed`]).
 //!
 //! Shutdown: stop claiming, let runs in flight finish within the grace
 //! period, then abort the rest and give them back to the queue (their
@@ -24,8 +29,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::engine::{Driven, Executor};
-use crate::store::{RunId, rfc3339};
+use crate::engine::{Driven, EngineError, Executor};
+use crate::store::{Lease, RunId, StoreError, rfc3339};
 
 /// Most runs one claim takes (bounded by the free permits).
 const CLAIM_BATCH: usize = 64;
@@ -64,15 +69,26 @@ struct Shared {
     worker_id: String,
     capacity: usize,
     wake: Notify,
-    /// Runs executing here, with the token that cancels each.
-    /// Runs executing here: (execution number, the token that cancels it).
-    running: Mutex<HashMap<RunId, (u64, CancellationToken)>>,
+    /// Runs executing here, by run id.
+    running: Mutex<HashMap<RunId, Execution>>,
     /// Numbers executions, so a finished one never unregisters a newer
     /// execution of the same run (parked and claimed again meanwhile).
     executions: std::sync::atomic::AtomicU64,
     /// Cancels asked for runs not (yet) registered here.
     cancel_requested: Mutex<HashSet<RunId>>,
     alive: AtomicBool,
+}
+
+/// One execution of a run in this pool.
+struct Execution {
+    /// Its number (see `Shared::executions`).
+    number: u64,
+    /// Cancels the run (a user's cancel, or its lease was lost).
+    token: CancellationToken,
+    /// Cancelled when the heartbeat finds the lease lost.
+    lost: CancellationToken,
+    /// The claim the run executes under.
+    lease: Lease,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -88,8 +104,8 @@ impl QueueHandle {
     /// Cancel run `id` if it executes here; false otherwise.
     pub fn cancel(&self, id: RunId) -> bool {
         match lock(&self.shared.running).get(&id) {
-            Some((_, token)) => {
-                token.cancel();
+            Some(execution) => {
+                execution.token.cancel();
                 true
             }
             None => false,
@@ -101,7 +117,7 @@ impl QueueHandle {
     pub fn request_cancel(&self, id: RunId) {
         let running = lock(&self.shared.running);
         match running.get(&id) {
-            Some((_, token)) => token.cancel(),
+            Some(execution) => execution.token.cancel(),
             None => {
                 lock(&self.shared.cancel_requested).insert(id);
             }
@@ -174,11 +190,11 @@ impl WorkerPool {
     }
 }
 
-/// Forget execution `execution` of run `id` (not a newer one); its token.
-fn unregister(shared: &Shared, id: RunId, execution: u64) -> Option<CancellationToken> {
+/// Forget execution `execution` of run `id` (not a newer one).
+fn unregister(shared: &Shared, id: RunId, execution: u64) -> Option<Execution> {
     let mut running = lock(&shared.running);
     match running.get(&id) {
-        Some((n, _)) if *n == execution => running.remove(&id).map(|(_, token)| token),
+        Some(e) if e.number == execution => running.remove(&id),
         _ => None,
     }
 }
@@ -186,7 +202,7 @@ fn unregister(shared: &Shared, id: RunId, execution: u64) -> Option<Cancellation
 async fn heartbeat(
     executor: Arc<Executor>,
     config: PoolConfig,
-    worker: String,
+    shared: Arc<Shared>,
     stop: CancellationToken,
 ) {
     let every = (config.lease / 3).max(Duration::from_millis(10));
@@ -197,8 +213,26 @@ async fn heartbeat(
         }
         let now = SystemTime::now();
         let store = executor.store();
-        if let Err(e) = store.extend_leases(&worker, now + config.lease).await {
-            tracing::warn!("extending leases: {e}");
+        // Only the runs executing here now: an execution that ended
+        // (finished, parked, or stopped because its writes failed) is
+        // unregistered and its lease is left to run out.
+        let leases: Vec<Lease> = lock(&shared.running)
+            .values()
+            .map(|e| e.lease.clone())
+            .collect();
+        match store.extend_leases(&leases, now + config.lease).await {
+            Ok(extended) => {
+                let extended: HashSet<RunId> = extended.into_iter().collect();
+                let running = lock(&shared.running);
+                for lease in leases.iter().filter(|l| !extended.contains(&l.run)) {
+                    if let Some(e) = running.get(&lease.run).filter(|e| e.lease == *lease) {
+                        tracing::warn!(run = %lease.run, "lease lost: another worker took the run over; stopping it here");
+                        e.lost.cancel();
+                        e.token.cancel();
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("extending leases: {e}"),
         }
         match store.requeue_expired_leases(now).await {
             Ok(0) => {}
@@ -224,7 +258,7 @@ async fn dispatch(
     let beat = tokio::spawn(heartbeat(
         executor.clone(),
         config.clone(),
-        worker.clone(),
+        shared.clone(),
         stop_heartbeat.clone(),
     ));
     let mut tasks: JoinSet<()> = JoinSet::new();
@@ -273,24 +307,33 @@ async fn dispatch(
         for (claimed, permit) in runs.into_iter().zip(granted.drain(..)) {
             let run = &claimed.run;
             let token = CancellationToken::new();
+            let lost = CancellationToken::new();
+            let lease = claimed.lease.clone();
             let execution = shared.executions.fetch_add(1, Ordering::SeqCst);
             {
                 let mut running = lock(&shared.running);
                 if lock(&shared.cancel_requested).remove(&run.id) {
                     token.cancel();
                 }
-                running.insert(run.id, (execution, token.clone()));
+                running.insert(
+                    run.id,
+                    Execution {
+                        number: execution,
+                        token: token.clone(),
+                        lost: lost.clone(),
+                        lease: lease.clone(),
+                    },
+                );
             }
             let executor = executor.clone();
             let shared = shared.clone();
-            let worker = worker.clone();
             let wake = handle.clone();
             let span = tracing::info_span!("run", run = %run.id, workflow = %run.workflow_name);
             tasks.spawn(
                 async move {
                     let _permit = permit;
                     let id = claimed.run.id;
-                    match executor.execute_claimed(claimed, token).await {
+                    match executor.execute_claimed(claimed, token, lost).await {
                         Ok(Driven::Finished(status)) => {
                             tracing::debug!(run = %id, %status, "run finished");
                         }
@@ -298,8 +341,10 @@ async fn dispatch(
                             tracing::debug!(run = %id, "run parked until {}", rfc3339(until));
                             // A cancel that came while it was parking: it is
                             // queued now, so cancel it there.
+                            // (Not a lease found "lost" because it was
+                            // parked just before the heartbeat looked.)
                             let cancelled = unregister(&shared, id, execution)
-                                .is_some_and(|t| t.is_cancelled());
+                                .is_some_and(|e| e.token.is_cancelled() && !e.lost.is_cancelled());
                             if cancelled
                                 && let Err(e) = executor.store().cancel_queued_run(id).await
                             {
@@ -314,10 +359,17 @@ async fn dispatch(
                                 wake.wake();
                             });
                         }
+                        Err(EngineError::Store(StoreError::LeaseLost { .. })) => {
+                            // Another worker has it now: nothing more to do here.
+                            tracing::warn!(run = %id, "stopped: the run's lease was lost to another worker");
+                        }
                         Err(e) => {
-                            // The store failed mid-run: give it back so it resumes later.
+                            // The store failed mid-run: give it back so it
+                            // resumes later. If even that fails, the lease
+                            // (no longer renewed) runs out and the sweep
+                            // re-queues it.
                             tracing::warn!(run = %id, "run interrupted: {e}");
-                            if let Err(e) = executor.store().release_run(id, &worker).await {
+                            if let Err(e) = executor.store().release_run(&lease).await {
                                 tracing::warn!(run = %id, "releasing the run: {e}");
                             }
                         }
@@ -339,10 +391,14 @@ async fn dispatch(
     if !drained {
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
-        let left: Vec<RunId> = lock(&shared.running).drain().map(|(id, _)| id).collect();
-        for id in left {
-            match executor.store().release_run(id, &worker).await {
-                Ok(_) => tracing::info!(run = %id, "released an unfinished run to the queue"),
+        let left: Vec<Lease> = lock(&shared.running)
+            .drain()
+            .map(|(_, e)| e.lease)
+            .collect();
+        for lease in left {
+            let id = lease.run;
+            match executor.store().release_run(&lease).await {
+                Ok(()) => tracing::info!(run = %id, "released an unfinished run to the queue"),
                 Err(e) => tracing::warn!(run = %id, "releasing the run: {e}"),
             }
         }

@@ -527,6 +527,33 @@ pub enum StoreError {
     /// caller's; not retryable.
     #[error("not found: {0}")]
     NotFound(String),
+    /// A write by the worker executing a run was refused: the run is no
+    /// longer running under that worker's claim (its lease expired and it
+    /// was re-queued, or another worker claimed it since: a newer lease
+    /// epoch). Nothing was written; the worker must stop driving the run.
+    /// Not retryable.
+    #[error(
+        "lease lost: run {run} is no longer held by this worker (its lease expired and it was \
+         re-queued or claimed by another worker); this worker stops executing it"
+    )]
+    LeaseLost {
+        /// The run.
+        run: RunId,
+    },
+    /// A run could not be claimed for execution here: a live process holds
+    /// its lease, it is parked until later, or it is finished. Not retryable
+    /// as is.
+    #[error("run {run} cannot be executed here: {reason}")]
+    NotClaimable {
+        /// The run.
+        run: RunId,
+        /// Why, for humans.
+        reason: String,
+    },
+    /// Another live server holds the database (the lock file next to a
+    /// SQLite file). The operator's; not retryable while it runs.
+    #[error("{0}")]
+    Locked(String),
 }
 
 impl StoreError {
@@ -588,6 +615,10 @@ pub trait RunStore: Send + Sync {
     /// created when never started). `error` is stored as given (None clears
     /// it). Refuses ([`StoreError::InvalidTransition`]) to change a run that
     /// is already terminal; [`StoreError::NotFound`] for an unknown run.
+    /// Unfenced, for tools and tests: a run set `running` here has no lease,
+    /// so the lease sweep ([`QueueStore::requeue_expired_leases`]) puts it
+    /// back in the queue. The engine claims runs and ends them with
+    /// [`RunStore::finish_run`] instead.
     async fn set_run_status(
         &self,
         id: RunId,
@@ -601,11 +632,35 @@ pub trait RunStore: Send + Sync {
     /// Upsert the step row keyed (run, step_id) and, if given, insert (or
     /// replace) the attempt row, in ONE transaction so a step record is
     /// never half-written. [`StoreError::NotFound`] for an unknown run.
+    /// Unfenced: for tools and tests; the engine writes through
+    /// [`RunStore::record_leased_step`].
     async fn record_step(
         &self,
         run: RunId,
         step: &StepRecord,
         attempt: Option<&AttemptRecord>,
+    ) -> Result<(), StoreError>;
+
+    /// [`RunStore::record_step`] by the worker holding `lease`: in the same
+    /// transaction, the write happens only if the run is still `running`
+    /// under `lease.epoch`; otherwise nothing is written and the answer is
+    /// [`StoreError::LeaseLost`] ([`StoreError::NotFound`] for an unknown run).
+    async fn record_leased_step(
+        &self,
+        lease: &Lease,
+        step: &StepRecord,
+        attempt: Option<&AttemptRecord>,
+    ) -> Result<(), StoreError>;
+
+    /// End the run held under `lease` with the terminal `status` (times as
+    /// [`RunStore::set_run_status`]) and clear its lease, if it is still
+    /// `running` under `lease.epoch`; else [`StoreError::LeaseLost`].
+    /// [`StoreError::InvalidTransition`] when `status` is not terminal.
+    async fn finish_run(
+        &self,
+        lease: &Lease,
+        status: RunStatus,
+        error: Option<&str>,
     ) -> Result<(), StoreError>;
 
     /// The run's steps, ordered by started_at (not-started steps last), then step_id.
@@ -628,6 +683,22 @@ pub struct QueueStats {
     pub fuel_used_total: u64,
 }
 
+/// One claim on one running run: who holds it and which claim it is.
+///
+/// Every claim of a run increments its lease epoch, so `(run, epoch)` names
+/// exactly one claim. Writes by the worker executing the run carry its
+/// `Lease` and are refused ([`StoreError::LeaseLost`]) once the run is no
+/// longer running under that epoch (fencing).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Lease {
+    /// The run.
+    pub run: RunId,
+    /// The lease owner (a worker id such as `serve-<pid>-<uuid>`).
+    pub owner: String,
+    /// The run's lease epoch this claim set.
+    pub epoch: i64,
+}
+
 /// A run as a claim returned it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimedRun {
@@ -636,8 +707,29 @@ pub struct ClaimedRun {
     /// Whether it has step records already (a resumed, retried or parked
     /// run); a fresh run has none, so its steps need not be read.
     pub has_steps: bool,
-    /// The lease owner that claimed it.
-    pub worker: String,
+    /// The claim: owner and epoch.
+    pub lease: Lease,
+}
+
+/// What a server holds while it runs on a database: for a SQLite file, an
+/// exclusive OS advisory lock on `<database file>.lock` (released when this
+/// is dropped or the process ends, however it ends). See
+/// [`QueueStore::lock_for_server`].
+#[derive(Debug)]
+pub struct ServerLock {
+    _file: Option<std::fs::File>,
+}
+
+impl ServerLock {
+    /// A lock that holds nothing (in-memory databases, backends that rely
+    /// on fencing alone).
+    pub fn none() -> ServerLock {
+        ServerLock { _file: None }
+    }
+
+    pub(crate) fn file(file: std::fs::File) -> ServerLock {
+        ServerLock { _file: Some(file) }
+    }
 }
 
 /// The durable run queue: runs are claimed with a lease that the worker
@@ -673,33 +765,69 @@ pub trait QueueStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<ClaimedRun>, StoreError>;
 
-    /// Extend every lease `worker` holds on a running run to `lease_until`;
-    /// returns how many leases were extended.
-    async fn extend_leases(&self, worker: &str, lease_until: SystemTime)
-    -> Result<u64, StoreError>;
-
-    /// Give a run `worker` holds back to the queue (graceful shutdown).
-    /// False when the run is not running under that worker's lease.
-    async fn release_run(&self, id: RunId, worker: &str) -> Result<bool, StoreError>;
-
-    /// Park a running run until `wake_at` (a step waits for a retry or a
-    /// piece's `$wait_until`): it goes back to `queued` with its lease
-    /// cleared and is not claimed before that time. False when it is not
-    /// running under `worker`'s lease (it expired and another worker took it).
-    async fn park_run(
+    /// Claim the one run `id` for `worker` until `lease_until` (a new lease
+    /// epoch), if no live process holds it: it is `queued` and not parked
+    /// for later (`wake_at` unset or past), or `running` with its lease
+    /// expired or without a lease. [`StoreError::NotClaimable`] (saying
+    /// why) otherwise, [`StoreError::NotFound`] when unknown.
+    async fn claim_run(
         &self,
         id: RunId,
         worker: &str,
-        wake_at: SystemTime,
-    ) -> Result<bool, StoreError>;
+        lease_until: SystemTime,
+    ) -> Result<ClaimedRun, StoreError>;
 
-    /// Put running runs whose lease expired before `now` back in the queue;
-    /// returns how many. Runs without a lease (local `omniflow run`) are left alone.
+    /// Create a run that is `running` from the start, claimed by `worker`
+    /// until `lease_until` (one statement: no queue worker can take it
+    /// first). For a process that executes the run it creates (`omniflow
+    /// run`). [`StoreError::NotFound`] if the workflow version does not exist.
+    async fn create_claimed_run(
+        &self,
+        run: NewRun,
+        worker: &str,
+        lease_until: SystemTime,
+    ) -> Result<ClaimedRun, StoreError>;
+
+    /// Runs [`QueueStore::claim_run`] would take at `now` (queued and not
+    /// parked for later; running with an expired or no lease), oldest first.
+    async fn resumable_runs(&self, now: SystemTime) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Extend to `lease_until` each of `leases` that is still current (the
+    /// run is `running` under that epoch); returns the runs whose lease was
+    /// extended. A lease missing from the answer was lost.
+    async fn extend_leases(
+        &self,
+        leases: &[Lease],
+        lease_until: SystemTime,
+    ) -> Result<Vec<RunId>, StoreError>;
+
+    /// Give the run held under `lease` back to the queue (graceful
+    /// shutdown, or the worker cannot go on). [`StoreError::LeaseLost`]
+    /// when it is no longer running under that lease.
+    async fn release_run(&self, lease: &Lease) -> Result<(), StoreError>;
+
+    /// Park the run held under `lease` until `wake_at` (a step waits for a
+    /// retry or a piece's `$wait_until`): it goes back to `queued` with its
+    /// lease cleared and is not claimed before that time.
+    /// [`StoreError::LeaseLost`] when it is no longer running under that lease.
+    async fn park_run(&self, lease: &Lease, wake_at: SystemTime) -> Result<(), StoreError>;
+
+    /// Put running runs whose lease expired before `now`, and running runs
+    /// without a lease (nothing renews them), back in the queue; returns how
+    /// many. Runs under a live lease are left alone, whoever holds them.
     async fn requeue_expired_leases(&self, now: SystemTime) -> Result<u64, StoreError>;
 
-    /// Put EVERY running run back in the queue (server start, one server per
-    /// SQLite file: whatever was running was left so by a crash); returns how many.
-    async fn requeue_running(&self) -> Result<u64, StoreError>;
+    /// Hold this database for one server process: a second server on the
+    /// same SQLite file gets [`StoreError::Locked`] with a message naming
+    /// the holder. For a file, an exclusive OS advisory lock on
+    /// `<database file>.lock` (the file stays; the lock goes with the
+    /// process). Backends without one return [`ServerLock::none`] and rely
+    /// on fencing.
+    async fn lock_for_server(&self) -> Result<ServerLock, StoreError>;
+
+    /// Whether a live server holds this database ([`QueueStore::lock_for_server`]):
+    /// a description of the holder, or None.
+    async fn server_holding_lock(&self) -> Result<Option<String>, StoreError>;
 
     /// Cancel `id` if it is still queued (atomic with respect to claims).
     /// False when it is not queued (running or terminal);

@@ -27,8 +27,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    AttemptRecord, NewRun, Priority, RunFilter, RunId, RunRecord, RunStatus, RunStore, StepRecord,
-    StepStatus, StoreError, StoredWorkflow, WorkflowStore, canonical_json, now_rfc3339,
+    AttemptRecord, Lease, NewRun, Priority, RunFilter, RunId, RunRecord, RunStatus, RunStore,
+    StepRecord, StepStatus, StoreError, StoredWorkflow, WorkflowStore, canonical_json, now_rfc3339,
 };
 
 /// Attempts at opening a file another process is opening too (see `open_with`).
@@ -61,6 +61,9 @@ pub struct SqliteStore {
     write_gate: Gate,
     /// Group commit for step records (`steps.rs`).
     steps: steps::StepWriter,
+    /// The database file (`None` in memory): its server lock file is
+    /// `<file>.lock` (`server.rs`).
+    file: Option<std::path::PathBuf>,
 }
 
 /// The write turn and, for a file, the dedicated write connection.
@@ -120,36 +123,86 @@ impl std::ops::DerefMut for WriteConn {
     }
 }
 
-/// A write transaction plus this process's write turn; derefs to the
-/// connection, so `&mut *tx` works as with a plain transaction.
+/// A write transaction on the write connection, inside this process's
+/// write turn; derefs to the connection, so `&mut *tx` works as with a
+/// plain transaction.
+///
+/// `BEGIN IMMEDIATE` / `COMMIT` / `ROLLBACK` are sent as plain statements,
+/// not through sqlx's `Transaction`: sqlx counts the transaction depth
+/// itself and, when a failed `COMMIT` (a full disk) had already ended the
+/// transaction, its rollback fails and the count stays at 1, after which
+/// every `begin` on that connection is refused ("begin at non-zero
+/// transaction depth") until restart. Here a failed commit is rolled back
+/// at once, and a transaction dropped before its commit (an early return,
+/// a cancelled request) is rolled back by a task that holds the write turn
+/// until it is done, so the next writer always starts on a clean connection.
 pub(crate) struct WriteTx {
-    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
-    _turn: tokio::sync::OwnedMutexGuard<Option<sqlx::SqliteConnection>>,
+    conn: Option<WriteConn>,
 }
 
 impl WriteTx {
-    /// Commit; the write turn ends with `self`.
-    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+    /// `BEGIN IMMEDIATE` on `conn`. A transaction found open (left by a
+    /// runtime that shut down mid-write, so never committed) is rolled
+    /// back first.
+    async fn begin(mut conn: WriteConn) -> Result<WriteTx, sqlx::Error> {
+        match sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+            Ok(_) => {}
+            Err(e) if e.to_string().contains("within a transaction") => {
+                rollback_quietly(&mut conn).await;
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(WriteTx { conn: Some(conn) })
     }
 
-    /// Roll back explicitly (dropping also rolls back).
-    #[allow(dead_code)]
-    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
+    /// Commit (rolled back when the commit fails); the write turn ends with `self`.
+    pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let Some(mut conn) = self.conn.take() else {
+            return Ok(());
+        };
+        let done = sqlx::query("COMMIT").execute(&mut *conn).await;
+        if done.is_err() {
+            rollback_quietly(&mut conn).await;
+        }
+        done.map(|_| ())
+    }
+}
+
+/// `ROLLBACK`, ignoring "no transaction is active" (the failed statement
+/// or commit already ended it) and any other failure.
+pub(crate) async fn rollback_quietly(conn: &mut sqlx::SqliteConnection) {
+    let _ = sqlx::query("ROLLBACK").execute(conn).await;
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        // Not committed: roll back before the turn (held by `conn`) ends.
+        // Without a runtime (it is shutting down) the next `begin` finds
+        // the transaction open and rolls it back then.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { rollback_quietly(&mut conn).await });
+        }
     }
 }
 
 impl std::ops::Deref for WriteTx {
     type Target = sqlx::SqliteConnection;
     fn deref(&self) -> &Self::Target {
-        &self.tx
+        self.conn
+            .as_deref()
+            .expect("a WriteTx has its connection until dropped")
     }
 }
 
 impl std::ops::DerefMut for WriteTx {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.tx
+        self.conn
+            .as_deref_mut()
+            .expect("a WriteTx has its connection until dropped")
     }
 }
 
@@ -205,6 +258,7 @@ impl SqliteStore {
             .get_filename()
             .to_string_lossy()
             .starts_with("file:sqlx-in-memory-");
+        let file = (!in_memory).then(|| options.get_filename().to_path_buf());
         let pool_options = if in_memory {
             // An in-memory database lives as long as one of its connections:
             // keep exactly one, forever.
@@ -253,6 +307,7 @@ impl SqliteStore {
             steps: steps::StepWriter::start(pool.clone(), Arc::clone(&write_gate)),
             pool,
             write_gate,
+            file,
         })
     }
 
@@ -262,15 +317,20 @@ impl SqliteStore {
         self.pool.close().await;
     }
 
-    /// Start a write transaction holding SQLite's write lock (see module docs).
+    /// Start a write transaction holding SQLite's write lock (see module
+    /// docs), on the write connection, inside the write turn.
     async fn begin_write(&self, op: &'static str) -> Result<WriteTx, StoreError> {
-        let turn = self.write_gate.clone().lock_owned().await;
-        let tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(sql_error(op))?;
-        Ok(WriteTx { tx, _turn: turn })
+        let conn = WriteConn::take(&self.write_gate, &self.pool).await?;
+        WriteTx::begin(conn).await.map_err(sql_error(op))
+    }
+
+    /// Why a fenced write changed nothing: [`StoreError::NotFound`] for an
+    /// unknown run, else [`StoreError::LeaseLost`].
+    async fn lease_lost<T>(&self, run: RunId) -> Result<T, StoreError> {
+        match self.get_run(run).await? {
+            None => Err(StoreError::NotFound(format!("run {run}"))),
+            Some(_) => Err(StoreError::LeaseLost { run }),
+        }
     }
 
     /// The newest version of `name` (or `version`), with its definition text.
@@ -415,7 +475,7 @@ impl RunStore for SqliteStore {
     async fn create_run(&self, run: NewRun) -> Result<RunRecord, StoreError> {
         // One statement is atomic on its own: no BEGIN/COMMIT round trips.
         let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
-        insert_run(&mut conn, run).await
+        insert_run(&mut conn, run, None).await
     }
 
     async fn get_run(&self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
@@ -466,7 +526,9 @@ impl RunStore for SqliteStore {
                  started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?4) ELSE started_at END, \
                  finished_at = CASE WHEN ?5 THEN ?4 END, \
                  total_time_ms = CASE WHEN ?5 THEN MAX(0, CAST(ROUND( \
-                     (julianday(?4) - julianday(COALESCE(started_at, created_at))) * 86400000.0) AS INTEGER)) END \
+                     (julianday(?4) - julianday(COALESCE(started_at, created_at))) * 86400000.0) AS INTEGER)) END, \
+                 lease_owner = CASE WHEN ?5 THEN NULL ELSE lease_owner END, \
+                 lease_until = CASE WHEN ?5 THEN NULL ELSE lease_until END \
                  WHERE id = ?1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
             )
             .bind(id.to_string())
@@ -512,6 +574,54 @@ impl RunStore for SqliteStore {
         self.steps.write(run, step, attempt).await
     }
 
+    async fn record_leased_step(
+        &self,
+        lease: &Lease,
+        step: &StepRecord,
+        attempt: Option<&AttemptRecord>,
+    ) -> Result<(), StoreError> {
+        self.steps.write_leased(lease, step, attempt).await
+    }
+
+    async fn finish_run(
+        &self,
+        lease: &Lease,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        if !status.is_terminal() {
+            return Err(StoreError::InvalidTransition {
+                run: lease.run,
+                from: RunStatus::Running,
+                to: status,
+            });
+        }
+        let now = now_rfc3339();
+        let updated = {
+            let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
+            sqlx::query(
+                "UPDATE runs SET status = ?2, error = ?3, finished_at = ?4, \
+                 total_time_ms = MAX(0, CAST(ROUND( \
+                     (julianday(?4) - julianday(COALESCE(started_at, created_at))) * 86400000.0) AS INTEGER)), \
+                 lease_owner = NULL, lease_until = NULL \
+                 WHERE id = ?1 AND status = 'running' AND lease_epoch = ?5",
+            )
+            .bind(lease.run.to_string())
+            .bind(status.as_str())
+            .bind(error)
+            .bind(&now)
+            .bind(lease.epoch)
+            .execute(&mut *conn)
+            .await
+            .map_err(sql_error("finish run"))?
+            .rows_affected()
+        };
+        if updated > 0 {
+            return Ok(());
+        }
+        self.lease_lost(lease.run).await
+    }
+
     async fn steps(&self, run: RunId) -> Result<Vec<StepRecord>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = ?1 \
@@ -537,26 +647,37 @@ impl RunStore for SqliteStore {
     }
 }
 
-/// Insert `run` as queued inside `tx`.
-async fn insert_run(tx: &mut sqlx::SqliteConnection, run: NewRun) -> Result<RunRecord, StoreError> {
+/// Insert `run` inside `tx`: queued, or, given `(owner, until)`, running
+/// under that lease (epoch 1, started now).
+async fn insert_run(
+    tx: &mut sqlx::SqliteConnection,
+    run: NewRun,
+    lease: Option<(&str, std::time::SystemTime)>,
+) -> Result<RunRecord, StoreError> {
+    let now = now_rfc3339();
     let record = RunRecord {
         id: uuid::Uuid::now_v7(),
         workflow_name: run.workflow_name,
         workflow_version: run.workflow_version,
-        status: RunStatus::Queued,
+        status: if lease.is_some() {
+            RunStatus::Running
+        } else {
+            RunStatus::Queued
+        },
         priority: run.priority,
         trigger: run.trigger,
         vars: run.vars,
         simulated: run.simulated,
-        created_at: now_rfc3339(),
-        started_at: None,
+        started_at: lease.is_some().then(|| now.clone()),
+        created_at: now,
         finished_at: None,
         total_time_ms: None,
         error: None,
     };
     sqlx::query(
         "INSERT INTO runs (id, workflow_name, workflow_version, status, priority, trigger, vars, simulated, \
-         created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         created_at, started_at, lease_owner, lease_until, lease_epoch) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )
     .bind(record.id.to_string())
     .bind(&record.workflow_name)
@@ -567,6 +688,10 @@ async fn insert_run(tx: &mut sqlx::SqliteConnection, run: NewRun) -> Result<RunR
     .bind(record.vars.to_string())
     .bind(record.simulated)
     .bind(&record.created_at)
+    .bind(record.started_at.as_deref())
+    .bind(lease.map(|(owner, _)| owner))
+    .bind(lease.map(|(_, until)| super::rfc3339(until)))
+    .bind(if lease.is_some() { 1_i64 } else { 0 })
     .execute(&mut *tx)
     .await
     .map_err(|e| match sql_error("create run")(e) {

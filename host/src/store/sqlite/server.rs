@@ -5,22 +5,144 @@
 //! DESC, created_at LIMIT 1) ... RETURNING` inside a `BEGIN IMMEDIATE`
 //! transaction: SQLite has one writer at a time, so two workers can never
 //! take the same run (PostgreSQL will add `FOR UPDATE SKIP LOCKED`).
+//!
+//! Every claim increments the run's `lease_epoch`; the worker's later
+//! writes (park, release, lease extension, final status, step records)
+//! are conditioned on `status = 'running' AND lease_epoch = ?` in the same
+//! statement, so a worker that lost its lease cannot overwrite the next
+//! one's work ([`StoreError::LeaseLost`]).
+//!
+//! One server per file: [`QueueStore::lock_for_server`] takes an exclusive
+//! OS advisory lock (`flock`, std's `File::try_lock`) on `<database
+//! file>.lock`; it goes with the process however that ends.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Sqlite};
 
 use super::{
     RUN_COLUMNS, SqliteStore, WriteConn, get, insert_run, parse_text, run_from_row, sql_error,
 };
 use crate::store::{
-    ApiToken, ClaimedRun, NewRun, Priority, QueueStats, QueueStore, RunId, RunRecord, RunStatus,
-    ScheduleRecord, ScheduleStore, StoreError, TokenStore, WebhookStore, elapsed_ms, now_rfc3339,
-    rfc3339,
+    ApiToken, ClaimedRun, Lease, NewRun, Priority, QueueStats, QueueStore, RunId, RunRecord,
+    RunStatus, ScheduleRecord, ScheduleStore, ServerLock, StoreError, TokenStore, WebhookStore,
+    elapsed_ms, now_rfc3339, rfc3339,
 };
 
 const TOKEN_COLUMNS: &str = "id, name, created_at, revoked_at";
+
+/// What a claim returns: the run, its new lease epoch, and whether it has
+/// step records.
+const CLAIMED_COLUMNS: &str = "id, workflow_name, workflow_version, status, priority, trigger, vars, \
+    simulated, created_at, started_at, finished_at, total_time_ms, error, lease_epoch, \
+    EXISTS (SELECT 1 FROM step_runs s WHERE s.run_id = runs.id) AS has_steps";
+
+/// The condition "no live process holds this run" at the time bound as
+/// parameter `now` (`?4`): queued and not parked for later, or running with
+/// an expired lease or none.
+fn claimable(now: &str) -> String {
+    format!(
+        "((status = 'queued' AND (wake_at IS NULL OR wake_at <= {now})) \
+         OR (status = 'running' AND (lease_until IS NULL OR lease_until < {now})))"
+    )
+}
+
+fn claimed_from_row(row: &SqliteRow, worker: &str) -> Result<ClaimedRun, StoreError> {
+    let run = run_from_row(row)?;
+    Ok(ClaimedRun {
+        lease: Lease {
+            run: run.id,
+            owner: worker.to_owned(),
+            epoch: get(row, "lease_epoch")?,
+        },
+        has_steps: get::<bool>(row, "has_steps")?,
+        run,
+    })
+}
+
+/// Take the exclusive lock on `lock_path` for a server on `db` (a few tries:
+/// a CLI probing the lock holds a shared lock for an instant) and write our
+/// pid into it for the message a second server gets.
+fn lock_file(lock_path: &Path, db: &Path) -> Result<ServerLock, StoreError> {
+    let mut file = open_lock_file(lock_path)?;
+    let mut tries = 0;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if tries < 10 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked(format!(
+                    "another OmniFlow server ({}) is running on the database {}: stop it first, \
+                     or start this one with another --db (lock file {})",
+                    holder(lock_path),
+                    db.display(),
+                    lock_path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Unavailable(format!(
+                    "locking {}: {e}",
+                    lock_path.display()
+                )));
+            }
+        }
+    }
+    // Best effort: the pid is only for the message above.
+    let _ = file.set_len(0);
+    let _ = write!(file, "pid {}", std::process::id());
+    let _ = file.flush();
+    Ok(ServerLock::file(file))
+}
+
+/// Who holds the lock at `lock_path`, if anyone (a shared lock taken and
+/// dropped at once).
+fn probe_lock(lock_path: &Path) -> Result<Option<String>, StoreError> {
+    let file = open_lock_file(lock_path)?;
+    match file.try_lock_shared() {
+        Ok(()) => Ok(None),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(Some(holder(lock_path))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Unavailable(format!(
+            "probing {}: {e}",
+            lock_path.display()
+        ))),
+    }
+}
+
+fn open_lock_file(lock_path: &Path) -> Result<std::fs::File, StoreError> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(lock_path)
+        .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", lock_path.display())))
+}
+
+/// The holder as its lock file names it (`pid 1234`).
+fn holder(lock_path: &Path) -> String {
+    match std::fs::read_to_string(lock_path) {
+        Ok(text) if !text.trim().is_empty() => text.trim().chars().take(40).collect(),
+        _ => "pid unknown".to_owned(),
+    }
+}
+
+impl SqliteStore {
+    /// `<database file>.lock`, for a file database.
+    fn lock_path(&self) -> Option<PathBuf> {
+        self.file.as_ref().map(|file| {
+            let mut name = file.as_os_str().to_owned();
+            name.push(".lock");
+            PathBuf::from(name)
+        })
+    }
+}
 
 fn token_from_row(row: &SqliteRow) -> Result<ApiToken, StoreError> {
     Ok(ApiToken {
@@ -41,7 +163,7 @@ impl QueueStore for SqliteStore {
         let mut tx = self.begin_write("create runs").await?;
         let mut records = Vec::with_capacity(runs.len());
         for run in runs {
-            records.push(insert_run(&mut tx, run).await?);
+            records.push(insert_run(&mut tx, run, None).await?);
         }
         tx.commit().await.map_err(sql_error("create runs"))?;
         Ok(records)
@@ -60,12 +182,11 @@ impl QueueStore for SqliteStore {
             let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
             sqlx::query(&format!(
                 "UPDATE runs SET status = 'running', lease_owner = ?1, lease_until = ?2, \
-                 started_at = COALESCE(started_at, ?3), wake_at = NULL \
+                 lease_epoch = lease_epoch + 1, started_at = COALESCE(started_at, ?3), wake_at = NULL \
                  WHERE id IN (SELECT id FROM runs WHERE status = 'queued' AND (wake_at IS NULL OR wake_at <= ?3) \
                               ORDER BY priority DESC, created_at, id LIMIT ?4) \
                  AND status = 'queued' \
-                 RETURNING {RUN_COLUMNS}, \
-                 EXISTS (SELECT 1 FROM step_runs s WHERE s.run_id = runs.id) AS has_steps"
+                 RETURNING {CLAIMED_COLUMNS}"
             ))
             .bind(worker)
             .bind(rfc3339(lease_until))
@@ -77,13 +198,7 @@ impl QueueStore for SqliteStore {
         };
         let mut runs = rows
             .iter()
-            .map(|row| {
-                Ok(ClaimedRun {
-                    run: run_from_row(row)?,
-                    has_steps: get::<bool>(row, "has_steps")?,
-                    worker: worker.to_owned(),
-                })
-            })
+            .map(|row| claimed_from_row(row, worker))
             .collect::<Result<Vec<_>, StoreError>>()?;
         // RETURNING has no order: queue order again.
         runs.sort_by(|a, b| {
@@ -96,76 +211,187 @@ impl QueueStore for SqliteStore {
         Ok(runs)
     }
 
-    async fn extend_leases(
-        &self,
-        worker: &str,
-        lease_until: SystemTime,
-    ) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE runs SET lease_until = ?2 WHERE lease_owner = ?1 AND status = 'running'",
-        )
-        .bind(worker)
-        .bind(rfc3339(lease_until))
-        .execute(&self.pool)
-        .await
-        .map_err(sql_error("extend leases"))?;
-        Ok(done.rows_affected())
-    }
-
-    async fn release_run(&self, id: RunId, worker: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_until = NULL \
-             WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
-        )
-        .bind(id.to_string())
-        .bind(worker)
-        .execute(&self.pool)
-        .await
-        .map_err(sql_error("release run"))?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn park_run(
+    async fn claim_run(
         &self,
         id: RunId,
         worker: &str,
-        wake_at: SystemTime,
-    ) -> Result<bool, StoreError> {
+        lease_until: SystemTime,
+    ) -> Result<ClaimedRun, StoreError> {
+        let now = now_rfc3339();
+        let row = {
+            let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
+            sqlx::query(&format!(
+                "UPDATE runs SET status = 'running', lease_owner = ?2, lease_until = ?3, \
+                 lease_epoch = lease_epoch + 1, started_at = COALESCE(started_at, ?4), wake_at = NULL \
+                 WHERE id = ?1 AND {} \
+                 RETURNING {CLAIMED_COLUMNS}",
+                claimable("?4")
+            ))
+            .bind(id.to_string())
+            .bind(worker)
+            .bind(rfc3339(lease_until))
+            .bind(&now)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(sql_error("claim run"))?
+        };
+        if let Some(row) = row {
+            return claimed_from_row(&row, worker);
+        }
+        // Say why not.
+        let row =
+            sqlx::query("SELECT status, lease_owner, lease_until, wake_at FROM runs WHERE id = ?1")
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(sql_error("claim run"))?
+                .ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
+        let status: RunStatus = parse_text(&row, "status")?;
+        let owner: Option<String> = get(&row, "lease_owner")?;
+        let until: Option<String> = get(&row, "lease_until")?;
+        let wake_at: Option<String> = get(&row, "wake_at")?;
+        let reason = match status {
+            RunStatus::Running => format!(
+                "it is running in another process ({}) whose lease is live until {}",
+                owner.as_deref().unwrap_or("unknown"),
+                until.as_deref().unwrap_or("?")
+            ),
+            RunStatus::Queued => format!(
+                "it is parked until {} (a wait or retry delay); a server continues it then",
+                wake_at.as_deref().unwrap_or("?")
+            ),
+            finished => format!("it is already {finished}"),
+        };
+        Err(StoreError::NotClaimable { run: id, reason })
+    }
+
+    async fn create_claimed_run(
+        &self,
+        run: NewRun,
+        worker: &str,
+        lease_until: SystemTime,
+    ) -> Result<ClaimedRun, StoreError> {
         let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
-        let done = sqlx::query(
-            "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_until = NULL, wake_at = ?2 \
-             WHERE id = ?1 AND status = 'running' AND lease_owner = ?3",
-        )
-        .bind(id.to_string())
-        .bind(rfc3339(wake_at))
-        .bind(worker)
-        .execute(&mut *conn)
+        let run = insert_run(&mut conn, run, Some((worker, lease_until))).await?;
+        Ok(ClaimedRun {
+            lease: Lease {
+                run: run.id,
+                owner: worker.to_owned(),
+                epoch: 1,
+            },
+            run,
+            has_steps: false,
+        })
+    }
+
+    async fn resumable_runs(&self, now: SystemTime) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE {} ORDER BY created_at, id",
+            claimable("?1")
+        ))
+        .bind(rfc3339(now))
+        .fetch_all(&self.pool)
         .await
-        .map_err(sql_error("park run"))?;
-        Ok(done.rows_affected() > 0)
+        .map_err(sql_error("resumable runs"))?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn extend_leases(
+        &self,
+        leases: &[Lease],
+        lease_until: SystemTime,
+    ) -> Result<Vec<RunId>, StoreError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query: QueryBuilder<'_, Sqlite> =
+            QueryBuilder::new("UPDATE runs SET lease_until = ");
+        query.push_bind(rfc3339(lease_until));
+        query.push(" WHERE status = 'running' AND (id, lease_epoch) IN (");
+        query.push_values(leases, |mut row, lease| {
+            row.push_bind(lease.run.to_string()).push_bind(lease.epoch);
+        });
+        query.push(") RETURNING id");
+        let rows = {
+            let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
+            query
+                .build()
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(sql_error("extend leases"))?
+        };
+        rows.iter().map(|row| parse_text(row, "id")).collect()
+    }
+
+    async fn release_run(&self, lease: &Lease) -> Result<(), StoreError> {
+        let done = {
+            let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
+            sqlx::query(
+                "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_until = NULL \
+                 WHERE id = ?1 AND status = 'running' AND lease_epoch = ?2",
+            )
+            .bind(lease.run.to_string())
+            .bind(lease.epoch)
+            .execute(&mut *conn)
+            .await
+            .map_err(sql_error("release run"))?
+        };
+        if done.rows_affected() > 0 {
+            return Ok(());
+        }
+        self.lease_lost(lease.run).await
+    }
+
+    async fn park_run(&self, lease: &Lease, wake_at: SystemTime) -> Result<(), StoreError> {
+        let done = {
+            let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
+            sqlx::query(
+                "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_until = NULL, wake_at = ?2 \
+                 WHERE id = ?1 AND status = 'running' AND lease_epoch = ?3",
+            )
+            .bind(lease.run.to_string())
+            .bind(rfc3339(wake_at))
+            .bind(lease.epoch)
+            .execute(&mut *conn)
+            .await
+            .map_err(sql_error("park run"))?
+        };
+        if done.rows_affected() > 0 {
+            return Ok(());
+        }
+        self.lease_lost(lease.run).await
     }
 
     async fn requeue_expired_leases(&self, now: SystemTime) -> Result<u64, StoreError> {
+        let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
         let done = sqlx::query(
             "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_until = NULL \
-             WHERE status = 'running' AND lease_until IS NOT NULL AND lease_until < ?1",
+             WHERE status = 'running' AND (lease_until IS NULL OR lease_until < ?1)",
         )
         .bind(rfc3339(now))
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await
         .map_err(sql_error("requeue expired leases"))?;
         Ok(done.rows_affected())
     }
 
-    async fn requeue_running(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_until = NULL \
-             WHERE status = 'running'",
-        )
-        .execute(&self.pool)
-        .await
-        .map_err(sql_error("requeue running runs"))?;
-        Ok(done.rows_affected())
+    async fn lock_for_server(&self) -> Result<ServerLock, StoreError> {
+        let Some(lock_path) = self.lock_path() else {
+            return Ok(ServerLock::none());
+        };
+        let db = self.file.clone().unwrap_or_default();
+        tokio::task::spawn_blocking(move || lock_file(&lock_path, &db))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("locking the database: {e}")))?
+    }
+
+    async fn server_holding_lock(&self) -> Result<Option<String>, StoreError> {
+        let Some(lock_path) = self.lock_path() else {
+            return Ok(None);
+        };
+        tokio::task::spawn_blocking(move || probe_lock(&lock_path))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("probing the database lock: {e}")))?
     }
 
     async fn cancel_queued_run(&self, id: RunId) -> Result<bool, StoreError> {
@@ -540,7 +766,7 @@ impl ScheduleStore for SqliteStore {
             return Ok(None);
         }
         let record = match run {
-            Some(run) => Some(insert_run(&mut tx, run).await?),
+            Some(run) => Some(insert_run(&mut tx, run, None).await?),
             None => None,
         };
         tx.commit().await.map_err(sql_error("fire schedule"))?;
