@@ -194,6 +194,23 @@ impl StepFailure {
                 ),
             };
         }
+        let fields_full = err.chain().any(|e| {
+            matches!(
+                e.downcast_ref::<wasmtime_wasi_http::FieldMapError>(),
+                Some(
+                    wasmtime_wasi_http::FieldMapError::TotalSizeTooBig
+                        | wasmtime_wasi_http::FieldMapError::TooManyFields
+                )
+            )
+        });
+        if fields_full {
+            return StepFailure::ResourceLimit {
+                message: format!(
+                    "resource limit: one set of HTTP headers (wasi:http fields) grew past {} bytes",
+                    crate::runtime::FIELDS_BYTES
+                ),
+            };
+        }
         if let Some(trap) = err.downcast_ref::<Trap>() {
             return match trap {
                 Trap::OutOfFuel => StepFailure::OutOfFuel { fuel },
