@@ -27,6 +27,10 @@ pub enum ApiError {
     /// is listed. The workflow author's.
     #[error("the workflow is invalid: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     InvalidWorkflow(Vec<ValidationError>),
+    /// 422 `reserved_name`: the name belongs to the server's own
+    /// configuration (`OMNIFLOW_*`) and can never be a secret. The caller's.
+    #[error("{0}")]
+    ReservedName(String),
     /// 401 `unauthorized`: no bearer token, or an unknown or revoked one. The caller's.
     #[error("{0}")]
     Unauthorized(&'static str),
@@ -68,7 +72,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::MalformedBody(_) | ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::InvalidWorkflow(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidWorkflow(_) | ApiError::ReservedName(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::Unauthorized(_) | ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -85,6 +91,7 @@ impl ApiError {
             ApiError::MalformedBody(_) => "malformed_body",
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::InvalidWorkflow(_) => "invalid_workflow",
+            ApiError::ReservedName(_) => "reserved_name",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::BadSignature(_) => "bad_signature",
             ApiError::NotFound(_) => "not_found",

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::error::{ApiError, parse_json};
 use super::openapi::ErrorBody;
 use super::{ApiState, Body};
-use crate::capabilities::secrets::valid_secret_name;
+use crate::capabilities::secrets::{check_secret_name, is_reserved_secret_name, valid_secret_name};
 use crate::store::{SealedSecret, now_rfc3339};
 
 /// Body of `PUT /secrets/{name}`.
@@ -27,13 +27,17 @@ pub(super) struct PutSecret {
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
-    if valid_secret_name(name) {
-        Ok(())
-    } else {
-        Err(ApiError::InvalidRequest(format!(
+    if !valid_secret_name(name) {
+        return Err(ApiError::InvalidRequest(format!(
             "secret name {name:?} must be 1–128 letters, digits or '_'"
-        )))
+        )));
     }
+    if is_reserved_secret_name(name) {
+        return Err(ApiError::ReservedName(
+            check_secret_name(name).err().unwrap_or_default(),
+        ));
+    }
+    Ok(())
 }
 
 fn cipher(state: &ApiState) -> Result<&crate::capabilities::secrets::SecretCipher, ApiError> {
@@ -42,7 +46,7 @@ fn cipher(state: &ApiState) -> Result<&crate::capabilities::secrets::SecretCiphe
     })
 }
 
-#[utoipa::path(put, path = "/api/v1/secrets/{name}", tag = "secrets", params(("name" = String, Path, description = "Secret name (letters, digits, `_`)")), request_body = PutSecret, responses((status = 204, description = "Stored, encrypted at rest"), (status = 503, description = "Secret storage not configured", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+#[utoipa::path(put, path = "/api/v1/secrets/{name}", tag = "secrets", params(("name" = String, Path, description = "Secret name (letters, digits, `_`)")), request_body = PutSecret, responses((status = 204, description = "Stored, encrypted at rest"), (status = 422, description = "Reserved name (`OMNIFLOW_*`, the server's configuration)", body = ErrorBody), (status = 503, description = "Secret storage not configured", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn put(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -72,7 +76,11 @@ pub(super) async fn delete(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    check_name(&name)?;
+    // A reserved name may still be deleted (a row stored before names
+    // were reserved).
+    if !valid_secret_name(&name) {
+        check_name(&name)?;
+    }
     if !state.store().delete_secret(&name).await? {
         return Err(ApiError::NotFound(format!("secret {name}")));
     }

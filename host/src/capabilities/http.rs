@@ -33,7 +33,7 @@ use wasmtime_wasi_http::{
 };
 
 use crate::capabilities::log::StepLog;
-use crate::capabilities::secrets::{Secrets, redact, redact_bytes};
+use crate::capabilities::secrets::{Redactor, Secrets, check_secret_name};
 
 /// Largest response body a guest may receive, by default.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 << 20;
@@ -83,11 +83,7 @@ impl Grant {
             ));
         }
         for name in secrets {
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!(
-                    "grant {destination:?}: secret name {name:?} must be letters, digits and '_'"
-                ));
-            }
+            check_secret_name(name).map_err(|why| format!("grant {destination:?}: {why}"))?;
         }
         Ok(Grant {
             port: url.port_or_known_default().unwrap_or(80),
@@ -133,6 +129,9 @@ pub struct HttpGrants {
     grants: Arc<[Grant]>,
     secrets: Secrets,
     max_response_bytes: Option<usize>,
+    /// Secrets granted anywhere in the run's workflow: redacted from
+    /// everything this step returns even when this step never placed them.
+    run_secrets: Arc<[String]>,
 }
 
 impl HttpGrants {
@@ -147,7 +146,28 @@ impl HttpGrants {
             grants: grants.into(),
             secrets,
             max_response_bytes: None,
+            run_secrets: Arc::new([]),
         }
+    }
+
+    /// Also redact the secrets granted anywhere in `workflow` (the run's
+    /// set, see [`granted_secret_names`]).
+    pub fn for_run(mut self, workflow: &crate::workflow::Workflow) -> Self {
+        self.run_secrets = granted_secret_names(workflow).into();
+        self
+    }
+
+    /// The redactor of one attempt: every value of the run's secrets and of
+    /// this step's granted secrets known now; values placed into requests
+    /// are added as they are placed.
+    pub(crate) fn redactor(&self) -> Redactor {
+        let redactor = Redactor::new();
+        redactor.add_known(&self.secrets, self.run_secrets.iter());
+        redactor.add_known(
+            &self.secrets,
+            self.grants.iter().flat_map(|g| g.secrets.iter()),
+        );
+        redactor
     }
 
     /// The grants of a workflow step (`grants.http`), parsed.
@@ -178,6 +198,25 @@ impl HttpGrants {
     }
 }
 
+/// Every secret name granted by any step or handler of `workflow`, sorted,
+/// without repeats: the secrets a run of it may use.
+pub fn granted_secret_names(workflow: &crate::workflow::Workflow) -> Vec<String> {
+    let mut names: Vec<String> = workflow
+        .steps
+        .iter()
+        .map(|s| s.grants.as_ref())
+        .chain(
+            [&workflow.on_failure, &workflow.on_success]
+                .map(|h| h.as_ref().and_then(|h| h.grants.as_ref())),
+        )
+        .flatten()
+        .flat_map(|g| g.http.iter().flat_map(|h| h.secrets().iter().cloned()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// The per-attempt HTTP policy stored in the `Store`.
 pub(crate) struct HttpPolicy {
     step_id: String,
@@ -185,13 +224,15 @@ pub(crate) struct HttpPolicy {
     access: HttpGrants,
     deadline: Instant,
     in_flight: Arc<Semaphore>,
+    redactor: Redactor,
+    budget: Arc<crate::runtime::HostBudget>,
 }
 
 /// A request that passed the grant check, secrets placed.
 struct Authorized {
     request: http::Request<WasiBody>,
     grant: Grant,
-    used: Vec<(String, SecretString)>,
+    redactor: Redactor,
     /// `scheme://host:port/path` without secrets, for messages.
     shown: String,
 }
@@ -211,6 +252,8 @@ impl HttpPolicy {
         log: StepLog,
         access: HttpGrants,
         deadline: Instant,
+        redactor: Redactor,
+        budget: Arc<crate::runtime::HostBudget>,
     ) -> Self {
         HttpPolicy {
             step_id: step_id.to_string(),
@@ -218,6 +261,8 @@ impl HttpPolicy {
             access,
             deadline,
             in_flight: Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS)),
+            redactor,
+            budget,
         }
     }
 
@@ -264,7 +309,7 @@ impl HttpPolicy {
                 }
                 let value = self.access.secrets.get(name).ok_or_else(|| {
                     format!(
-                        "HTTP request denied: secret {name} is granted to step {step:?} but has no value; set the environment variable {name} (or a line in .env) or store it with the secrets API"
+                        "HTTP request denied: secret {name} is granted to step {step:?} but has no value; store it with PUT /api/v1/secrets/{name}, set the environment variable OMNIFLOW_SECRET_{name}, or add a line {name}=... to ./.env"
                     )
                 })?;
                 let text = value.expose_secret().to_string();
@@ -317,10 +362,13 @@ impl HttpPolicy {
             value.set_sensitive(true);
             request.headers_mut().insert(name, value);
         }
+        for (name, value) in &used {
+            self.redactor.add(name, value);
+        }
         Ok(Authorized {
             request,
             grant,
-            used,
+            redactor: self.redactor.clone(),
             shown,
         })
     }
@@ -390,25 +438,46 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
                 || a >= 240)
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            if let Some(v4) = embedded_ipv4(v6) {
                 return is_public(IpAddr::V4(v4));
             }
             let seg = v6.segments();
-            // NAT64 64:ff9b::/96 embeds an IPv4 address.
-            if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
-                let o = v6.octets();
-                return is_public(IpAddr::V4(std::net::Ipv4Addr::new(
-                    o[12], o[13], o[14], o[15],
-                )));
-            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (seg[0] & 0xfe00) == 0xfc00 // unique local (incl. fd00:ec2::254)
                 || (seg[0] & 0xffc0) == 0xfe80 // link-local
-                || (seg[0] == 0x2001 && seg[1] == 0x0db8)) // documentation
+                || (seg[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
+                || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
+                || (seg[0] == 0x2001 && seg[1] == 0) // Teredo (embeds an obfuscated IPv4)
+                || (seg[0] == 0x64 && seg[1] == 0xff9b) // local-use NAT64 64:ff9b:1::/48
+                || (seg[0] == 0x100 && seg[1..4] == [0, 0, 0])) // discard-only 100::/64
         }
     }
+}
+
+/// The IPv4 address an IPv6 address stands for, when it embeds one:
+/// IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d` (deprecated, but
+/// routed as IPv4 by some stacks), NAT64 `64:ff9b::a.b.c.d` (RFC 6052) and
+/// 6to4 `2002:aabb:ccdd::/48` (RFC 3056).
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let seg = v6.segments();
+    let o = v6.octets();
+    let tail = std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    // `::` and `::1` stay themselves (unspecified, loopback).
+    if seg[..6] == [0; 6] && !v6.is_unspecified() && !v6.is_loopback() {
+        return Some(tail);
+    }
+    if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(tail);
+    }
+    if seg[0] == 0x2002 {
+        return Some(std::net::Ipv4Addr::new(o[2], o[3], o[4], o[5]));
+    }
+    None
 }
 
 /// Where to connect: the checked address, or why not.
@@ -454,6 +523,8 @@ enum Failure {
     Denied(String),
     /// A transport problem (logged, the matching error code).
     Transport(String, HttpError),
+    /// The attempt's host budget is spent (logged; the attempt fails).
+    Budget(String),
 }
 
 async fn connect_and_send(
@@ -461,11 +532,12 @@ async fn connect_and_send(
     deadline: Instant,
     options: Option<RequestOptions>,
     max_body: usize,
+    budget: Arc<crate::runtime::HostBudget>,
 ) -> Result<http::Response<WasiBody>, Failure> {
     let Authorized {
         mut request,
         grant,
-        used,
+        redactor,
         shown,
     } = authorized;
     let url = url::Url::parse(&request.uri().to_string())
@@ -583,20 +655,35 @@ async fn connect_and_send(
         }
     }
     drop(sender);
-    let body = redact_bytes(&collected, &used);
+    // Every secret of the run, in every covered encoding, bytes or not.
+    let body = redactor.redact_bytes(&collected);
+    drop(collected);
     for value in parts.headers.values_mut() {
-        if let Ok(text) = value.to_str() {
-            let clean = redact(text, &used);
-            if clean != text
-                && let Ok(v) = HeaderValue::from_str(&clean)
-            {
-                *value = v;
-            }
+        let clean = redactor.redact_bytes(value.as_bytes());
+        if clean != value.as_bytes() {
+            *value = HeaderValue::from_bytes(&clean)
+                .unwrap_or_else(|_| HeaderValue::from_static("[redacted]"));
         }
     }
     parts.headers.remove(http::header::CONTENT_LENGTH);
     parts.headers.remove(http::header::TRANSFER_ENCODING);
+    // The bytes stay held for the guest until it drops the body: they count
+    // against the attempt's host budget (released by the guard's drop).
+    let held = body.len()
+        + parts
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum::<usize>();
+    let guard = budget.hold(held).map_err(|message| {
+        conn_task.abort();
+        Failure::Budget(format!("the response of {shown}: {message}"))
+    })?;
     let body = Full::new(Bytes::from(body))
+        .map_frame(move |frame| {
+            let _held = &guard;
+            frame
+        })
         .map_err(|never| match never {})
         .boxed_unsync();
     Ok(http::Response::from_parts(parts, body))
@@ -609,6 +696,14 @@ impl WasiHttpHooks for HttpPolicy {
     fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
         // `authorization` is allowed: pieces write `Bearer ${secret:NAME}`.
         Arc::new(|name| DEFAULT_FORBIDDEN_HEADERS.contains(name))
+    }
+
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        1
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        crate::runtime::OUTGOING_BODY_CHUNK_BYTES
     }
 
     fn send_request(
@@ -629,6 +724,7 @@ impl WasiHttpHooks for HttpPolicy {
         };
         let deadline = self.deadline;
         let permits = self.in_flight.clone();
+        let budget = self.budget.clone();
         let max_body = self
             .access
             .max_response_bytes
@@ -640,7 +736,7 @@ impl WasiHttpHooks for HttpPolicy {
             let shown = authorized.shown.clone();
             let result = tokio::time::timeout_at(
                 deadline.into(),
-                connect_and_send(authorized, deadline, options, max_body),
+                connect_and_send(authorized, deadline, options, max_body, budget),
             )
             .await;
             let failure = match result {
@@ -665,6 +761,10 @@ impl WasiHttpHooks for HttpPolicy {
                     tracing::debug!(step = %step, "{message}");
                     log.append(&format!("[host] HTTP request failed: {message}\n"));
                     Err(code)
+                }
+                Failure::Budget(message) => {
+                    log.append(&format!("[host] {message}\n"));
+                    Err(HttpError::InternalError(Some(message)))
                 }
             }
         })
@@ -749,10 +849,35 @@ mod tests {
             "fd00:ec2::254",
             "::ffff:127.0.0.1",
             "64:ff9b::a9fe:a9fe",
+            // IPv4-compatible: loopback, metadata, private.
+            "::127.0.0.1",
+            "::169.254.169.254",
+            "::10.0.0.1",
+            "::0.0.0.1",
+            // 6to4 of loopback, metadata, private, CGNAT.
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe::1",
+            "2002:c0a8:101:1::5",
+            "2002:6440:1::",
+            // NAT64 of loopback, private; local-use NAT64; Teredo; site-local.
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::192.168.0.1",
+            "64:ff9b:1::a00:1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "fec0::1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["1.1.1.1", "93.184.216.34", "2606:4700:4700::1111"] {
+        for ip in [
+            "1.1.1.1",
+            "93.184.216.34",
+            "2606:4700:4700::1111",
+            // Embedded public IPv4 addresses are judged by that address.
+            "::1.1.1.1",
+            "::ffff:1.1.1.1",
+            "2002:101:101::1",
+            "64:ff9b::1.1.1.1",
+        ] {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
     }

@@ -5,19 +5,30 @@
 //! [`SecretString`] so they do not end up in `Debug` output, logs or traces.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 
-/// Where secret values come from: explicit values first, then (when enabled)
-/// the process environment. Cheap to clone.
+/// Prefix of environment variables that hold secrets: `OMNIFLOW_SECRET_NAME`
+/// is the secret `NAME`.
+pub const ENV_PREFIX: &str = "OMNIFLOW_SECRET_";
+/// Comma-separated names of plain environment variables that may be used as
+/// secrets under their own name (`OMNIFLOW_SECRETS_FROM_ENV=HUGGINGFACE_TOKEN`).
+pub const ENV_ALLOW_LIST: &str = "OMNIFLOW_SECRETS_FROM_ENV";
+/// Server configuration that shares [`ENV_PREFIX`] and is never a secret.
+const CONFIG_UNDER_PREFIX: [&str; 2] = ["OMNIFLOW_SECRET_KEY", "OMNIFLOW_SECRET_KEY_FILE"];
+
+/// Where secret values come from, in order: secrets stored through the API
+/// (encrypted in the database), then the documented sources snapshotted when
+/// the process builds its secrets ([`Secrets::from_env`]). A name of the
+/// server's own configuration ([`is_reserved_secret_name`]) never resolves.
+/// Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Secrets {
+    /// Documented sources and explicit values.
     values: Arc<HashMap<String, SecretString>>,
-    from_env: bool,
-    /// Values stored through the API (shared by every clone; they win over
-    /// the environment).
+    /// Values stored through the API (shared by every clone; they win).
     stored: Arc<std::sync::RwLock<HashMap<String, SecretString>>>,
 }
 
@@ -25,11 +36,30 @@ impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut names: Vec<&String> = self.values.keys().collect();
         names.sort();
-        f.debug_struct("Secrets")
-            .field("names", &names)
-            .field("from_env", &self.from_env)
-            .finish()
+        f.debug_struct("Secrets").field("names", &names).finish()
     }
+}
+
+/// Whether `name` belongs to the server's own configuration and so can never
+/// be a secret: every name starting with `OMNIFLOW_` (any case).
+pub fn is_reserved_secret_name(name: &str) -> bool {
+    name.get(..9)
+        .is_some_and(|head| head.eq_ignore_ascii_case("OMNIFLOW_"))
+}
+
+/// Why a secret name is refused, as one sentence (`Ok` for a usable name).
+pub fn check_secret_name(name: &str) -> Result<(), String> {
+    if !valid_secret_name(name) {
+        return Err(format!(
+            "secret name {name:?} must be 1–128 letters, digits or '_'"
+        ));
+    }
+    if is_reserved_secret_name(name) {
+        return Err(format!(
+            "secret name {name:?} is reserved: names starting with OMNIFLOW_ are the server's own configuration and can never be secrets"
+        ));
+    }
+    Ok(())
 }
 
 impl Secrets {
@@ -38,65 +68,110 @@ impl Secrets {
         Secrets::default()
     }
 
-    /// Secrets from the process environment (a secret `NAME` is the
-    /// variable `NAME`), plus the `KEY=VALUE` lines of `./.env` when that
-    /// file exists. The environment wins over `.env`.
+    /// The documented sources of this process (stored secrets are added
+    /// with [`Secrets::load_stored`]): the process environment and `./.env`.
+    /// See [`Secrets::from_sources`].
     pub fn from_env() -> Self {
-        let mut secrets = Secrets {
-            from_env: true,
-            ..Secrets::default()
-        };
-        if Path::new(".env").is_file() {
-            secrets = secrets.with_dotenv(Path::new(".env"));
-        }
-        secrets
+        let dotenv = Path::new(".env");
+        Self::from_sources(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+            dotenv.is_file().then_some(dotenv),
+        )
     }
 
-    /// Add the `KEY=VALUE` pairs of a dotenv file (unreadable lines are skipped
-    /// with a warning that names the file, never the value).
-    pub fn with_dotenv(mut self, path: &Path) -> Self {
-        match dotenvy::from_path_iter(path) {
-            Ok(iter) => {
-                let values = Arc::make_mut(&mut self.values);
-                for item in iter {
-                    match item {
-                        Ok((k, v)) => {
-                            values.insert(k, SecretString::from(v));
-                        }
-                        Err(e) => {
-                            tracing::warn!(file = %path.display(), "skipping a .env line: {e}")
-                        }
-                    }
-                }
+    /// Secrets from these environment variables and dotenv file, highest
+    /// precedence first:
+    /// 1. `OMNIFLOW_SECRET_NAME=value` is the secret `NAME` (except
+    ///    `OMNIFLOW_SECRET_KEY` and `OMNIFLOW_SECRET_KEY_FILE`, configuration);
+    /// 2. a plain variable `NAME` listed in `OMNIFLOW_SECRETS_FROM_ENV`
+    ///    (comma-separated; from the environment, else from the dotenv file);
+    /// 3. a dotenv line `NAME=value` or `OMNIFLOW_SECRET_NAME=value`.
+    ///
+    /// Any other variable of the environment is never a secret, and a
+    /// reserved name (`OMNIFLOW_*`) never is, whatever the source.
+    pub fn from_sources(
+        env: impl IntoIterator<Item = (String, String)>,
+        dotenv: Option<&Path>,
+    ) -> Self {
+        let env: HashMap<String, String> = env.into_iter().collect();
+        let dotenv_lines = dotenv.map(read_dotenv).unwrap_or_default();
+        let mut values: HashMap<String, SecretString> = HashMap::new();
+        // Lowest precedence first; later inserts win.
+        for (key, value) in &dotenv_lines {
+            if let Some(name) = secret_name_of(key, true) {
+                values.insert(name, SecretString::from(value.clone()));
             }
-            Err(e) => tracing::warn!(file = %path.display(), "cannot read .env: {e}"),
+        }
+        let allow = env
+            .get(ENV_ALLOW_LIST)
+            .cloned()
+            .or_else(|| {
+                dotenv_lines
+                    .iter()
+                    .find(|(k, _)| k == ENV_ALLOW_LIST)
+                    .map(|(_, v)| v.clone())
+            })
+            .unwrap_or_default();
+        for name in allow.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if let Err(why) = check_secret_name(name) {
+                tracing::warn!("{ENV_ALLOW_LIST}: ignoring {name:?}: {why}");
+                continue;
+            }
+            if let Some(value) = env.get(name) {
+                values.insert(name.to_string(), SecretString::from(value.clone()));
+            }
+        }
+        for (key, value) in &env {
+            if let Some(name) = secret_name_of(key, false) {
+                values.insert(name, SecretString::from(value.clone()));
+            }
+        }
+        Secrets {
+            values: Arc::new(values),
+            ..Secrets::default()
+        }
+    }
+
+    /// Add the `KEY=VALUE` pairs of a dotenv file, by the rules of
+    /// [`Secrets::from_sources`] (they win over what is already known).
+    pub fn with_dotenv(mut self, path: &Path) -> Self {
+        let values = Arc::make_mut(&mut self.values);
+        for (key, value) in read_dotenv(path) {
+            if let Some(name) = secret_name_of(&key, true) {
+                values.insert(name, SecretString::from(value));
+            }
         }
         self
     }
 
-    /// These secrets plus `name = value`.
+    /// These secrets plus `name = value` (a reserved name is ignored).
     pub fn with(mut self, name: &str, value: &str) -> Self {
-        Arc::make_mut(&mut self.values).insert(name.to_string(), SecretString::from(value));
+        if !is_reserved_secret_name(name) {
+            Arc::make_mut(&mut self.values).insert(name.to_string(), SecretString::from(value));
+        }
         self
     }
 
-    /// The value of `name`, if known.
+    /// The value of `name`, if known (never for a reserved name).
     pub(crate) fn get(&self, name: &str) -> Option<SecretString> {
+        if is_reserved_secret_name(name) {
+            return None;
+        }
         if let Ok(stored) = self.stored.read()
             && let Some(value) = stored.get(name)
         {
             return Some(value.clone());
         }
-        if self.from_env
-            && let Ok(value) = std::env::var(name)
-        {
-            return Some(SecretString::from(value));
-        }
         self.values.get(name).cloned()
     }
 
-    /// Set a stored (API) secret; every clone of these secrets sees it.
+    /// Set a stored (API) secret; every clone of these secrets sees it. A
+    /// reserved name is ignored.
     pub fn set_stored(&self, name: &str, value: SecretString) {
+        if is_reserved_secret_name(name) {
+            return;
+        }
         if let Ok(mut stored) = self.stored.write() {
             stored.insert(name.to_string(), value);
         }
@@ -113,6 +188,116 @@ impl Secrets {
     pub fn contains(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
+
+    /// Decrypt every secret of `store` with `cipher` into these secrets
+    /// (shared by every clone). A row that cannot be decrypted or has a
+    /// reserved name is skipped with a warning naming it. Returns how many
+    /// were loaded.
+    pub async fn load_stored(
+        &self,
+        store: &dyn crate::store::Store,
+        cipher: &SecretCipher,
+    ) -> Result<usize, crate::store::StoreError> {
+        let mut loaded = 0;
+        for sealed in store.sealed_secrets().await? {
+            if is_reserved_secret_name(&sealed.name) {
+                tracing::warn!(
+                    "stored secret {} has a reserved name and is ignored",
+                    sealed.name
+                );
+                continue;
+            }
+            match cipher.open(&sealed.name, &sealed.nonce, &sealed.ciphertext) {
+                Ok(value) => {
+                    self.set_stored(&sealed.name, value);
+                    loaded += 1;
+                }
+                Err(message) => tracing::warn!("{message}"),
+            }
+        }
+        Ok(loaded)
+    }
+}
+
+/// The secret name a variable `key` stands for, if it stands for one:
+/// `OMNIFLOW_SECRET_NAME` → `NAME`; a plain `NAME` only from a dotenv file.
+fn secret_name_of(key: &str, dotenv: bool) -> Option<String> {
+    if CONFIG_UNDER_PREFIX.contains(&key) {
+        return None;
+    }
+    let name = match key.strip_prefix(ENV_PREFIX) {
+        Some(name) => name,
+        None if dotenv => key,
+        None => return None,
+    };
+    check_secret_name(name).ok().map(|()| name.to_string())
+}
+
+/// The `KEY=VALUE` lines of a dotenv file (unreadable lines are skipped with
+/// a warning that names the file, never the value).
+fn read_dotenv(path: &Path) -> Vec<(String, String)> {
+    let mut lines = Vec::new();
+    match dotenvy::from_path_iter(path) {
+        Ok(iter) => {
+            for item in iter {
+                match item {
+                    Ok(pair) => lines.push(pair),
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), "skipping a .env line: {e}")
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::warn!(file = %path.display(), "cannot read .env: {e}"),
+    }
+    lines
+}
+
+/// Why the secrets of a process could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    /// The key is malformed, unreadable or cannot be created.
+    #[error("{0}")]
+    Key(String),
+    /// Reading the stored secrets failed.
+    #[error("reading stored secrets: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// The key file used with a database file: `omniflow.db` → `omniflow.key`.
+pub fn key_file_for(db: &Path) -> PathBuf {
+    db.with_extension("key")
+}
+
+/// The secrets of a command (`run`, `runs resume`, `serve` alike): the
+/// secrets stored in `store` (decrypted with `OMNIFLOW_SECRET_KEY`, else the
+/// key file), then the documented sources of [`Secrets::from_env`].
+///
+/// With `create_key` (the server) a missing key file is created and the
+/// cipher is returned for the secrets API. Without it (the local CLI) a
+/// missing key only matters when the store holds secrets: they are skipped
+/// with a warning saying where the key should be.
+pub async fn for_process(
+    store: &dyn crate::store::Store,
+    key_file: &Path,
+    create_key: bool,
+) -> Result<(Secrets, Option<SecretCipher>), SecretsError> {
+    let secrets = Secrets::from_env();
+    let have_key = std::env::var_os("OMNIFLOW_SECRET_KEY").is_some() || key_file.exists();
+    if !create_key && !have_key {
+        let sealed = store.sealed_secrets().await?;
+        if !sealed.is_empty() {
+            tracing::warn!(
+                "{} stored secret(s) cannot be used: no key (set OMNIFLOW_SECRET_KEY or provide {})",
+                sealed.len(),
+                key_file.display()
+            );
+        }
+        return Ok((secrets, None));
+    }
+    let cipher = SecretCipher::from_env_or_file(key_file).map_err(SecretsError::Key)?;
+    secrets.load_stored(store, &cipher).await?;
+    Ok((secrets, Some(cipher)))
 }
 
 /// A valid secret name: letters, digits and `_`, at most 128 characters.
@@ -223,42 +408,289 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
         .map_err(|e| format!("writing the secret key file {}: {e}", path.display()))
 }
 
-/// Replace every occurrence of the given secret values in `text` with
-/// `[redacted:NAME]`. Longest values first, so a value containing another
-/// is redacted whole. Empty values are ignored.
-pub(crate) fn redact(text: &str, used: &[(String, SecretString)]) -> String {
-    // Replacing whole UTF-8 values with ASCII markers keeps the text UTF-8.
-    String::from_utf8_lossy(&redact_bytes(text.as_bytes(), used)).into_owned()
+/// The secret values one run has used: every value granted anywhere in the
+/// run's workflow plus every value placed into a request. Everything
+/// persisted or returned for the run (response bodies and headers the piece
+/// sees, the step output, log and error text) passes through it.
+///
+/// Each value is replaced by `[redacted:NAME]` in its plain form and in
+/// common encodings: JSON string escapes (`\/`, `\"`, `\n`, `\uXXXX` in any
+/// case, surrogate pairs), percent-encoding (`%XX` in any case, `+` for a
+/// space), freely mixed per character; and base64 (standard and URL-safe) of
+/// the value alone or after any prefix, such as `user:secret` in a Basic
+/// authorization (the characters that depend only on the value are
+/// replaced; values shorter than 6 bytes are not looked for in base64). Not
+/// covered: other encodings (hex, HTML entities, double percent-encoding,
+/// compression, encryption) or a value split or transformed by the piece.
+#[derive(Clone, Default)]
+pub struct Redactor {
+    values: Arc<std::sync::Mutex<Vec<Needle>>>,
 }
 
-/// Byte-level [`redact`] for bodies (non-UTF-8 bodies are scanned as bytes).
-pub(crate) fn redact_bytes(body: &[u8], used: &[(String, SecretString)]) -> Vec<u8> {
-    if used.is_empty() {
-        return body.to_vec();
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self.lock().iter().map(|n| n.name.clone()).collect();
+        f.debug_struct("Redactor").field("names", &names).finish()
     }
-    let mut out = body.to_vec();
-    let mut order: Vec<&(String, SecretString)> = used
-        .iter()
-        .filter(|(_, v)| !v.expose_secret().is_empty())
-        .collect();
-    order.sort_by_key(|(_, v)| std::cmp::Reverse(v.expose_secret().len()));
-    for (name, value) in order {
-        let needle = value.expose_secret().as_bytes();
-        let marker = format!("[redacted:{name}]").into_bytes();
-        let mut result = Vec::with_capacity(out.len());
-        let mut i = 0;
-        while i < out.len() {
-            if out[i..].starts_with(needle) {
-                result.extend_from_slice(&marker);
-                i += needle.len();
-            } else {
-                result.push(out[i]);
-                i += 1;
+}
+
+/// One secret value and the base64 cores it is looked for as.
+struct Needle {
+    name: String,
+    value: SecretString,
+    marker: Vec<u8>,
+    base64: Vec<Vec<u8>>,
+}
+
+/// Shortest value looked for in base64 (shorter cores match too much).
+const MIN_BASE64_VALUE: usize = 6;
+
+impl Needle {
+    fn new(name: &str, value: SecretString) -> Self {
+        let bytes = value.expose_secret().as_bytes();
+        let mut base64 = Vec::new();
+        if bytes.len() >= MIN_BASE64_VALUE {
+            use base64::Engine as _;
+            for engine in [
+                &base64::engine::general_purpose::STANDARD_NO_PAD,
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            ] {
+                // The value after 0, 1 or 2 bytes of some prefix: keep the
+                // characters whose 6 bits all come from the value.
+                for offset in 0..3usize {
+                    let mut input = vec![0u8; offset];
+                    input.extend_from_slice(bytes);
+                    let encoded = engine.encode(&input).into_bytes();
+                    let first = (8 * offset).div_ceil(6);
+                    let last = (8 * (offset + bytes.len())) / 6; // exclusive
+                    if last > first {
+                        let core = encoded[first..last].to_vec();
+                        if !base64.contains(&core) {
+                            base64.push(core);
+                        }
+                    }
+                }
             }
         }
-        out = result;
+        Needle {
+            name: name.to_string(),
+            marker: format!("[redacted:{name}]").into_bytes(),
+            value,
+            base64,
+        }
     }
-    out
+
+    /// The end of a match of this value (in any covered encoding) at `at`.
+    fn match_at(&self, hay: &[u8], at: usize) -> Option<usize> {
+        let value = self.value.expose_secret();
+        let mut pos = at;
+        for c in value.chars() {
+            pos = match_char(hay, pos, c)?;
+        }
+        if pos > at {
+            return Some(pos);
+        }
+        None
+    }
+}
+
+/// The end of one character `c` of a value at `pos`, written plainly,
+/// JSON-escaped or percent-encoded.
+fn match_char(hay: &[u8], pos: usize, c: char) -> Option<usize> {
+    let mut utf8 = [0u8; 4];
+    let bytes = c.encode_utf8(&mut utf8).as_bytes();
+    let rest = hay.get(pos..)?;
+    if rest.starts_with(bytes) {
+        return Some(pos + bytes.len());
+    }
+    match rest.first()? {
+        b'%' | b'+' => {
+            // Each byte plain or `%XX`; a space may be `+`.
+            let mut p = pos;
+            for &b in bytes {
+                let r = hay.get(p..)?;
+                if r.first() == Some(&b) {
+                    p += 1;
+                } else if b == b' ' && r.first() == Some(&b'+') {
+                    p += 1;
+                } else if r.len() >= 3 && r[0] == b'%' && hex_value(&r[1..3]) == Some(u32::from(b))
+                {
+                    p += 3;
+                } else {
+                    return None;
+                }
+            }
+            Some(p)
+        }
+        b'\\' => {
+            let short = match c {
+                '"' => Some(b'"'),
+                '\\' => Some(b'\\'),
+                '/' => Some(b'/'),
+                '\n' => Some(b'n'),
+                '\r' => Some(b'r'),
+                '\t' => Some(b't'),
+                '\u{8}' => Some(b'b'),
+                '\u{c}' => Some(b'f'),
+                _ => None,
+            };
+            if let Some(s) = short
+                && rest.get(1) == Some(&s)
+            {
+                return Some(pos + 2);
+            }
+            let mut units = [0u16; 2];
+            let mut p = pos;
+            for &unit in c.encode_utf16(&mut units).iter() {
+                let r = hay.get(p..p + 6)?;
+                if r[0] != b'\\' || r[1] != b'u' || hex_value(&r[2..6]) != Some(u32::from(unit)) {
+                    return None;
+                }
+                p += 6;
+            }
+            Some(p)
+        }
+        _ => None,
+    }
+}
+
+fn hex_value(digits: &[u8]) -> Option<u32> {
+    digits.iter().try_fold(0u32, |acc, &d| {
+        let v = char::from(d).to_digit(16)?;
+        Some(acc * 16 + v)
+    })
+}
+
+impl Redactor {
+    /// Nothing to redact yet.
+    pub fn new() -> Self {
+        Redactor::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Needle>> {
+        self.values.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Also redact `value` as `[redacted:NAME]` (empty values are ignored;
+    /// every clone sees it).
+    pub fn add(&self, name: &str, value: &SecretString) {
+        if value.expose_secret().is_empty() {
+            return;
+        }
+        let mut values = self.lock();
+        if values
+            .iter()
+            .any(|n| n.name == name && n.value.expose_secret() == value.expose_secret())
+        {
+            return;
+        }
+        values.push(Needle::new(name, value.clone()));
+        // Longest first, so a value containing another is redacted whole.
+        values.sort_by_key(|n| std::cmp::Reverse(n.value.expose_secret().len()));
+    }
+
+    /// Add the values of `names` known to `secrets`.
+    pub fn add_known<'a>(&self, secrets: &Secrets, names: impl IntoIterator<Item = &'a String>) {
+        for name in names {
+            if let Some(value) = secrets.get(name) {
+                self.add(name, &value);
+            }
+        }
+    }
+
+    /// Whether there is nothing to redact.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// `bytes` with every covered form of every value replaced.
+    pub fn redact_bytes(&self, bytes: &[u8]) -> Vec<u8> {
+        let values = self.lock();
+        if values.is_empty() {
+            return bytes.to_vec();
+        }
+        // Bytes that can start a match: skip every other position fast.
+        let mut starts = [false; 256];
+        starts[usize::from(b'%')] = true;
+        starts[usize::from(b'+')] = true;
+        starts[usize::from(b'\\')] = true;
+        for n in values.iter() {
+            if let Some(&b) = n.value.expose_secret().as_bytes().first() {
+                starts[usize::from(b)] = true;
+            }
+            for core in &n.base64 {
+                starts[usize::from(core[0])] = true;
+            }
+        }
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        'scan: while i < bytes.len() {
+            if starts[usize::from(bytes[i])] {
+                for n in values.iter() {
+                    if let Some(end) = n.match_at(bytes, i) {
+                        out.extend_from_slice(&n.marker);
+                        i = end;
+                        continue 'scan;
+                    }
+                    if let Some(core) = n.base64.iter().find(|c| bytes[i..].starts_with(c)) {
+                        out.extend_from_slice(&n.marker);
+                        i += core.len();
+                        continue 'scan;
+                    }
+                }
+            }
+            out.push(bytes[i]);
+            i += 1;
+        }
+        out
+    }
+
+    /// [`Redactor::redact_bytes`] for text (markers are ASCII, so whole
+    /// UTF-8 values replaced keep the text UTF-8).
+    pub fn redact_str(&self, text: &str) -> String {
+        if self.is_empty() {
+            return text.to_string();
+        }
+        String::from_utf8_lossy(&self.redact_bytes(text.as_bytes())).into_owned()
+    }
+
+    /// Redact every string (keys included) of a JSON value in place.
+    pub fn redact_json(&self, value: &mut serde_json::Value) {
+        if self.is_empty() {
+            return;
+        }
+        match value {
+            serde_json::Value::String(s) => *s = self.redact_str(s),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.redact_json(v)),
+            serde_json::Value::Object(map) => {
+                let entries = std::mem::take(map);
+                for (key, mut v) in entries {
+                    self.redact_json(&mut v);
+                    map.insert(self.redact_str(&key), v);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Replace every occurrence of the given secret values (and their covered
+/// encodings, see [`Redactor`]) in `text` with `[redacted:NAME]`.
+pub fn redact(text: &str, used: &[(String, SecretString)]) -> String {
+    let redactor = Redactor::new();
+    for (name, value) in used {
+        redactor.add(name, value);
+    }
+    redactor.redact_str(text)
+}
+
+/// Byte-level [`redact`].
+pub fn redact_bytes(body: &[u8], used: &[(String, SecretString)]) -> Vec<u8> {
+    let redactor = Redactor::new();
+    for (name, value) in used {
+        redactor.add(name, value);
+    }
+    redactor.redact_bytes(body)
 }
 
 #[cfg(test)]
@@ -314,6 +746,131 @@ mod tests {
         assert_eq!(clone.get("X").unwrap().expose_secret(), "stored");
         s.remove_stored("X");
         assert_eq!(clone.get("X").unwrap().expose_secret(), "explicit");
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn value(s: &Secrets, name: &str) -> Option<String> {
+        s.get(name).map(|v| v.expose_secret().to_string())
+    }
+
+    #[test]
+    fn only_documented_sources_are_secrets_and_server_config_never_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let dotenv = dir.path().join(".env");
+        std::fs::write(
+            &dotenv,
+            "FROM_DOTENV=d1\nOMNIFLOW_SECRET_PREFIXED_DOTENV=d2\nOMNIFLOW_ADMIN_TOKEN=adm\nSHADOWED=dotenv\n",
+        )
+        .unwrap();
+        let s = Secrets::from_sources(
+            env(&[
+                ("OMNIFLOW_SECRET_KEY", "00ff"),
+                ("OMNIFLOW_SECRET_KEY_FILE", "/k"),
+                ("OMNIFLOW_SECRET_API_TOKEN", "a1"),
+                ("OMNIFLOW_SECRET_OMNIFLOW_ADMIN_TOKEN", "sneaky"),
+                ("OMNIFLOW_ADMIN_TOKEN", "adm"),
+                ("OMNIFLOW_DATABASE_URL", "postgres://u:p@h/db"),
+                ("HOME", "/root"),
+                ("HUGGINGFACE_TOKEN", "hf"),
+                ("UNLISTED", "u"),
+                ("SHADOWED", "env"),
+                (
+                    "OMNIFLOW_SECRETS_FROM_ENV",
+                    "HUGGINGFACE_TOKEN, SHADOWED,OMNIFLOW_DATABASE_URL,bad-name",
+                ),
+            ]),
+            Some(&dotenv),
+        );
+        assert_eq!(value(&s, "API_TOKEN").as_deref(), Some("a1"));
+        assert_eq!(value(&s, "HUGGINGFACE_TOKEN").as_deref(), Some("hf"));
+        assert_eq!(value(&s, "FROM_DOTENV").as_deref(), Some("d1"));
+        assert_eq!(value(&s, "PREFIXED_DOTENV").as_deref(), Some("d2"));
+        // The environment wins over .env.
+        assert_eq!(value(&s, "SHADOWED").as_deref(), Some("env"));
+        for name in [
+            "KEY",
+            "KEY_FILE",
+            "OMNIFLOW_SECRET_KEY",
+            "OMNIFLOW_ADMIN_TOKEN",
+            "omniflow_admin_token",
+            "OMNIFLOW_DATABASE_URL",
+            "HOME",
+            "UNLISTED",
+        ] {
+            assert_eq!(value(&s, name), None, "{name} must not be a secret");
+        }
+        // Not even explicitly or through the store.
+        let s = s.with("OMNIFLOW_SECRET_KEY", "x");
+        s.set_stored("OMNIFLOW_ADMIN_TOKEN", SecretString::from("y"));
+        assert!(!s.contains("OMNIFLOW_SECRET_KEY"));
+        assert!(!s.contains("OMNIFLOW_ADMIN_TOKEN"));
+        assert!(
+            check_secret_name("OMNIFLOW_SECRET_KEY")
+                .unwrap_err()
+                .contains("reserved")
+        );
+        assert!(check_secret_name("Omniflow_x").is_err());
+        assert!(check_secret_name("OMNIFLOWX").is_ok());
+    }
+
+    fn redactor(pairs: &[(&str, &str)]) -> Redactor {
+        let r = Redactor::new();
+        for (n, v) in pairs {
+            r.add(n, &SecretString::from(*v));
+        }
+        r
+    }
+
+    #[test]
+    fn encoded_echoes_are_redacted() {
+        let r = redactor(&[("T", "ab/c&d\"e f<é😀")]);
+        let m = "[redacted:T]";
+        for echo in [
+            "ab/c&d\"e f<é😀",                                  // plain
+            r#"ab\/c&d\"e f<é😀"#,                              // JSON, \/ and \"
+            r#"ab\/c\u0026d\u0022e\u0020f\u003cé\ud83d\ude00"#, // \uXXXX, surrogates
+            r#"ab\u002Fc\u0026d\"e f\u003C\u00E9\uD83D\uDE00"#, // upper-case hex
+            "ab%2Fc%26d%22e+f%3C%C3%A9%F0%9F%98%80",            // percent, + for space
+            "ab%2fc&d%22e%20f<%c3%a9😀",                        // mixed
+        ] {
+            let text = format!("before {echo} after");
+            assert_eq!(r.redact_str(&text), format!("before {m} after"), "{echo}");
+        }
+        // Base64 alone and after a prefix (`user:secret`), standard and URL-safe.
+        let r = redactor(&[("P", "hunter2-s3cret/+?")]);
+        use base64::Engine as _;
+        for prefix in ["", "u:", "us:", "user:"] {
+            for engine in [
+                &base64::engine::general_purpose::STANDARD,
+                &base64::engine::general_purpose::URL_SAFE,
+            ] {
+                let encoded = engine.encode(format!("{prefix}hunter2-s3cret/+?"));
+                let out = r.redact_str(&format!("Basic {encoded}"));
+                assert!(out.contains("[redacted:P]"), "{prefix}: {encoded} -> {out}");
+                let left = out.replace("[redacted:P]", "");
+                assert!(
+                    left.len() <= "Basic ".len() + 12,
+                    "{prefix}: too much left: {out}"
+                );
+            }
+        }
+        // Bytes that are not UTF-8 around the value.
+        let r = redactor(&[("B", "tok-123")]);
+        let out = r.redact_bytes(b"\xff\xfe tok%2D123 \xc3");
+        assert_eq!(out, b"\xff\xfe [redacted:B] \xc3".to_vec());
+        // JSON values: strings and keys.
+        let mut v = serde_json::json!({ "tok-123": ["x tok-123", 1, { "k": "tok\u{2d}123" }] });
+        r.redact_json(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({ "[redacted:B]": ["x [redacted:B]", 1, { "k": "[redacted:B]" }] })
+        );
     }
 
     #[test]

@@ -48,7 +48,12 @@ async fn stop_signal() {
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> Result<bool> {
-    let executor = setup::executor(&args.db, &args.pieces, ExecutorConfig::default()).await?;
+    // Secrets: stored ones (encrypted with OMNIFLOW_SECRET_KEY, else with a
+    // key file next to the database, created on first start), then the
+    // documented sources; the same resolution as `run`.
+    let (executor, cipher) =
+        setup::executor_with_secrets(&args.db, &args.pieces, ExecutorConfig::default(), true)
+            .await?;
     let config = ServerConfig {
         listen: args.listen,
         pool: PoolConfig {
@@ -60,13 +65,8 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<bool> {
         admin_token: args.admin_token.filter(|t| !t.is_empty()),
         ..ServerConfig::default()
     };
-    // Secrets stored through the API are encrypted with OMNIFLOW_SECRET_KEY,
-    // else with a key file next to the database (created on first start).
-    let key_file = args.db.with_extension("key");
-    let cipher = omniflow::capabilities::secrets::SecretCipher::from_env_or_file(&key_file)
-        .map_err(anyhow::Error::msg)?;
     let mut config = config;
-    config.api.secret_cipher = Some(Arc::new(cipher));
+    config.api.secret_cipher = cipher.map(Arc::new);
     // Built-in pieces compile in the background (several at once); a run
     // that needs one before then compiles it itself (at most once).
     let executor = Arc::new(executor);

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use omniflow::capabilities::secrets::{self, SecretCipher};
 use omniflow::engine::{Executor, ExecutorConfig, PieceRegistry};
 use omniflow::runtime::{Runtime, RuntimeConfig, builtin::BUILTIN_PIECES};
 use omniflow::workflow::Workflow;
@@ -23,19 +24,38 @@ pub(crate) async fn registry(runtime: &Runtime, extra: &[PathBuf]) -> Result<Arc
     Ok(registry)
 }
 
+/// An executor for a local command (`run`, `runs resume`, `bench`).
 pub(crate) async fn executor(
     db: &Path,
     extra_pieces: &[PathBuf],
-    mut config: ExecutorConfig,
+    config: ExecutorConfig,
 ) -> Result<Executor> {
-    // Secrets for granted HTTP requests: the environment and ./.env.
-    config.secrets = omniflow::capabilities::secrets::Secrets::from_env();
+    Ok(executor_with_secrets(db, extra_pieces, config, false)
+        .await?
+        .0)
+}
+
+/// An executor whose secrets are resolved as for every command (see
+/// [`omniflow::capabilities::secrets::for_process`]): stored secrets of the
+/// database (key from `OMNIFLOW_SECRET_KEY` or the key file next to it;
+/// `serve` creates that file), then `OMNIFLOW_SECRET_*`, the variables
+/// listed in `OMNIFLOW_SECRETS_FROM_ENV`, and `./.env`. With `serve`, the
+/// cipher for the secrets API comes back too.
+pub(crate) async fn executor_with_secrets(
+    db: &Path,
+    extra_pieces: &[PathBuf],
+    mut config: ExecutorConfig,
+    serve: bool,
+) -> Result<(Executor, Option<SecretCipher>)> {
     let runtime = Arc::new(Runtime::new(RuntimeConfig::default())?);
     let registry = registry(&runtime, extra_pieces).await?;
     let store = omniflow::store::open(&db.to_string_lossy())
         .await
         .with_context(|| format!("opening the database {}", db.display()))?;
-    Ok(Executor::new(runtime, registry, store, config))
+    let (secrets, cipher) =
+        secrets::for_process(store.as_ref(), &secrets::key_file_for(db), serve).await?;
+    config.secrets = secrets;
+    Ok((Executor::new(runtime, registry, store, config), cipher))
 }
 
 pub(crate) fn read_workflow(file: &Path) -> Result<Workflow> {

@@ -528,7 +528,7 @@ async fn attempts(
     let policy = step.retry_policy();
     let limits = limits_for(step, &exec.config.default_limits);
     let http = match HttpGrants::from_workflow(step.grants.as_ref(), &exec.config.secrets) {
-        Ok(http) => http,
+        Ok(http) => http.for_run(&plan.workflow.workflow),
         Err(message) => {
             return Attempted::Failed(Failed {
                 class: "invalid-input".into(),
@@ -694,7 +694,7 @@ pub(super) async fn run_handler(
             let mut call = StepCall::new(&run.id.to_string(), name, &handler.action, input);
             call.limits = exec.config.default_limits.clone();
             match HttpGrants::from_workflow(handler.grants.as_ref(), &exec.config.secrets) {
-                Ok(http) => call.http = http,
+                Ok(http) => call.http = http.for_run(&validated.workflow),
                 Err(e) => tracing::warn!(run = %run.id, "{name}: {e}"),
             }
             let report = exec.runtime.run(&piece, call).await;

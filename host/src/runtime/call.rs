@@ -1,12 +1,14 @@
 //! Running one attempt of one action: fresh store, limits, classification.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::omniflow::piece::types::{StepContext, StepError};
-use super::{LoadedPiece, Runtime, StepFailure, StepLimits};
+use super::{HostBudget, LoadedPiece, Runtime, StepFailure, StepLimits};
+use crate::capabilities::secrets::Redactor;
 
 /// One attempt to run: who, what, with which input and limits.
 #[derive(Debug, Clone)]
@@ -66,18 +68,32 @@ pub struct StepReport {
 impl Runtime {
     /// Run one attempt. Never panics, never returns a host error: whatever
     /// happens inside the guest becomes a classified [`StepFailure`].
+    ///
+    /// Everything the report carries (output, log, error text) has every
+    /// secret value of the run redacted (see [`Redactor`]): this is the one
+    /// place where what an attempt produced is cleaned before it is stored
+    /// or returned.
     pub async fn run(&self, piece: &LoadedPiece, call: StepCall) -> StepReport {
         let started = Instant::now();
         let limits = call.limits.clone();
         let deadline = started + limits.timeout;
+        let redactor = call.http.redactor();
+        let budget = Arc::new(HostBudget::new(limits.memory_bytes.max(MIN_HOST_BUDGET)));
         let mut store = self.new_store(
             &call.step_id,
             &limits,
             deadline,
             call.cancel.clone(),
             call.http.clone(),
+            redactor.clone(),
+            budget.clone(),
         );
         let log = store.data().log.clone();
+        let finish =
+            |outcome: Result<serde_json::Value, StepFailure>,
+             log: &crate::capabilities::log::StepLog,
+             fuel_used: u64,
+             started: Instant| { finish(outcome, log, fuel_used, started, &redactor) };
 
         let input = match serde_json::to_string(&call.input) {
             Ok(text) => text,
@@ -133,6 +149,16 @@ impl Runtime {
                 StepError::Fatal(message) => StepFailure::Fatal { message },
             }),
             Ok(Ok(Ok(output))) => check_output(&output, limits.output_bytes),
+        };
+        // A budget breach the guest saw only as an error value still ends
+        // the attempt, classified.
+        let outcome = match budget.breach() {
+            Some(message) if !matches!(outcome, Err(StepFailure::ResourceLimit { .. })) => {
+                Err(StepFailure::ResourceLimit {
+                    message: format!("resource limit: {message}"),
+                })
+            }
+            _ => outcome,
         };
         // Dropping the store returns the instance slot to the pool.
         drop(store);
@@ -192,16 +218,28 @@ fn check_output(output: &str, limit: usize) -> Result<serde_json::Value, StepFai
     })
 }
 
+/// Host bytes an attempt may hold at least, whatever its memory limit (one
+/// full-size response body must fit).
+const MIN_HOST_BUDGET: usize = 16 << 20;
+
 fn finish(
     outcome: Result<serde_json::Value, StepFailure>,
     log: &crate::capabilities::log::StepLog,
     fuel_used: u64,
     started: Instant,
+    redactor: &Redactor,
 ) -> StepReport {
     let (log, log_truncated) = log.snapshot();
+    let outcome = match outcome {
+        Ok(mut output) => {
+            redactor.redact_json(&mut output);
+            Ok(output)
+        }
+        Err(failure) => Err(failure.redacted(redactor)),
+    };
     StepReport {
         outcome,
-        log,
+        log: redactor.redact_str(&log),
         log_truncated,
         fuel_used,
         duration: started.elapsed(),

@@ -34,6 +34,10 @@ pub enum StepFailure {
     /// The attempt tried to grow memory past its limit.
     #[error("{message}")]
     MemoryLimit { message: String },
+    /// The attempt held more host resources (wasi:http fields, requests,
+    /// bodies, unread responses; their number or bytes) than its budget.
+    #[error("{message}")]
+    ResourceLimit { message: String },
     /// The attempt ran past its wall-clock deadline.
     #[error("timeout: the step ran longer than {timeout_ms} ms")]
     Timeout { timeout_ms: u64 },
@@ -66,6 +70,7 @@ impl StepFailure {
             StepFailure::Fatal { .. } => "fatal".into(),
             StepFailure::OutOfFuel { .. } => "out-of-fuel".into(),
             StepFailure::MemoryLimit { .. } => "memory-limit".into(),
+            StepFailure::ResourceLimit { .. } => "resource-limit".into(),
             StepFailure::Timeout { .. } => "timeout".into(),
             StepFailure::StackOverflow => "stack-overflow".into(),
             StepFailure::Trap { code, .. } => format!("trap({code})"),
@@ -85,6 +90,7 @@ impl StepFailure {
             StepFailure::Retryable { .. }
                 | StepFailure::OutOfFuel { .. }
                 | StepFailure::MemoryLimit { .. }
+                | StepFailure::ResourceLimit { .. }
                 | StepFailure::Timeout { .. }
                 | StepFailure::StackOverflow
                 | StepFailure::Trap { .. }
@@ -111,6 +117,51 @@ impl StepFailure {
         }
     }
 
+    /// The same failure with every secret value of `redactor` (and its
+    /// covered encodings) replaced in its text.
+    pub(crate) fn redacted(self, redactor: &crate::capabilities::secrets::Redactor) -> Self {
+        if redactor.is_empty() {
+            return self;
+        }
+        let r = |m: String| redactor.redact_str(&m);
+        match self {
+            StepFailure::InvalidInput { message } => StepFailure::InvalidInput {
+                message: r(message),
+            },
+            StepFailure::Retryable {
+                message,
+                retry_after_ms,
+            } => StepFailure::Retryable {
+                message: r(message),
+                retry_after_ms,
+            },
+            StepFailure::Fatal { message } => StepFailure::Fatal {
+                message: r(message),
+            },
+            StepFailure::MemoryLimit { message } => StepFailure::MemoryLimit {
+                message: r(message),
+            },
+            StepFailure::ResourceLimit { message } => StepFailure::ResourceLimit {
+                message: r(message),
+            },
+            StepFailure::Trap { code, message } => StepFailure::Trap {
+                code: r(code),
+                message: r(message),
+            },
+            StepFailure::InvalidOutput { message } => StepFailure::InvalidOutput {
+                message: r(message),
+            },
+            StepFailure::Host { message } => StepFailure::Host {
+                message: r(message),
+            },
+            other @ (StepFailure::OutOfFuel { .. }
+            | StepFailure::Timeout { .. }
+            | StepFailure::StackOverflow
+            | StepFailure::OutputTooLarge { .. }
+            | StepFailure::Cancelled) => other,
+        }
+    }
+
     /// Classify an error returned by a guest call.
     pub(crate) fn from_call_error(err: &wasmtime::Error, fuel: u64, log: &str) -> Self {
         if let Some(breach) = err.downcast_ref::<LimitBreach>() {
@@ -124,6 +175,40 @@ impl StepFailure {
                     timeout_ms: t.as_millis() as u64,
                 },
                 LimitBreach::Cancelled => StepFailure::Cancelled,
+                LimitBreach::HostResources(_) => StepFailure::ResourceLimit {
+                    message: breach.to_string(),
+                },
+            };
+        }
+        let table_full = err.chain().any(|e| {
+            matches!(
+                e.downcast_ref::<wasmtime::component::ResourceTableError>(),
+                Some(wasmtime::component::ResourceTableError::Full)
+            )
+        });
+        if table_full {
+            return StepFailure::ResourceLimit {
+                message: format!(
+                    "resource limit: the step holds {} host resources (wasi:http fields, requests, responses, streams...), the most an attempt may",
+                    crate::runtime::MAX_HOST_RESOURCES
+                ),
+            };
+        }
+        let fields_full = err.chain().any(|e| {
+            matches!(
+                e.downcast_ref::<wasmtime_wasi_http::FieldMapError>(),
+                Some(
+                    wasmtime_wasi_http::FieldMapError::TotalSizeTooBig
+                        | wasmtime_wasi_http::FieldMapError::TooManyFields
+                )
+            )
+        });
+        if fields_full {
+            return StepFailure::ResourceLimit {
+                message: format!(
+                    "resource limit: one set of HTTP headers (wasi:http fields) grew past {} bytes",
+                    crate::runtime::FIELDS_BYTES
+                ),
             };
         }
         if let Some(trap) = err.downcast_ref::<Trap>() {

@@ -244,6 +244,8 @@ impl Runtime {
             Instant::now() + limits.timeout,
             CancellationToken::new(),
             HttpGrants::deny_all(),
+            crate::capabilities::secrets::Redactor::new(),
+            std::sync::Arc::new(super::HostBudget::new(limits.memory_bytes)),
         );
         let piece = pre
             .instantiate_async(&mut store)
@@ -267,18 +269,21 @@ impl Runtime {
         deadline: Instant,
         cancel: CancellationToken,
         http: HttpGrants,
+        redactor: crate::capabilities::secrets::Redactor,
+        budget: std::sync::Arc<super::HostBudget>,
     ) -> Store<StepState> {
         let timeout = limits.timeout;
         let mut store = Store::new(
             &self.engine,
-            StepState::new(step_id, limits, deadline, cancel, http),
+            StepState::new(step_id, limits, deadline, cancel, http, redactor, budget),
         );
         store.limiter(|state| &mut state.limiter);
         // Fuel can only fail to be set when fuel is disabled; it is enabled.
         let _ = store.set_fuel(limits.fuel);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |ctx| {
-            let state = ctx.data();
+        store.epoch_deadline_callback(move |mut ctx| {
+            let state = ctx.data_mut();
+            state.check_host_budget().map_err(wasmtime::Error::new)?;
             if state.cancel.is_cancelled() {
                 return Err(wasmtime::Error::new(super::limits::LimitBreach::Cancelled));
             }

@@ -43,7 +43,9 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 pub use self::call::{StepCall, StepReport};
 pub use self::error::RuntimeError;
 pub use self::failure::StepFailure;
-pub use self::limits::StepLimits;
+pub use self::limits::{
+    FIELDS_BYTES, HeldBytes, HostBudget, MAX_HOST_RESOURCES, OUTGOING_BODY_CHUNK_BYTES, StepLimits,
+};
 pub use self::load::{ActionInfo, LoadedPiece, PieceInfo};
 pub(crate) use bindings::omniflow;
 use state::StepState;

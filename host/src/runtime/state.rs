@@ -8,9 +8,14 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use std::sync::Arc;
+
 use crate::capabilities::http::{HttpGrants, HttpPolicy};
 use crate::capabilities::log::StepLog;
-use crate::runtime::limits::{StepLimiter, StepLimits};
+use crate::capabilities::secrets::Redactor;
+use crate::runtime::limits::{
+    FIELDS_BYTES, HostBudget, LimitBreach, MAX_HOST_RESOURCES, StepLimiter, StepLimits,
+};
 
 pub(crate) struct StepState {
     wasi: WasiCtx,
@@ -21,6 +26,7 @@ pub(crate) struct StepState {
     pub(crate) limiter: StepLimiter,
     pub(crate) deadline: Instant,
     pub(crate) cancel: CancellationToken,
+    pub(crate) budget: Arc<HostBudget>,
 }
 
 impl StepState {
@@ -30,6 +36,8 @@ impl StepState {
         deadline: Instant,
         cancel: CancellationToken,
         http: HttpGrants,
+        redactor: Redactor,
+        budget: Arc<HostBudget>,
     ) -> Self {
         let log = StepLog::new(limits.log_bytes);
         // No env, no args, no preopens, closed stdin, no sockets: the builder's
@@ -41,16 +49,34 @@ impl StepState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        // Host resources are capped in number here and in bytes by `budget`.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_HOST_RESOURCES);
+        let mut http_ctx = WasiHttpCtx::new();
+        http_ctx.set_field_size_limit(FIELDS_BYTES);
         StepState {
             wasi,
-            table: ResourceTable::new(),
-            http: WasiHttpCtx::new(),
-            http_policy: HttpPolicy::prepare(step_id, log.clone(), http, deadline),
+            table,
+            http: http_ctx,
+            http_policy: HttpPolicy::prepare(
+                step_id,
+                log.clone(),
+                http,
+                deadline,
+                redactor,
+                budget.clone(),
+            ),
             log,
             limiter: StepLimiter::new(limits),
             deadline,
             cancel,
+            budget,
         }
+    }
+
+    /// Measure the host resources the guest holds against its budget.
+    pub(crate) fn check_host_budget(&mut self) -> Result<(), LimitBreach> {
+        self.budget.measure(&mut self.table)
     }
 }
 

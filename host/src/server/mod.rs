@@ -152,13 +152,12 @@ impl Server {
                 .run(config.schedule_tick, shutdown.child_token()),
         );
         if let Some(cipher) = &config.api.secret_cipher {
-            // Secrets stored through the API, decrypted into memory once.
-            for sealed in store.sealed_secrets().await? {
-                match cipher.open(&sealed.name, &sealed.nonce, &sealed.ciphertext) {
-                    Ok(value) => executor.secrets().set_stored(&sealed.name, value),
-                    Err(message) => tracing::warn!("{message}"),
-                }
-            }
+            // Secrets stored through the API, decrypted into memory once
+            // (`omniflow serve` has loaded them already; a no-op then).
+            executor
+                .secrets()
+                .load_stored(store.as_ref(), cipher)
+                .await?;
         }
         let state = ApiState::new(
             executor,

@@ -113,6 +113,13 @@ pub fn validate(
         errors.push(ValidationError::new("workflow", "has no steps"));
     }
     check_ids(&workflow.steps, &mut errors);
+    if let Some(super::Trigger::Webhook {
+        secret_env: Some(name),
+    }) = &workflow.trigger
+        && let Err(why) = crate::capabilities::secrets::check_secret_name(name)
+    {
+        errors.push(ValidationError::new("trigger.secret_env", why));
+    }
 
     let mut pieces = Vec::with_capacity(workflow.steps.len());
     for step in &workflow.steps {
