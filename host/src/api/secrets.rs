@@ -6,16 +6,16 @@
 //! `${secret:NAME}` (see `capabilities::http`).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::{ApiError, parse_json};
+use super::names::SecretName;
 use super::openapi::ErrorBody;
 use super::{ApiState, Body};
-use crate::capabilities::secrets::valid_secret_name;
 use crate::store::{SealedSecret, now_rfc3339};
 
 /// Body of `PUT /secrets/{name}`.
@@ -24,16 +24,6 @@ use crate::store::{SealedSecret, now_rfc3339};
 pub(super) struct PutSecret {
     /// The value (write-only: never returned).
     value: String,
-}
-
-fn check_name(name: &str) -> Result<(), ApiError> {
-    if valid_secret_name(name) {
-        Ok(())
-    } else {
-        Err(ApiError::InvalidRequest(format!(
-            "secret name {name:?} must be 1–128 letters, digits or '_'"
-        )))
-    }
 }
 
 fn cipher(state: &ApiState) -> Result<&crate::capabilities::secrets::SecretCipher, ApiError> {
@@ -45,10 +35,9 @@ fn cipher(state: &ApiState) -> Result<&crate::capabilities::secrets::SecretCiphe
 #[utoipa::path(put, path = "/api/v1/secrets/{name}", tag = "secrets", params(("name" = String, Path, description = "Secret name (letters, digits, `_`)")), request_body = PutSecret, responses((status = 204, description = "Stored, encrypted at rest"), (status = 503, description = "Secret storage not configured", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn put(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    SecretName(name): SecretName,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    check_name(&name)?;
     let request: PutSecret = parse_json(&body.0, false)?;
     let value = SecretString::from(request.value);
     let (nonce, ciphertext) = cipher(&state)?
@@ -70,9 +59,8 @@ pub(super) async fn put(
 #[utoipa::path(delete, path = "/api/v1/secrets/{name}", tag = "secrets", params(("name" = String, Path, description = "Secret name (letters, digits, `_`)")), responses((status = 204, description = "Removed"), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn delete(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    SecretName(name): SecretName,
 ) -> Result<StatusCode, ApiError> {
-    check_name(&name)?;
     if !state.store().delete_secret(&name).await? {
         return Err(ApiError::NotFound(format!("secret {name}")));
     }

@@ -11,6 +11,7 @@ use omniflow::workflow::Workflow;
 /// Built-in pieces plus any `--piece FILE.wasm`, all through `Runtime::load`.
 pub(crate) async fn registry(runtime: &Runtime, extra: &[PathBuf]) -> Result<Arc<PieceRegistry>> {
     let registry = Arc::new(PieceRegistry::new());
+    registry.set_limit_maxima(&runtime.max_limits());
     for piece in runtime.load_builtins().await? {
         registry.add(piece);
     }

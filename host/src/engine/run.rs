@@ -235,7 +235,7 @@ pub(super) async fn drive(
     let validated = match load_workflow(exec, &run).await {
         Ok(v) => v,
         Err(message) => {
-            let error = format!("cannot run: {message}");
+            let error = crate::runtime::cap_error_message(format!("cannot run: {message}"));
             exec.store
                 .set_run_status(run_id, RunStatus::Failed, Some(&error))
                 .await?;
@@ -492,7 +492,10 @@ pub(super) async fn drive(
     } else if cancel.is_cancelled() {
         (RunStatus::Cancelled, Some("cancelled".to_string()))
     } else if let Some(f) = failure {
-        (RunStatus::Failed, Some(f))
+        (
+            RunStatus::Failed,
+            Some(crate::runtime::cap_error_message(f)),
+        )
     } else {
         (RunStatus::Succeeded, None)
     };

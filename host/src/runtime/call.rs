@@ -160,7 +160,8 @@ fn finish(
 ) -> StepReport {
     let (log, log_truncated) = log.snapshot();
     StepReport {
-        outcome,
+        // Error text enters the host here: capped before anything keeps it.
+        outcome: outcome.map_err(StepFailure::capped),
         log,
         log_truncated,
         fuel_used,
