@@ -198,3 +198,20 @@ impl wasmtime::ResourceLimiter for StepLimiter {
         8
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_are_cut_at_a_character_boundary_with_a_marker() {
+        assert_eq!(cap_error_message("short".into()), "short");
+        let long = "é".repeat(ERROR_MESSAGE_BYTES); // 2 bytes each
+        let capped = cap_error_message(long.clone());
+        assert!(capped.len() < ERROR_MESSAGE_BYTES + 100, "{}", capped.len());
+        assert!(capped.ends_with(&format!(
+            "… [error message truncated: {} bytes, the first {ERROR_MESSAGE_BYTES} kept]",
+            long.len()
+        )));
+    }
+}
