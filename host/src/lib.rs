@@ -6,6 +6,8 @@
 pub mod api;
 pub mod capabilities;
 pub mod engine;
+pub mod logfmt;
+pub mod names;
 pub mod runtime;
 pub mod server;
 pub mod store;

@@ -224,6 +224,7 @@ fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OMNIFLOW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
+        .fmt_fields(omniflow::logfmt::escaped_fields())
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();

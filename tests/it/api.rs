@@ -45,7 +45,15 @@ fn config(workers: usize, admin_token: Option<&str>) -> ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             ..PoolConfig::default()
         },
-        api: ApiConfig::default(),
+        api: ApiConfig {
+            // These tests send many wrong tokens on purpose (`edge.rs`
+            // tests the limit).
+            auth_failures: omniflow::api::FailureLimit {
+                max_failures: 10_000,
+                ..Default::default()
+            },
+            ..ApiConfig::default()
+        },
         admin_token: admin_token.map(str::to_owned),
         ..ServerConfig::default()
     }
@@ -157,7 +165,7 @@ fn spin_workflow(name: &str) -> Value {
     json!({
         "name": name,
         "steps": [{ "id": "spin", "piece": "hostile-loop", "action": "run", "input": {},
-                    "timeout": "120s", "limits": { "fuel": 100000000000000u64 } }]
+                    "timeout": "120s", "limits": { "fuel": 10_000_000_000_000u64 } }]
     })
 }
 

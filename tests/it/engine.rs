@@ -260,7 +260,7 @@ async fn step_timeout_is_classified_and_retried_per_policy() {
         .run(json!({
             "name": "timeout",
             "steps": [{ "id": "spin", "piece": "hostile-loop", "action": "run", "input": {},
-                        "timeout": "200ms", "limits": { "fuel": 100000000000000u64 },
+                        "timeout": "200ms", "limits": { "fuel": 10_000_000_000_000u64 },
                         "retry": { "max_attempts": 2, "initial_delay": "10ms" } }]
         }))
         .await;
@@ -277,7 +277,7 @@ async fn cancellation_stops_a_running_step_and_the_run() {
         &json!({
             "name": "cancel",
             "steps": [{ "id": "spin", "piece": "hostile-loop", "action": "run", "input": {},
-                        "timeout": "60s", "limits": { "fuel": 100000000000000u64 } }]
+                        "timeout": "60s", "limits": { "fuel": 10_000_000_000_000u64 } }]
         })
         .to_string(),
     )

@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod code;
+mod edge;
 mod engine;
 mod flows;
 mod host_resources;

@@ -596,7 +596,7 @@ async fn list_runs_filters_and_orders_newest_first() {
     );
     assert_eq!(
         listed(RunFilter {
-            since: Some("2999-01-01T00:00:00.000Z".to_owned()),
+            since: Some(humantime::parse_rfc3339("2999-01-01T00:00:00Z").unwrap()),
             ..RunFilter::default()
         })
         .await,
@@ -604,7 +604,7 @@ async fn list_runs_filters_and_orders_newest_first() {
     );
     assert_eq!(
         listed(RunFilter {
-            since: Some("2000-01-01T00:00:00.000Z".to_owned()),
+            since: Some(humantime::parse_rfc3339("2000-01-01T00:00:00Z").unwrap()),
             ..RunFilter::default()
         })
         .await,

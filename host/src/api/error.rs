@@ -23,6 +23,11 @@ pub enum ApiError {
     /// 400 `invalid_request`: a path or query parameter is wrong. The caller's.
     #[error("{0}")]
     InvalidRequest(String),
+    /// 400 `invalid_name`: a workflow, piece or secret name in the path
+    /// breaks the name grammar ([`crate::names`]); the message states the
+    /// rule. The caller's.
+    #[error(transparent)]
+    InvalidName(#[from] crate::names::NameError),
     /// 422 `invalid_workflow`: the workflow does not validate; every problem
     /// is listed. The workflow author's.
     #[error("the workflow is invalid: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
@@ -57,6 +62,21 @@ pub enum ApiError {
         /// The configured limit.
         limit: usize,
     },
+    /// 408 `request_timeout`: the body did not arrive in time. The caller's.
+    #[error("the request body did not arrive within {timeout:?}")]
+    RequestTimeout {
+        /// The configured body read timeout.
+        timeout: std::time::Duration,
+    },
+    /// 429 `too_many_requests`: this client failed authentication too often;
+    /// `Retry-After` says when it may try again. The caller's.
+    #[error(
+        "too many failed authentication attempts from this address; retry after {retry_after_secs} s"
+    )]
+    TooManyRequests {
+        /// Seconds until the client's window ends.
+        retry_after_secs: u64,
+    },
     /// 503 `unavailable`: the database is busy or down, or the server is
     /// shutting down. Ours; retryable.
     #[error("service unavailable: {0}")]
@@ -71,7 +91,9 @@ impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::MalformedBody(_) | ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::MalformedBody(_) | ApiError::InvalidRequest(_) | ApiError::InvalidName(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::InvalidWorkflow(_) | ApiError::ReservedName(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -80,6 +102,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) | ApiError::Replayed => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -90,6 +114,7 @@ impl ApiError {
         match self {
             ApiError::MalformedBody(_) => "malformed_body",
             ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::InvalidName(_) => "invalid_name",
             ApiError::InvalidWorkflow(_) => "invalid_workflow",
             ApiError::ReservedName(_) => "reserved_name",
             ApiError::Unauthorized(_) => "unauthorized",
@@ -99,6 +124,8 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::Replayed => "replayed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::RequestTimeout { .. } => "request_timeout",
+            ApiError::TooManyRequests { .. } => "too_many_requests",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -114,7 +141,15 @@ impl IntoResponse for ApiError {
         if let ApiError::InvalidWorkflow(problems) = &self {
             error["problems"] = problems_json(problems);
         }
-        (self.status(), Json(serde_json::json!({ "error": error }))).into_response()
+        let mut response =
+            (self.status(), Json(serde_json::json!({ "error": error }))).into_response();
+        if let ApiError::TooManyRequests { retry_after_secs } = &self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*retry_after_secs),
+            );
+        }
+        response
     }
 }
 

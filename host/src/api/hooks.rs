@@ -17,10 +17,12 @@
 //! null). `?wait=true` (or `?wait=30s`) answers with the finished run, else
 //! `202` with the run id.
 
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::Extension;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
@@ -29,6 +31,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::Sha256;
 
+use super::names::WorkflowName;
 use super::openapi::ErrorBody;
 use super::runs::{finished_or_accepted, new_run};
 use super::wait::{run_summary, wait_for_run};
@@ -109,11 +112,42 @@ async fn secret_for(state: &ApiState, name: &str) -> Result<Option<String>, ApiE
     }))
 }
 
+/// The signature's time and the matching signature, or why it is refused.
+fn verify(
+    headers: &HeaderMap,
+    secret: &str,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<(u64, Vec<u8>), ApiError> {
+    let header = headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(ApiError::BadSignature(
+            "missing X-OmniFlow-Signature header",
+        ))?;
+    let (t, signatures) = parse_signature(header).ok_or(ApiError::BadSignature(
+        "malformed X-OmniFlow-Signature: expected t=<unix seconds>,v1=<hex>",
+    ))?;
+    let now_s = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    if now_s.abs_diff(t) > REPLAY_WINDOW.as_secs() {
+        return Err(ApiError::BadSignature(
+            "the signature timestamp is outside the 5-minute window",
+        ));
+    }
+    let expected = mac(secret, t, body);
+    let matched = signatures
+        .into_iter()
+        .find(|sig| expected.clone().verify_slice(sig).is_ok())
+        .ok_or(ApiError::BadSignature("the signature does not match"))?;
+    Ok((t, matched))
+}
+
 /// `POST /hooks/{workflow}`.
 #[utoipa::path(post, path = "/hooks/{workflow}", tag = "webhooks", security(()), params(("workflow" = String, Path, description = "Workflow name"), ("wait" = Option<String>, Query, description = "`true` or a duration: answer with the finished run"), ("X-OmniFlow-Signature" = String, Header, description = "`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, \"<t>.<body>\")>`")), request_body(content = serde_json::Value, description = "Any JSON (else text): `trigger.payload`"), responses((status = 200, description = "The finished run (sync)", body = serde_json::Value), (status = 202, description = "Queued: the run id", body = serde_json::Value), (status = 401, description = "Bad or missing signature", body = ErrorBody), (status = 409, description = "Signature replayed", body = ErrorBody), (status = 404, description = "No such resource", body = ErrorBody)))]
 pub(super) async fn receive(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    WorkflowName(name): WorkflowName,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     q: Result<Query<HookQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Body,
@@ -132,27 +166,22 @@ pub(super) async fn receive(
     let secret = secret_for(&state, &name)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no webhook for workflow {name:?}")))?;
-    let header = headers
-        .get(SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or(ApiError::BadSignature(
-            "missing X-OmniFlow-Signature header",
-        ))?;
-    let (t, signatures) = parse_signature(header).ok_or(ApiError::BadSignature(
-        "malformed X-OmniFlow-Signature: expected t=<unix seconds>,v1=<hex>",
-    ))?;
-    let now = SystemTime::now();
-    let now_s = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    if now_s.abs_diff(t) > REPLAY_WINDOW.as_secs() {
-        return Err(ApiError::BadSignature(
-            "the signature timestamp is outside the 5-minute window",
-        ));
+    // Bad signatures count as failed authentication for the sender's
+    // address (`429` after too many), like bad bearer tokens.
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    if let Some(peer) = peer {
+        state.auth_failures().check(peer)?;
     }
-    let expected = mac(&secret, t, &body.0);
-    let matched = signatures
-        .iter()
-        .find(|sig| expected.clone().verify_slice(sig).is_ok())
-        .ok_or(ApiError::BadSignature("the signature does not match"))?;
+    let now = SystemTime::now();
+    let (t, matched) = match verify(&headers, &secret, &body.0, now) {
+        Ok(verified) => verified,
+        Err(e) => {
+            if let Some(peer) = peer {
+                state.auth_failures().record(peer);
+            }
+            return Err(e);
+        }
+    };
     let fresh = state
         .store()
         .record_delivery(

@@ -18,15 +18,17 @@
 mod auth;
 mod error;
 mod hooks;
+mod names;
 mod openapi;
 mod runs;
 mod secrets;
+mod serve;
 mod system;
 mod wait;
 mod workflows;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
@@ -34,10 +36,11 @@ use axum::routing::{get, post, put};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{generate_token, hash_token};
+pub use auth::{FailureLimit, generate_token, hash_token};
 pub use error::ApiError;
 pub use hooks::{REPLAY_WINDOW, SIGNATURE_HEADER, sign_webhook};
 pub use openapi::openapi;
+pub use serve::serve;
 
 use crate::engine::Executor;
 use crate::server::queue::QueueHandle;
@@ -53,14 +56,28 @@ pub struct ApiConfig {
     /// Encrypts secrets stored through `/secrets` (`None`: those routes
     /// answer 503).
     pub secret_cipher: Option<Arc<crate::capabilities::secrets::SecretCipher>>,
+    /// A request head must arrive within this long (also: how long an
+    /// idle keep-alive connection is kept); then the connection is closed.
+    pub header_read_timeout: Duration,
+    /// A request body must arrive within this long (`408`).
+    pub body_read_timeout: Duration,
+    /// Connections open at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// Failed bearer-token attempts one client address may make per window
+    /// before it gets `429` until the window ends.
+    pub auth_failures: auth::FailureLimit,
 }
 
 impl Default for ApiConfig {
     fn default() -> ApiConfig {
         ApiConfig {
             body_limit: 1 << 20,
-            max_wait: std::time::Duration::from_secs(300),
+            max_wait: Duration::from_secs(300),
             secret_cipher: None,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 512,
+            auth_failures: auth::FailureLimit::default(),
         }
     }
 }
@@ -78,6 +95,7 @@ struct Shared {
     shutdown: CancellationToken,
     config: ApiConfig,
     started: Instant,
+    auth_failures: auth::FailedAuth,
 }
 
 impl ApiState {
@@ -97,6 +115,7 @@ impl ApiState {
                 queue,
                 scheduler,
                 shutdown,
+                auth_failures: auth::FailedAuth::new(config.auth_failures.clone()),
                 config,
                 started: Instant::now(),
             }),
@@ -126,6 +145,10 @@ impl ApiState {
     fn config(&self) -> &ApiConfig {
         &self.inner.config
     }
+
+    fn auth_failures(&self) -> &auth::FailedAuth {
+        &self.inner.auth_failures
+    }
 }
 
 /// The raw request body, buffered under the body limit; failures are [`ApiError`]s.
@@ -135,10 +158,13 @@ impl FromRequest<ApiState> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &ApiState) -> Result<Body, ApiError> {
-        Bytes::from_request(req, state)
-            .await
-            .map(Body)
-            .map_err(|r| error::body_rejection(r, state.config().body_limit))
+        let timeout = state.config().body_read_timeout;
+        match tokio::time::timeout(timeout, Bytes::from_request(req, state)).await {
+            Ok(read) => read
+                .map(Body)
+                .map_err(|r| error::body_rejection(r, state.config().body_limit)),
+            Err(_elapsed) => Err(ApiError::RequestTimeout { timeout }),
+        }
     }
 }
 
@@ -188,17 +214,9 @@ pub fn router(state: ApiState) -> Router {
         .fallback(system::no_route)
         .method_not_allowed_fallback(system::wrong_method)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            serve::reject_oversized,
+        ))
         .with_state(state)
-}
-
-/// Serve [`router`] on `listener` until `shutdown` is cancelled, then let
-/// open requests finish (waits and event streams end on `shutdown` too).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: ApiState,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
 }

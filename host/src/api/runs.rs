@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::error::parse_json;
+use super::names::WorkflowName;
 use super::openapi::ErrorBody;
 use super::wait::{event_run, run_document, run_summary, wait_for_run};
 use super::{ApiError, ApiState, Body};
@@ -156,7 +157,7 @@ pub(super) async fn finished_or_accepted(
 #[utoipa::path(post, path = "/api/v1/workflows/{name}/runs", tag = "runs", params(("name" = String, Path, description = "Workflow name"), ("wait" = Option<String>, Query, description = "Wait up to this long (`30s`) for the run to finish")), request_body(content = TriggerBody, description = "Every field optional"), responses((status = 200, description = "The finished run (when waited for)", body = serde_json::Value), (status = 202, description = "Queued (or still running when the wait ended): id and status", body = serde_json::Value), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn trigger(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    WorkflowName(name): WorkflowName,
     q: Result<Query<TriggerQuery>, axum::extract::rejection::QueryRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -236,15 +237,15 @@ pub(super) async fn list(
         .map(str::parse::<RunStatus>)
         .transpose()
         .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
-    if let Some(since) = &q.since {
-        humantime::parse_rfc3339_weak(since).map_err(|e| {
-            ApiError::InvalidRequest(format!("since={since:?} is not an RFC 3339 time: {e}"))
-        })?;
-    }
+    let since = q
+        .since
+        .as_deref()
+        .map(|text| parse_instant("since", text))
+        .transpose()?;
     let filter = RunFilter {
         workflow: q.workflow,
         status,
-        since: q.since,
+        since,
         limit: q.limit.unwrap_or(RunFilter::DEFAULT_LIMIT).clamp(1, 1000),
         offset: q.offset.unwrap_or(0),
     };
@@ -254,6 +255,18 @@ pub(super) async fn list(
         "limit": filter.limit,
         "offset": filter.offset,
     })))
+}
+
+/// An RFC 3339 time with any offset (`2026-12-02T10:00:00+02:00`, `…Z`)
+/// as the instant it names; `param` names the query parameter in the error.
+pub(super) fn parse_instant(param: &str, text: &str) -> Result<SystemTime, ApiError> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(SystemTime::from)
+        .map_err(|e| {
+            ApiError::InvalidRequest(format!(
+                "{param}={text:?} is not an RFC 3339 time such as \"2026-12-02T10:00:00Z\" or \"2026-12-02T12:00:00+02:00\": {e}"
+            ))
+        })
 }
 
 async fn existing(state: &ApiState, id: RunId) -> Result<RunRecord, ApiError> {

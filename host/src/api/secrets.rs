@@ -6,16 +6,17 @@
 //! `${secret:NAME}` (see `capabilities::http`).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::{ApiError, parse_json};
+use super::names::SecretName;
 use super::openapi::ErrorBody;
 use super::{ApiState, Body};
-use crate::capabilities::secrets::{check_secret_name, is_reserved_secret_name, valid_secret_name};
+use crate::capabilities::secrets::{check_secret_name, is_reserved_secret_name};
 use crate::store::{SealedSecret, now_rfc3339};
 
 /// Body of `PUT /secrets/{name}`.
@@ -26,12 +27,9 @@ pub(super) struct PutSecret {
     value: String,
 }
 
-fn check_name(name: &str) -> Result<(), ApiError> {
-    if !valid_secret_name(name) {
-        return Err(ApiError::InvalidRequest(format!(
-            "secret name {name:?} must be 1–128 letters, digits or '_'"
-        )));
-    }
+/// The grammar is checked by the `SecretName` extractor; a reserved name
+/// (the server's own configuration) is refused on top.
+fn check_reserved(name: &str) -> Result<(), ApiError> {
     if is_reserved_secret_name(name) {
         return Err(ApiError::ReservedName(
             check_secret_name(name).err().unwrap_or_default(),
@@ -49,10 +47,10 @@ fn cipher(state: &ApiState) -> Result<&crate::capabilities::secrets::SecretCiphe
 #[utoipa::path(put, path = "/api/v1/secrets/{name}", tag = "secrets", params(("name" = String, Path, description = "Secret name (letters, digits, `_`)")), request_body = PutSecret, responses((status = 204, description = "Stored, encrypted at rest"), (status = 422, description = "Reserved name (`OMNIFLOW_*`, the server's configuration)", body = ErrorBody), (status = 503, description = "Secret storage not configured", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn put(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    SecretName(name): SecretName,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    check_name(&name)?;
+    check_reserved(&name)?;
     let request: PutSecret = parse_json(&body.0, false)?;
     let value = SecretString::from(request.value);
     let (nonce, ciphertext) = cipher(&state)?
@@ -74,13 +72,10 @@ pub(super) async fn put(
 #[utoipa::path(delete, path = "/api/v1/secrets/{name}", tag = "secrets", params(("name" = String, Path, description = "Secret name (letters, digits, `_`)")), responses((status = 204, description = "Removed"), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn delete(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    SecretName(name): SecretName,
 ) -> Result<StatusCode, ApiError> {
     // A reserved name may still be deleted (a row stored before names
     // were reserved).
-    if !valid_secret_name(&name) {
-        check_name(&name)?;
-    }
     if !state.store().delete_secret(&name).await? {
         return Err(ApiError::NotFound(format!("secret {name}")));
     }

@@ -5,11 +5,12 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::names::PieceName;
 use super::openapi::ErrorBody;
 use super::{ApiError, ApiState};
 
@@ -159,7 +160,7 @@ fn piece_doc(piece: &crate::runtime::LoadedPiece) -> Value {
 #[utoipa::path(get, path = "/api/v1/pieces/{name}", tag = "pieces", params(("name" = String, Path, description = "Piece name")), responses((status = 200, description = "The piece, every installed version", body = serde_json::Value), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn piece(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    PieceName(name): PieceName,
 ) -> Result<Json<Value>, ApiError> {
     state.executor().prepare_all_pieces().await?;
     let versions: Vec<Value> = state

@@ -2,12 +2,13 @@
 //! versions, validate, webhook secret.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::error::problems_json;
+use super::names::WorkflowName;
 use super::openapi::ErrorBody;
 use super::{ApiError, ApiState, Body};
 use crate::server::schedule::{self, SyncError};
@@ -95,7 +96,7 @@ pub(super) async fn create(
 #[utoipa::path(put, path = "/api/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name")), request_body(content = serde_json::Value, description = "The new definition; saved as a new version if it changed"), responses((status = 200, description = "Saved (a new version when changed)", body = serde_json::Value), (status = 201, description = "Created", body = serde_json::Value), (status = 422, description = "The workflow does not validate", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn update(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    WorkflowName(name): WorkflowName,
     body: Body,
 ) -> Result<Response, ApiError> {
     let (workflow, definition) = checked_workflow(&state, &body).await?;
@@ -129,7 +130,7 @@ pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Value>, A
 #[utoipa::path(get, path = "/api/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name")), responses((status = 200, description = "The newest version", body = serde_json::Value), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn get_one(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    WorkflowName(name): WorkflowName,
 ) -> Result<Json<Value>, ApiError> {
     let stored = state
         .store()
@@ -143,7 +144,7 @@ pub(super) async fn get_one(
 #[utoipa::path(get, path = "/api/v1/workflows/{name}/versions", tag = "workflows", params(("name" = String, Path, description = "Workflow name")), responses((status = 200, description = "Every saved version", body = serde_json::Value), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn versions(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    WorkflowName(name): WorkflowName,
 ) -> Result<Json<Value>, ApiError> {
     let versions = state.store().workflow_versions(&name).await?;
     if versions.is_empty() {
@@ -158,7 +159,7 @@ pub(super) async fn versions(
 #[utoipa::path(delete, path = "/api/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name")), responses((status = 204, description = "Hidden (runs keep their pinned version)"), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn delete(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    WorkflowName(name): WorkflowName,
 ) -> Result<StatusCode, ApiError> {
     if state.store().delete_workflow(&name).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -195,7 +196,7 @@ pub(super) async fn validate_only(
 #[utoipa::path(put, path = "/api/v1/workflows/{name}/webhook", tag = "workflows", params(("name" = String, Path, description = "Workflow name")), responses((status = 200, description = "A new webhook secret, shown once", body = serde_json::Value), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn set_webhook(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    WorkflowName(name): WorkflowName,
 ) -> Result<Json<Value>, ApiError> {
     let secret = format!("whsec_{}", hex::encode(rand::random::<[u8; 32]>()));
     state.store().set_webhook_secret(&name, &secret).await?;

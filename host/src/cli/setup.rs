@@ -13,6 +13,7 @@ use omniflow::workflow::Workflow;
 /// `--piece FILE.wasm` (loaded now), all through `Runtime::load`.
 pub(crate) async fn registry(runtime: &Runtime, extra: &[PathBuf]) -> Result<Arc<PieceRegistry>> {
     let registry = Arc::new(PieceRegistry::with_builtins(BUILTIN_PIECES));
+    registry.set_limit_maxima(&runtime.max_limits());
     for file in extra {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         let piece = runtime

@@ -146,6 +146,8 @@ impl Executor {
         config: ExecutorConfig,
     ) -> Self {
         let (events, _) = broadcast::channel(4096);
+        // Save-time validation checks steps' limits against this runtime's.
+        registry.set_limit_maxima(&runtime.max_limits());
         Executor {
             runtime,
             registry,

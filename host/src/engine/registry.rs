@@ -11,15 +11,17 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::OnceCell;
 
-use crate::runtime::{LoadedPiece, Runtime, RuntimeError};
+use crate::runtime::{LoadedPiece, Runtime, RuntimeError, StepLimits};
 use crate::workflow::{
-    ActionSummary, CatalogMiss, PieceCatalog, PieceSummary, Version, VersionReq,
+    ActionSummary, CatalogMiss, LimitMaxima, PieceCatalog, PieceSummary, Version, VersionReq,
 };
 
 /// The pieces a workflow may use. Built-ins and third-party pieces alike.
 #[derive(Default)]
 pub struct PieceRegistry {
     pieces: RwLock<BTreeMap<String, BTreeMap<Version, Arc<LoadedPiece>>>>,
+    /// What validation accepts as step limits (the runtime's ceilings).
+    maxima: RwLock<LimitMaxima>,
     /// Built-in pieces not compiled yet, by crate name (= piece name).
     pending: Vec<Pending>,
 }
@@ -44,6 +46,7 @@ impl PieceRegistry {
     pub fn with_builtins(sources: &'static [(&'static str, &'static [u8])]) -> Self {
         PieceRegistry {
             pieces: RwLock::default(),
+            maxima: RwLock::default(),
             pending: sources
                 .iter()
                 .map(|&(name, bytes)| Pending {
@@ -117,6 +120,16 @@ impl PieceRegistry {
         futures::future::try_join_all(loads).await.map(drop)
     }
 
+    /// Validate step limits against these maxima (a runtime's
+    /// [`Runtime::max_limits`](crate::runtime::Runtime::max_limits)).
+    pub fn set_limit_maxima(&self, max: &StepLimits) {
+        let mut maxima = self.maxima.write().unwrap_or_else(|p| p.into_inner());
+        maxima.fuel = max.fuel;
+        maxima.memory_mb = (max.memory_bytes >> 20) as u64;
+        maxima.output_kb = (max.output_bytes >> 10) as u64;
+        maxima.timeout = max.timeout;
+    }
+
     /// Register a loaded piece (replaces the same name@version).
     pub fn add(&self, piece: Arc<LoadedPiece>) {
         let info = piece.info();
@@ -152,6 +165,13 @@ impl PieceRegistry {
 }
 
 impl PieceCatalog for PieceRegistry {
+    fn limit_maxima(&self) -> LimitMaxima {
+        self.maxima
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn resolve(&self, name: &str, req: &VersionReq) -> Result<PieceSummary, CatalogMiss> {
         let pieces = self.pieces.read().unwrap_or_else(|p| p.into_inner());
         let Some(versions) = pieces.get(name) else {

@@ -235,7 +235,7 @@ pub(super) async fn drive(
     let validated = match load_workflow(exec, &run).await {
         Ok(v) => v,
         Err(message) => {
-            let error = format!("cannot run: {message}");
+            let error = crate::runtime::cap_error_message(format!("cannot run: {message}"));
             exec.store
                 .finish_run(&lease, RunStatus::Failed, Some(&error))
                 .await?;
@@ -498,7 +498,10 @@ pub(super) async fn drive(
     } else if cancel.is_cancelled() {
         (RunStatus::Cancelled, Some("cancelled".to_string()))
     } else if let Some(f) = failure {
-        (RunStatus::Failed, Some(f))
+        (
+            RunStatus::Failed,
+            Some(crate::runtime::cap_error_message(f)),
+        )
     } else {
         (RunStatus::Succeeded, None)
     };

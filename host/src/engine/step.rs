@@ -11,7 +11,7 @@ use super::RunEvent;
 use super::events::ItemOf;
 use super::run::{ExecHandle, sleep_until_opt, template_context};
 use crate::capabilities::http::HttpGrants;
-use crate::runtime::{LoadedPiece, StepCall, StepFailure, StepLimits};
+use crate::runtime::{LoadedPiece, StepCall, StepFailure, StepLimits, cap_error_message};
 use crate::store::{
     AttemptRecord, RunId, RunRecord, RunStatus, StepRecord, StepStatus, now_rfc3339, rfc3339,
 };
@@ -175,7 +175,8 @@ pub(super) async fn run_step(
         record.status = status;
         if let Some(f) = failed {
             record.error_class = Some(f.class);
-            record.error_message = Some(f.message);
+            // Template errors and `item i:` prefixes are ours; cap them too.
+            record.error_message = Some(cap_error_message(f.message));
         }
         record.duration_ms = prior_duration_ms + started.elapsed().as_millis() as u64;
         if status != StepStatus::Waiting {
@@ -526,7 +527,9 @@ async fn attempts(
         }
     }
     let policy = step.retry_policy();
-    let limits = limits_for(step, &exec.config.default_limits);
+    // Clamped to the runtime's ceilings: a version saved before they were
+    // checked (or with larger ones) cannot ask for more.
+    let limits = limits_for(step, &exec.config.default_limits).clamped(&exec.runtime.max_limits());
     let http = match HttpGrants::from_workflow(step.grants.as_ref(), &exec.config.secrets) {
         Ok(http) => http.for_run(&plan.workflow.workflow),
         Err(message) => {
@@ -600,7 +603,7 @@ async fn attempts(
                     if let Some(attempt) = progress.final_attempt.as_mut() {
                         attempt.status = StepStatus::Failed;
                         attempt.error_class = Some(failed.class.clone());
-                        attempt.error_message = Some(failed.message.clone());
+                        attempt.error_message = Some(cap_error_message(failed.message.clone()));
                     }
                     Attempted::Failed(failed)
                 }
@@ -687,7 +690,7 @@ pub(super) async fn run_handler(
         Err(e) => {
             record.status = StepStatus::Failed;
             record.error_class = Some("template-error".into());
-            record.error_message = Some(e.to_string());
+            record.error_message = Some(cap_error_message(e.to_string()));
         }
         Ok(input) => {
             record.input = Some(input.clone());

@@ -238,7 +238,9 @@ fn finish(
         Err(failure) => Err(failure.redacted(redactor)),
     };
     StepReport {
-        outcome,
+        // Error text enters the host here (already redacted): capped before
+        // anything keeps it.
+        outcome: outcome.map_err(StepFailure::capped),
         log: redactor.redact_str(&log),
         log_truncated,
         fuel_used,

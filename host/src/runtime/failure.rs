@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use wasmtime::Trap;
 
-use crate::runtime::limits::LimitBreach;
+use crate::runtime::limits::{LimitBreach, cap_error_message};
 
 /// The classified end of a failed attempt.
 ///
@@ -162,15 +162,56 @@ impl StepFailure {
         }
     }
 
+    /// The same failure with every message capped ([`cap_error_message`]):
+    /// a piece's error text is stored per attempt, per step and per run.
+    pub(crate) fn capped(self) -> Self {
+        match self {
+            StepFailure::InvalidInput { message } => StepFailure::InvalidInput {
+                message: cap_error_message(message),
+            },
+            StepFailure::Retryable {
+                message,
+                retry_after_ms,
+            } => StepFailure::Retryable {
+                message: cap_error_message(message),
+                retry_after_ms,
+            },
+            StepFailure::Fatal { message } => StepFailure::Fatal {
+                message: cap_error_message(message),
+            },
+            StepFailure::MemoryLimit { message } => StepFailure::MemoryLimit {
+                message: cap_error_message(message),
+            },
+            StepFailure::ResourceLimit { message } => StepFailure::ResourceLimit {
+                message: cap_error_message(message),
+            },
+            StepFailure::Trap { code, message } => StepFailure::Trap {
+                code,
+                message: cap_error_message(message),
+            },
+            StepFailure::InvalidOutput { message } => StepFailure::InvalidOutput {
+                message: cap_error_message(message),
+            },
+            StepFailure::Host { message } => StepFailure::Host {
+                message: cap_error_message(message),
+            },
+            other @ (StepFailure::OutOfFuel { .. }
+            | StepFailure::Timeout { .. }
+            | StepFailure::StackOverflow
+            | StepFailure::OutputTooLarge { .. }
+            | StepFailure::Cancelled) => other,
+        }
+    }
+
     /// Classify an error returned by a guest call.
     pub(crate) fn from_call_error(err: &wasmtime::Error, fuel: u64, log: &str) -> Self {
         if let Some(breach) = err.downcast_ref::<LimitBreach>() {
             return match breach {
-                LimitBreach::Memory { .. } | LimitBreach::Table { .. } => {
-                    StepFailure::MemoryLimit {
-                        message: breach.to_string(),
-                    }
-                }
+                LimitBreach::Memory { .. }
+                | LimitBreach::Ceiling { .. }
+                | LimitBreach::Table { .. } => StepFailure::MemoryLimit {
+                    message: breach.to_string(),
+                },
                 LimitBreach::Deadline(t) => StepFailure::Timeout {
                     timeout_ms: t.as_millis() as u64,
                 },

@@ -298,21 +298,9 @@ impl Runtime {
     }
 }
 
-fn is_piece_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-}
-
 fn validate_info(raw: super::omniflow::piece::types::PieceInfo) -> Result<PieceInfo, RuntimeError> {
-    if !is_piece_name(&raw.name) {
-        return Err(RuntimeError::InvalidInfo(format!(
-            "name {:?} must be 1-64 characters of a-z, 0-9, '-' or '_'",
-            raw.name
-        )));
-    }
+    crate::names::check(crate::names::NameKind::Piece, &raw.name)
+        .map_err(|e| RuntimeError::InvalidInfo(e.to_string()))?;
     let version = semver::Version::parse(&raw.version).map_err(|e| {
         RuntimeError::InvalidInfo(format!("version {:?} is not semver: {e}", raw.version))
     })?;

@@ -44,7 +44,8 @@ pub use self::call::{StepCall, StepReport};
 pub use self::error::RuntimeError;
 pub use self::failure::StepFailure;
 pub use self::limits::{
-    FIELDS_BYTES, HeldBytes, HostBudget, MAX_HOST_RESOURCES, OUTGOING_BODY_CHUNK_BYTES, StepLimits,
+    ERROR_MESSAGE_BYTES, FIELDS_BYTES, HeldBytes, HostBudget, LimitCeilings, MAX_HOST_RESOURCES,
+    OUTGOING_BODY_CHUNK_BYTES, StepLimits, cap_error_message,
 };
 pub use self::load::{ActionInfo, LoadedPiece, PieceInfo};
 pub(crate) use bindings::omniflow;
@@ -91,6 +92,9 @@ pub struct RuntimeConfig {
     pub max_concurrent_instances: u32,
     /// Use the pooling allocator (fast instantiation); off = on-demand.
     pub pooling: bool,
+    /// Largest fuel, timeout and output cap a step may ask for (memory's
+    /// ceiling is `max_memory_bytes`): [`Runtime::max_limits`].
+    pub ceilings: LimitCeilings,
 }
 
 impl Default for RuntimeConfig {
@@ -100,6 +104,7 @@ impl Default for RuntimeConfig {
             max_memory_bytes: 512 << 20,
             max_concurrent_instances: 1000,
             pooling: true,
+            ceilings: LimitCeilings::default(),
         }
     }
 }
@@ -122,6 +127,7 @@ pub struct Runtime {
     cache: Option<cache::ArtifactCache>,
     loaded: Mutex<HashMap<PieceDigest, Arc<LoadedPiece>>>,
     max_memory_bytes: usize,
+    ceilings: LimitCeilings,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -197,6 +203,7 @@ impl Runtime {
             cache,
             loaded: Mutex::new(HashMap::new()),
             max_memory_bytes: config.max_memory_bytes,
+            ceilings: config.ceilings,
             ticker_stop,
         })
     }
@@ -209,6 +216,18 @@ impl Runtime {
     /// Largest per-step memory limit this runtime can honour.
     pub fn max_memory_bytes(&self) -> usize {
         self.max_memory_bytes
+    }
+
+    /// The largest limits a step may ask for: the configured ceilings and
+    /// the pool's memory ceiling (`log_bytes` is the default; steps do not set it).
+    pub fn max_limits(&self) -> StepLimits {
+        StepLimits {
+            fuel: self.ceilings.fuel,
+            memory_bytes: self.max_memory_bytes,
+            timeout: self.ceilings.timeout,
+            output_bytes: self.ceilings.output_bytes,
+            ..StepLimits::default()
+        }
     }
 }
 

@@ -459,8 +459,9 @@ pub struct RunFilter {
     pub workflow: Option<String>,
     /// Only runs in this status.
     pub status: Option<RunStatus>,
-    /// Only runs created at or after this RFC 3339 time.
-    pub since: Option<String>,
+    /// Only runs created at or after this instant (compared as an instant:
+    /// stored times are fixed-width UTC text, [`rfc3339`], which sorts).
+    pub since: Option<SystemTime>,
     /// At most this many runs (default 50; 0 also means the default).
     pub limit: u32,
     /// Skip this many runs first (paging).

@@ -501,7 +501,7 @@ impl RunStore for SqliteStore {
         ))
         .bind(filter.workflow.as_deref())
         .bind(filter.status.map(RunStatus::as_str))
-        .bind(filter.since.as_deref())
+        .bind(filter.since.map(super::rfc3339))
         .bind(i64::from(limit))
         .bind(i64::from(filter.offset))
         .fetch_all(&self.pool)

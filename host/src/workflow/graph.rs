@@ -91,7 +91,7 @@ fn step_dependencies(
     index: &HashMap<&str, usize>,
     errors: &mut Vec<ValidationError>,
 ) -> Vec<Dependency> {
-    let at = format!("steps[{}]", step.id);
+    let at = super::validate::step_at(&step.id);
     let mut deps: Vec<Dependency> = Vec::new();
     for need in &step.needs {
         let (id, handle) = match need.split_once('.') {
@@ -161,7 +161,7 @@ fn unknown_reference<'a>(id: &str, ids: impl Iterator<Item = &'a str>) -> String
 /// `(field, step id)` for every `steps.<id>` read by the step's `input`, `when` and `for_each`;
 /// templates that do not parse are reported into `errors`.
 fn step_references(step: &Step, errors: &mut Vec<ValidationError>) -> Vec<(String, String)> {
-    let at = format!("steps[{}]", step.id);
+    let at = super::validate::step_at(&step.id);
     let mut refs = input_references(&step.input, &format!("{at}.input"), errors)
         .into_iter()
         .map(|(field, id)| (field[at.len() + 1..].to_owned(), id))

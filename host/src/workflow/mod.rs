@@ -46,6 +46,6 @@ pub use template::{
     expression_referenced_steps, referenced_steps, render_input, render_string,
 };
 pub use validate::{
-    ActionSummary, CatalogMiss, InputValidator, PieceCatalog, PieceSummary, ResolvedPiece,
-    ValidatedWorkflow, ValidationError, input_schema_errors, validate,
+    ActionSummary, CatalogMiss, InputValidator, LimitMaxima, PieceCatalog, PieceSummary,
+    ResolvedPiece, ValidatedWorkflow, ValidationError, input_schema_errors, validate,
 };

@@ -219,9 +219,9 @@ pub struct PieceRef {
 /// Why a `"piece"` string is not a valid piece reference.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PieceRefError {
-    /// The name part is empty or has characters other than `[a-z0-9_-]`.
+    /// The name part breaks the piece-name grammar (`crate::names`).
     #[error(
-        "invalid piece reference `{0}`: the name must be lowercase letters, digits, '-' or '_' (e.g. \"http-request@^0.1\")"
+        "invalid piece reference {}: the name must be 1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit (e.g. \"http-request@^0.1\")", crate::names::escaped(.0)
     )]
     BadName(String),
     /// The part after `@` is not a semver requirement.
@@ -250,11 +250,7 @@ impl FromStr for PieceRef {
             }
             None => (text, semver::VersionReq::STAR),
         };
-        let name_ok = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if !name_ok {
+        if !crate::names::is_valid(crate::names::NameKind::Piece, name) {
             return Err(PieceRefError::BadName(text.to_owned()));
         }
         Ok(PieceRef {

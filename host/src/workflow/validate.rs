@@ -13,11 +13,47 @@ use serde_json::Value;
 use super::graph::{self, Dag};
 use super::model::{Handler, PieceRef, RetryPolicy, Step, Workflow};
 use super::template;
+use crate::names::{self, NameKind};
 
-/// What validation needs from the installed pieces.
+/// What validation needs from the installed pieces (and the host they run on).
 pub trait PieceCatalog {
     /// The highest installed version of `name` that satisfies `req`.
     fn resolve(&self, name: &str, req: &semver::VersionReq) -> Result<PieceSummary, CatalogMiss>;
+
+    /// The largest per-step limits the host accepts (default: [`LimitMaxima::default`]).
+    fn limit_maxima(&self) -> LimitMaxima {
+        LimitMaxima::default()
+    }
+}
+
+/// The largest per-step limits (`limits`, `timeout`, `concurrency`) a
+/// workflow may ask for; a larger value is a validation problem naming the
+/// field and the maximum. The server's are configured on its runtime
+/// (`RuntimeConfig::max_memory_bytes` and `ceilings`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitMaxima {
+    /// `limits.fuel` (default 10 000 000 000 000).
+    pub fuel: u64,
+    /// `limits.memory_mb` (default 512: the memory pool's slot size).
+    pub memory_mb: u64,
+    /// `limits.output_kb` (default 8192).
+    pub output_kb: u64,
+    /// `timeout` (default 15 minutes).
+    pub timeout: std::time::Duration,
+    /// `concurrency` of a `for_each` (default 256).
+    pub concurrency: u32,
+}
+
+impl Default for LimitMaxima {
+    fn default() -> LimitMaxima {
+        LimitMaxima {
+            fuel: 10_000_000_000_000,
+            memory_mb: 512,
+            output_kb: 8 << 10,
+            timeout: std::time::Duration::from_secs(15 * 60),
+            concurrency: 256,
+        }
+    }
 }
 
 /// One installed piece version, as far as validation is concerned.
@@ -108,6 +144,8 @@ pub fn validate(
     let mut errors = Vec::new();
     if workflow.name.trim().is_empty() {
         errors.push(ValidationError::new("workflow", "name must not be empty"));
+    } else if let Err(e) = names::check(NameKind::Workflow, &workflow.name) {
+        errors.push(ValidationError::new("workflow", e.to_string()));
     }
     if workflow.steps.is_empty() {
         errors.push(ValidationError::new("workflow", "has no steps"));
@@ -120,10 +158,11 @@ pub fn validate(
     {
         errors.push(ValidationError::new("trigger.secret_env", why));
     }
+    let maxima = catalog.limit_maxima();
 
     let mut pieces = Vec::with_capacity(workflow.steps.len());
     for step in &workflow.steps {
-        let at = format!("steps[{}]", step.id);
+        let at = step_at(&step.id);
         pieces.push(check_call(
             &at,
             &step.piece,
@@ -136,12 +175,7 @@ pub fn validate(
             check_retry(&at, retry, &mut errors);
         }
         check_grants(&at, step.grants.as_ref(), &mut errors);
-        if step.concurrency == Some(0) {
-            errors.push(ValidationError::new(
-                format!("{at}.concurrency"),
-                "must be at least 1",
-            ));
-        }
+        check_limits(&at, step, &maxima, &mut errors);
     }
 
     let dag = Dag::build(&workflow.steps).map_err(|graph_errors| errors.extend(graph_errors));
@@ -178,10 +212,84 @@ pub fn validate(
     }
 }
 
+/// Where a step's problems are: `steps[fetch]`; an id that breaks the name
+/// grammar is shown escaped and shortened (`steps["a\nb"]`).
+pub(crate) fn step_at(id: &str) -> String {
+    if names::is_valid(NameKind::Step, id) {
+        format!("steps[{id}]")
+    } else {
+        format!("steps[{}]", names::escaped(id))
+    }
+}
+
+/// Each limit a step sets is at least 1 and at most the host's maximum.
+fn check_limits(at: &str, step: &Step, max: &LimitMaxima, errors: &mut Vec<ValidationError>) {
+    let mut check = |field: &str, value: u64, maximum: u64, unit: &str| {
+        let message = if value == 0 {
+            "must be at least 1".to_owned()
+        } else if value > maximum {
+            format!("{value} is above this server's maximum of {maximum}{unit}")
+        } else {
+            return;
+        };
+        errors.push(ValidationError::new(format!("{at}.{field}"), message));
+    };
+    if let Some(limits) = &step.limits {
+        if let Some(fuel) = limits.fuel {
+            check("limits.fuel", fuel, max.fuel, "");
+        }
+        if let Some(mb) = limits.memory_mb {
+            check("limits.memory_mb", mb, max.memory_mb, " MiB");
+        }
+        if let Some(kb) = limits.output_kb {
+            check("limits.output_kb", kb, max.output_kb, " KiB");
+        }
+    }
+    if let Some(concurrency) = step.concurrency {
+        check(
+            "concurrency",
+            u64::from(concurrency),
+            u64::from(max.concurrency),
+            "",
+        );
+    }
+    if let Some(timeout) = step.timeout {
+        if timeout.is_zero() {
+            errors.push(ValidationError::new(
+                format!("{at}.timeout"),
+                "must be longer than 0",
+            ));
+        } else if timeout > max.timeout {
+            errors.push(ValidationError::new(
+                format!("{at}.timeout"),
+                format!(
+                    "{} is above this server's maximum of {}",
+                    humantime::format_duration(timeout),
+                    humantime::format_duration(max.timeout)
+                ),
+            ));
+        }
+    }
+}
+
 /// Every HTTP grant must parse (scheme, host, optional port and path prefix).
 fn check_grants(at: &str, grants: Option<&super::Grants>, errors: &mut Vec<ValidationError>) {
     let Some(grants) = grants else { return };
     for (i, grant) in grants.http.iter().enumerate() {
+        let mut bad_names = false;
+        for secret in grant.secrets() {
+            if let Err(e) = names::check(NameKind::Secret, secret) {
+                errors.push(ValidationError::new(
+                    format!("{at}.grants.http[{i}].secrets"),
+                    e.to_string(),
+                ));
+                bad_names = true;
+            }
+        }
+        if bad_names {
+            // Said once, with the rule (the grant parser would repeat it).
+            continue;
+        }
         if let Err(message) =
             crate::capabilities::http::Grant::parse(grant.destination(), grant.secrets())
         {
@@ -245,15 +353,10 @@ fn check_ids(steps: &[Step], errors: &mut Vec<ValidationError>) {
             ));
             continue;
         }
-        let valid = step
-            .id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !valid {
-            errors.push(ValidationError::new(
-                format!("steps[{}]", step.id),
-                "invalid step id: use only letters, digits, '_' and '-'",
-            ));
+        if let Err(e) = names::check(NameKind::Step, &step.id) {
+            // The id is shown escaped (it may hold a newline or be huge).
+            errors.push(ValidationError::new(step_at(&step.id), e.to_string()));
+            continue;
         }
         if let Some(first) = first_position.get(step.id.as_str()) {
             errors.push(ValidationError::new(
