@@ -517,12 +517,33 @@ async fn a_second_serve_on_the_same_file_is_refused_while_the_first_runs() {
     let mut first = KillOnDrop(spawn_serve(&db, port));
     wait_healthy(&http, &base, &mut first.0).await;
 
-    let second = serve_command(&db, free_port()).output().unwrap();
-    let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(
-        !second.status.success(),
-        "a second server started: {stderr}"
+    let second_port = free_port();
+    let mut second = KillOnDrop(
+        serve_command(&db, second_port)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
     );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = second.0.try_wait().unwrap() {
+            break status;
+        }
+        let healthy = http
+            .get(format!("http://127.0.0.1:{second_port}/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        assert!(
+            !healthy && std::time::Instant::now() < deadline,
+            "a second server on the same file kept running"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "a second server started: {stderr}");
     assert!(
         stderr.contains("another OmniFlow server")
             && stderr.contains(&format!("pid {}", first.0.id())),
@@ -598,23 +619,37 @@ async fn run_next_to_serve_executes_its_own_run_only_and_leaves_the_server_s_run
             "steps": [{ "id": "echo", "piece": "flaky", "action": "run", "input": { "value": 7 } }]
         }),
     );
-    let out = omniflow()
-        .arg("run")
-        .arg(&file)
-        .arg("--db")
-        .arg(&db)
-        .arg("--piece")
-        .arg(guest_dir().join("flaky.wasm"))
-        .arg("--json")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let mut quick = KillOnDrop(
+        omniflow()
+            .arg("run")
+            .arg(&file)
+            .arg("--db")
+            .arg(&db)
+            .arg("--piece")
+            .arg(guest_dir().join("flaky.wasm"))
+            .arg("--json")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
     );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Output is small: the pipes do not fill before it exits.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = quick.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`run` never finished (is it executing the server's parked run?)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    std::io::Read::read_to_string(&mut quick.0.stdout.take().unwrap(), &mut stdout).unwrap();
+    std::io::Read::read_to_string(&mut quick.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stdout}{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(doc["status"], "succeeded", "{doc}");
     assert_eq!(doc["steps"][0]["attempts"], 1, "{doc}");
 
