@@ -509,9 +509,7 @@ fn match_char(hay: &[u8], pos: usize, c: char) -> Option<usize> {
             let mut p = pos;
             for &b in bytes {
                 let r = hay.get(p..)?;
-                if r.first() == Some(&b) {
-                    p += 1;
-                } else if b == b' ' && r.first() == Some(&b'+') {
+                if r.first() == Some(&b) || (b == b' ' && r.first() == Some(&b'+')) {
                     p += 1;
                 } else if r.len() >= 3 && r[0] == b'%' && hex_value(&r[1..3]) == Some(u32::from(b))
                 {

@@ -85,8 +85,10 @@ impl Runtime {
             deadline,
             call.cancel.clone(),
             call.http.clone(),
-            redactor.clone(),
-            budget.clone(),
+            super::state::AttemptGuards {
+                redactor: redactor.clone(),
+                budget: budget.clone(),
+            },
         );
         let log = store.data().log.clone();
         let finish =

@@ -244,8 +244,10 @@ impl Runtime {
             Instant::now() + limits.timeout,
             CancellationToken::new(),
             HttpGrants::deny_all(),
-            crate::capabilities::secrets::Redactor::new(),
-            std::sync::Arc::new(super::HostBudget::new(limits.memory_bytes)),
+            super::state::AttemptGuards {
+                redactor: crate::capabilities::secrets::Redactor::new(),
+                budget: std::sync::Arc::new(super::HostBudget::new(limits.memory_bytes)),
+            },
         );
         let piece = pre
             .instantiate_async(&mut store)
@@ -269,13 +271,12 @@ impl Runtime {
         deadline: Instant,
         cancel: CancellationToken,
         http: HttpGrants,
-        redactor: crate::capabilities::secrets::Redactor,
-        budget: std::sync::Arc<super::HostBudget>,
+        guards: super::state::AttemptGuards,
     ) -> Store<StepState> {
         let timeout = limits.timeout;
         let mut store = Store::new(
             &self.engine,
-            StepState::new(step_id, limits, deadline, cancel, http, redactor, budget),
+            StepState::new(step_id, limits, deadline, cancel, http, guards),
         );
         store.limiter(|state| &mut state.limiter);
         // Fuel can only fail to be set when fuel is disabled; it is enabled.

@@ -17,6 +17,13 @@ use crate::runtime::limits::{
     FIELDS_BYTES, HostBudget, LimitBreach, MAX_HOST_RESOURCES, StepLimiter, StepLimits,
 };
 
+/// What an attempt shares with the runtime beyond its store: the run's
+/// redactor and the host-resource budget.
+pub(crate) struct AttemptGuards {
+    pub(crate) redactor: Redactor,
+    pub(crate) budget: Arc<HostBudget>,
+}
+
 pub(crate) struct StepState {
     wasi: WasiCtx,
     table: ResourceTable,
@@ -36,9 +43,9 @@ impl StepState {
         deadline: Instant,
         cancel: CancellationToken,
         http: HttpGrants,
-        redactor: Redactor,
-        budget: Arc<HostBudget>,
+        guards: AttemptGuards,
     ) -> Self {
+        let AttemptGuards { redactor, budget } = guards;
         let log = StepLog::new(limits.log_bytes);
         // No env, no args, no preopens, closed stdin, no sockets: the builder's
         // defaults plus stdio redirected into the step log.
