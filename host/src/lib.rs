@@ -4,6 +4,7 @@
 //! (load and run pieces).
 
 pub mod api;
+pub(crate) mod bindings;
 pub mod capabilities;
 pub mod engine;
 pub mod logfmt;
@@ -11,4 +12,5 @@ pub mod names;
 pub mod runtime;
 pub mod server;
 pub mod store;
+pub mod triggers;
 pub mod workflow;

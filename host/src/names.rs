@@ -147,6 +147,35 @@ impl fmt::Debug for Escaped<'_> {
     }
 }
 
+/// A valid secret name: letters, digits and `_`, at most 128 characters.
+pub fn valid_secret_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Whether `name` belongs to the server's own configuration and so can never
+/// be a secret: every name starting with `OMNIFLOW_` (any case).
+pub fn is_reserved_secret_name(name: &str) -> bool {
+    name.get(..9)
+        .is_some_and(|head| head.eq_ignore_ascii_case("OMNIFLOW_"))
+}
+
+/// Why a secret name is refused, as one sentence (`Ok` for a usable name).
+pub fn check_secret_name(name: &str) -> Result<(), String> {
+    if !valid_secret_name(name) {
+        return Err(format!(
+            "secret name {name:?} must be 1–128 letters, digits or '_'"
+        ));
+    }
+    if is_reserved_secret_name(name) {
+        return Err(format!(
+            "secret name {name:?} is reserved: names starting with OMNIFLOW_ are the server's own configuration and can never be secrets"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ mod engine;
 mod flows;
 mod host_resources;
 mod http;
+mod layering;
 mod queue;
 mod readme;
 mod runtime;

@@ -43,8 +43,8 @@ pub use openapi::openapi;
 pub use serve::serve;
 
 use crate::engine::Executor;
-use crate::server::queue::QueueHandle;
-use crate::server::schedule::Scheduler;
+use crate::engine::RunQueue;
+use crate::triggers::schedule::Scheduler;
 
 /// Knobs of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -90,7 +90,7 @@ pub struct ApiState {
 
 struct Shared {
     executor: Arc<Executor>,
-    queue: QueueHandle,
+    queue: Arc<dyn RunQueue>,
     scheduler: Scheduler,
     shutdown: CancellationToken,
     config: ApiConfig,
@@ -99,12 +99,12 @@ struct Shared {
 }
 
 impl ApiState {
-    /// State over an executor, the worker pool feeding on its queue and
-    /// the cron scheduler.
+    /// State over an executor, the queue's workers (any [`RunQueue`]: the
+    /// server's pool, or a stand-in in a test) and the cron scheduler.
     /// `shutdown` ends waits and event streams when the server stops.
     pub fn new(
         executor: Arc<Executor>,
-        queue: QueueHandle,
+        queue: Arc<dyn RunQueue>,
         scheduler: Scheduler,
         shutdown: CancellationToken,
         config: ApiConfig,
@@ -130,8 +130,8 @@ impl ApiState {
         self.inner.executor.store()
     }
 
-    fn queue(&self) -> &QueueHandle {
-        &self.inner.queue
+    fn queue(&self) -> &dyn RunQueue {
+        self.inner.queue.as_ref()
     }
 
     fn scheduler(&self) -> &Scheduler {

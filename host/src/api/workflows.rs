@@ -11,8 +11,8 @@ use super::error::problems_json;
 use super::names::WorkflowName;
 use super::openapi::ErrorBody;
 use super::{ApiError, ApiState, Body};
-use crate::server::schedule::{self, SyncError};
 use crate::store::StoredWorkflow;
+use crate::triggers::schedule::{self, SyncError};
 use crate::workflow::{ValidationError, Workflow, validate};
 
 fn body_text(body: &Body) -> Result<&str, ApiError> {

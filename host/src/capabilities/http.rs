@@ -32,95 +32,15 @@ use wasmtime_wasi_http::{
     WasiHttpHooks,
 };
 
+pub use crate::workflow::grant::Grant;
+
 use crate::capabilities::log::StepLog;
-use crate::capabilities::secrets::{Redactor, Secrets, check_secret_name};
+use crate::capabilities::secrets::{Redactor, Secrets};
 
 /// Largest response body a guest may receive, by default.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 << 20;
 /// Requests one step may have in flight at once.
 pub const MAX_CONCURRENT_REQUESTS: usize = 8;
-
-/// One HTTP destination a step may reach, parsed.
-#[derive(Debug, Clone)]
-pub struct Grant {
-    scheme: String,
-    host: url::Host<String>,
-    port: u16,
-    /// Path prefix without a trailing slash ("" = any path).
-    path_prefix: String,
-    secrets: Vec<String>,
-    /// As written in the workflow (for messages).
-    text: String,
-}
-
-impl Grant {
-    /// Parse `scheme://host[:port][/path-prefix]` naming the secrets that may
-    /// be placed into requests to it. The error says what is wrong.
-    pub fn parse(destination: &str, secrets: &[String]) -> Result<Grant, String> {
-        let url = url::Url::parse(destination).map_err(|e| {
-            format!(
-                "grant {destination:?} is not a URL ({e}); write e.g. \"https://api.example.com\""
-            )
-        })?;
-        let scheme = url.scheme().to_string();
-        if scheme != "http" && scheme != "https" {
-            return Err(format!(
-                "grant {destination:?}: scheme must be http or https, not {scheme:?}"
-            ));
-        }
-        let host = url
-            .host()
-            .ok_or_else(|| format!("grant {destination:?} has no host"))?
-            .to_owned();
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(format!(
-                "grant {destination:?}: credentials do not belong in a grant; use a secret"
-            ));
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(format!(
-                "grant {destination:?}: a grant has no query or fragment, only scheme://host[:port][/path]"
-            ));
-        }
-        for name in secrets {
-            check_secret_name(name).map_err(|why| format!("grant {destination:?}: {why}"))?;
-        }
-        Ok(Grant {
-            port: url.port_or_known_default().unwrap_or(80),
-            path_prefix: url.path().trim_end_matches('/').to_string(),
-            scheme,
-            host,
-            secrets: secrets.to_vec(),
-            text: destination.to_string(),
-        })
-    }
-
-    /// Same scheme, host and port (any path).
-    fn same_origin(&self, url: &url::Url) -> bool {
-        url.scheme() == self.scheme
-            && url.host().map(|h| h.to_owned()).as_ref() == Some(&self.host)
-            && url.port_or_known_default() == Some(self.port)
-    }
-
-    fn matches(&self, url: &url::Url) -> bool {
-        self.same_origin(url)
-            && (self.path_prefix.is_empty()
-                || url.path() == self.path_prefix
-                || url
-                    .path()
-                    .strip_prefix(&self.path_prefix)
-                    .is_some_and(|rest| rest.starts_with('/')))
-    }
-
-    /// The IP the grant names literally, if it does.
-    fn literal_ip(&self) -> Option<IpAddr> {
-        match &self.host {
-            url::Host::Ipv4(ip) => Some(IpAddr::V4(*ip)),
-            url::Host::Ipv6(ip) => Some(IpAddr::V6(*ip)),
-            url::Host::Domain(_) => None,
-        }
-    }
-}
 
 /// What one step may reach over HTTP: its grants and the secrets the host
 /// may place. The default grants nothing.
@@ -225,7 +145,7 @@ pub(crate) struct HttpPolicy {
     deadline: Instant,
     in_flight: Arc<Semaphore>,
     redactor: Redactor,
-    budget: Arc<crate::runtime::HostBudget>,
+    budget: Arc<crate::capabilities::budget::HostBudget>,
 }
 
 /// A request that passed the grant check, secrets placed.
@@ -253,7 +173,7 @@ impl HttpPolicy {
         access: HttpGrants,
         deadline: Instant,
         redactor: Redactor,
-        budget: Arc<crate::runtime::HostBudget>,
+        budget: Arc<crate::capabilities::budget::HostBudget>,
     ) -> Self {
         HttpPolicy {
             step_id: step_id.to_string(),
@@ -532,7 +452,7 @@ async fn connect_and_send(
     deadline: Instant,
     options: Option<RequestOptions>,
     max_body: usize,
-    budget: Arc<crate::runtime::HostBudget>,
+    budget: Arc<crate::capabilities::budget::HostBudget>,
 ) -> Result<http::Response<WasiBody>, Failure> {
     let Authorized {
         mut request,
@@ -703,7 +623,7 @@ impl WasiHttpHooks for HttpPolicy {
     }
 
     fn p2_outgoing_body_chunk_size(&mut self) -> usize {
-        crate::runtime::OUTGOING_BODY_CHUNK_BYTES
+        crate::capabilities::budget::OUTGOING_BODY_CHUNK_BYTES
     }
 
     fn send_request(

@@ -11,8 +11,7 @@ use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-use crate::runtime::bindings::omniflow::piece::log::{Host, Level};
-use crate::runtime::state::StepState;
+use crate::bindings::omniflow::piece::log::{self as wit_log, Host, Level};
 
 /// The marker appended once when a step's log reaches its cap.
 pub const TRUNCATION_MARKER: &str = "\n[log truncated: the step wrote more than its log limit]\n";
@@ -84,11 +83,19 @@ fn level_name(level: Level) -> &'static str {
     }
 }
 
-impl Host for StepState {
+impl Host for StepLog {
     fn log(&mut self, level: Level, message: String) {
-        self.log
-            .append(&format!("[{}] {message}\n", level_name(level)));
+        self.append(&format!("[{}] {message}\n", level_name(level)));
     }
+}
+
+/// Link `omniflow:piece/log` into `linker`, reaching each store's step log
+/// through `log_of` (the log capability knows nothing of the store's type).
+pub(crate) fn link<T: Send + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    log_of: fn(&mut T) -> &mut StepLog,
+) -> wasmtime::Result<()> {
+    wit_log::add_to_linker::<T, wasmtime::component::HasSelf<StepLog>>(linker, log_of)
 }
 
 /// Guest stdout/stderr as a WASI output stream into the step log.

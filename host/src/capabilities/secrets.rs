@@ -4,6 +4,7 @@
 //! policy substitutes it (see [`super::http`]). Values are held in
 //! [`SecretString`] so they do not end up in `Debug` output, logs or traces.
 
+pub use crate::names::{check_secret_name, is_reserved_secret_name, valid_secret_name};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,28 +39,6 @@ impl std::fmt::Debug for Secrets {
         names.sort();
         f.debug_struct("Secrets").field("names", &names).finish()
     }
-}
-
-/// Whether `name` belongs to the server's own configuration and so can never
-/// be a secret: every name starting with `OMNIFLOW_` (any case).
-pub fn is_reserved_secret_name(name: &str) -> bool {
-    name.get(..9)
-        .is_some_and(|head| head.eq_ignore_ascii_case("OMNIFLOW_"))
-}
-
-/// Why a secret name is refused, as one sentence (`Ok` for a usable name).
-pub fn check_secret_name(name: &str) -> Result<(), String> {
-    if !valid_secret_name(name) {
-        return Err(format!(
-            "secret name {name:?} must be 1–128 letters, digits or '_'"
-        ));
-    }
-    if is_reserved_secret_name(name) {
-        return Err(format!(
-            "secret name {name:?} is reserved: names starting with OMNIFLOW_ are the server's own configuration and can never be secrets"
-        ));
-    }
-    Ok(())
 }
 
 impl Secrets {
@@ -298,13 +277,6 @@ pub async fn for_process(
     let cipher = SecretCipher::from_env_or_file(key_file).map_err(SecretsError::Key)?;
     secrets.load_stored(store, &cipher).await?;
     Ok((secrets, Some(cipher)))
-}
-
-/// A valid secret name: letters, digits and `_`, at most 128 characters.
-pub fn valid_secret_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Encrypts secrets at rest (ChaCha20-Poly1305; the name is authenticated

@@ -15,6 +15,7 @@
 //! Must not know: SQL (that is `store`), HTTP frameworks, the CLI.
 
 mod events;
+mod queue;
 mod registry;
 mod run;
 mod step;
@@ -26,6 +27,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 pub use events::{ItemOf, RunEvent};
+pub use queue::RunQueue;
 pub use registry::PieceRegistry;
 pub use run::Driven;
 

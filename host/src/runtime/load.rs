@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 use wasmtime::Store;
 use wasmtime::component::Component;
 
-use super::bindings::PieceCorePre;
 use super::state::StepState;
 use super::{PieceDigest, Runtime, RuntimeError, StepLimits};
+use crate::bindings::PieceCorePre;
 
 /// The export every piece must provide.
 pub(crate) const HANDLER_EXPORT: &str = "omniflow:piece/handler@0.1.0";

@@ -19,7 +19,6 @@
 //!    starves other steps), instantiate from the cached `InstancePre`, call
 //!    `run`, check the output, classify any failure into a [`StepFailure`].
 
-pub(crate) mod bindings;
 pub mod builtin;
 mod cache;
 mod call;
@@ -43,12 +42,12 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 pub use self::call::{StepCall, StepReport};
 pub use self::error::RuntimeError;
 pub use self::failure::StepFailure;
-pub use self::limits::{
-    ERROR_MESSAGE_BYTES, FIELDS_BYTES, HeldBytes, HostBudget, LimitCeilings, MAX_HOST_RESOURCES,
-    OUTGOING_BODY_CHUNK_BYTES, StepLimits, cap_error_message,
-};
+pub use self::limits::{ERROR_MESSAGE_BYTES, LimitCeilings, StepLimits, cap_error_message};
 pub use self::load::{ActionInfo, LoadedPiece, PieceInfo};
-pub(crate) use bindings::omniflow;
+pub(crate) use crate::bindings::omniflow;
+pub use crate::capabilities::budget::{
+    FIELDS_BYTES, HeldBytes, HostBudget, MAX_HOST_RESOURCES, OUTGOING_BODY_CHUNK_BYTES,
+};
 use state::StepState;
 
 /// How often the epoch advances: the granularity of deadlines, cancellation
@@ -172,10 +171,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
             .and_then(|()| {
-                omniflow::piece::log::add_to_linker::<_, wasmtime::component::HasSelf<StepState>>(
-                    &mut linker,
-                    |state| state,
-                )
+                crate::capabilities::log::link(&mut linker, |state: &mut StepState| &mut state.log)
             })
             .map_err(|e| RuntimeError::Engine(format!("linking host interfaces: {e:#}")))?;
 

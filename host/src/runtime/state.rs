@@ -10,12 +10,11 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use std::sync::Arc;
 
+use crate::capabilities::budget::{FIELDS_BYTES, HostBudget, MAX_HOST_RESOURCES};
 use crate::capabilities::http::{HttpGrants, HttpPolicy};
 use crate::capabilities::log::StepLog;
 use crate::capabilities::secrets::Redactor;
-use crate::runtime::limits::{
-    FIELDS_BYTES, HostBudget, LimitBreach, MAX_HOST_RESOURCES, StepLimiter, StepLimits,
-};
+use crate::runtime::limits::{LimitBreach, StepLimiter, StepLimits};
 
 /// What an attempt shares with the runtime beyond its store: the run's
 /// redactor and the host-resource budget.
@@ -83,7 +82,9 @@ impl StepState {
 
     /// Measure the host resources the guest holds against its budget.
     pub(crate) fn check_host_budget(&mut self) -> Result<(), LimitBreach> {
-        self.budget.measure(&mut self.table)
+        self.budget
+            .measure(&mut self.table)
+            .map_err(LimitBreach::HostResources)
     }
 }
 

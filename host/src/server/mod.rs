@@ -12,7 +12,7 @@
 //!    queue; runs under a live lease (another process, e.g. an `omniflow
 //!    run` executing its own run) are left alone;
 //! 3. bind the listener, start the worker pool and the cron scheduler
-//!    ([`schedule`]), serve the router;
+//!    ([`crate::triggers::schedule`]), serve the router;
 //! 4. on shutdown: stop accepting connections and claiming runs, let runs in
 //!    flight finish within the grace period, release the rest, return.
 //!
@@ -22,7 +22,6 @@
 //! [`QueueStore::lock_for_server`]: crate::store::QueueStore::lock_for_server
 
 pub mod queue;
-pub mod schedule;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,8 +33,8 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiConfig, ApiState};
 use crate::engine::Executor;
 use crate::store::StoreError;
+use crate::triggers::schedule::{Clock, Scheduler, SystemClock};
 use queue::{PoolConfig, QueueHandle, WorkerPool};
-use schedule::{Clock, Scheduler, SystemClock};
 
 /// How `serve` runs.
 #[derive(Clone)]
@@ -49,7 +48,7 @@ pub struct ServerConfig {
     /// The admin token to store on first start (`OMNIFLOW_ADMIN_TOKEN`);
     /// `None` generates one ([`Server::generated_admin_token`]).
     pub admin_token: Option<String>,
-    /// Where the scheduler reads the time ([`schedule::ManualClock`] in tests).
+    /// Where the scheduler reads the time ([`crate::triggers::schedule::ManualClock`] in tests).
     pub clock: Arc<dyn Clock>,
     /// How often the scheduler looks for due schedules.
     pub schedule_tick: Duration,
@@ -144,7 +143,8 @@ impl Server {
             shutdown.child_token(),
         );
         let queue = pool.handle();
-        let scheduler = Scheduler::new(store.clone(), config.clock.clone(), queue.clone());
+        let scheduler =
+            Scheduler::new(store.clone(), config.clock.clone(), Arc::new(queue.clone()));
         scheduler.sync_all().await?;
         tokio::spawn(
             scheduler
@@ -161,7 +161,7 @@ impl Server {
         }
         let state = ApiState::new(
             executor,
-            queue.clone(),
+            Arc::new(queue.clone()),
             scheduler.clone(),
             shutdown.clone(),
             config.api.clone(),

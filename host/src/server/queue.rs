@@ -145,6 +145,27 @@ impl QueueHandle {
     }
 }
 
+impl crate::engine::RunQueue for QueueHandle {
+    fn wake(&self) {
+        QueueHandle::wake(self)
+    }
+    fn cancel(&self, id: RunId) -> bool {
+        QueueHandle::cancel(self, id)
+    }
+    fn request_cancel(&self, id: RunId) {
+        QueueHandle::request_cancel(self, id)
+    }
+    fn busy(&self) -> usize {
+        QueueHandle::busy(self)
+    }
+    fn capacity(&self) -> usize {
+        QueueHandle::capacity(self)
+    }
+    fn is_alive(&self) -> bool {
+        QueueHandle::is_alive(self)
+    }
+}
+
 /// A running pool; [`WorkerPool::join`] waits for it to wind down after
 /// its shutdown token is cancelled.
 pub struct WorkerPool {

@@ -28,6 +28,7 @@
 //! Architecture invariant: this module does not depend on wasmtime, the database, tokio or
 //! axum; the API and CLI call it to validate, the executor to walk the graph and render inputs.
 
+pub mod grant;
 pub mod graph;
 pub mod model;
 pub mod template;

@@ -154,7 +154,7 @@ pub fn validate(
     if let Some(super::Trigger::Webhook {
         secret_env: Some(name),
     }) = &workflow.trigger
-        && let Err(why) = crate::capabilities::secrets::check_secret_name(name)
+        && let Err(why) = crate::names::check_secret_name(name)
     {
         errors.push(ValidationError::new("trigger.secret_env", why));
     }
@@ -290,9 +290,7 @@ fn check_grants(at: &str, grants: Option<&super::Grants>, errors: &mut Vec<Valid
             // Said once, with the rule (the grant parser would repeat it).
             continue;
         }
-        if let Err(message) =
-            crate::capabilities::http::Grant::parse(grant.destination(), grant.secrets())
-        {
+        if let Err(message) = super::grant::Grant::parse(grant.destination(), grant.secrets()) {
             errors.push(ValidationError::new(
                 format!("{at}.grants.http[{i}]"),
                 message,

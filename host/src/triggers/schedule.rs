@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::queue::QueueHandle;
+use crate::engine::RunQueue;
 use crate::store::{NewRun, Priority, RunId, Store, StoreError, StoredWorkflow};
 use crate::workflow::{MissedFires, Trigger, Workflow};
 
@@ -178,12 +178,16 @@ pub async fn sync_workflow(
 pub struct Scheduler {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    queue: QueueHandle,
+    queue: Arc<dyn RunQueue>,
 }
 
 impl Scheduler {
     /// A scheduler over `store`, reading time from `clock`, waking `queue`.
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, queue: QueueHandle) -> Scheduler {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        queue: Arc<dyn RunQueue>,
+    ) -> Scheduler {
         Scheduler {
             store,
             clock,
@@ -257,7 +261,7 @@ impl Scheduler {
     }
 
     /// Tick every `every` until `stop`.
-    pub(super) async fn run(self, every: Duration, stop: CancellationToken) {
+    pub async fn run(self, every: Duration, stop: CancellationToken) {
         loop {
             if let Err(e) = self.tick().await {
                 tracing::warn!("scheduler tick: {e}");
