@@ -1,4 +1,4 @@
-//! The one integration-test binary (see STYLE.md): real wasmtime, real
+//! The one integration-test binary: real wasmtime, real
 //! components built from `pieces/` and `tests/components/`, real SQLite files.
 
 mod api;

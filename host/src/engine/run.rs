@@ -1,6 +1,6 @@
 //! Driving one run: the scheduler loop over the DAG.
 //!
-//! Readiness rule (SPEC §3, handles): a step becomes ready when every step it
+//! Readiness rule (README, "A workflow": handles): a step becomes ready when every step it
 //! depends on is final. A dependency is *met* when that step succeeded and,
 //! for `needs: ["x.h"]`, chose handle `h`. The step is skipped when it has
 //! dependencies and none is met (skip propagates), or when any dependency

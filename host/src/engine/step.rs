@@ -1,5 +1,5 @@
 //! One step: `when`, `for_each`, input rendering and schema check, attempts
-//! with retries (SPEC §6), and the persisted record.
+//! with retries, and the persisted record.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

@@ -1,4 +1,4 @@
-//! The step graph: edges from `needs` and from `steps.<id>` references in templates (SPEC §3).
+//! The step graph: edges from `needs` and from `steps.<id>` references in templates.
 //!
 //! Owns: turning a list of steps into a [`Dag`] (topological order, dependencies with their
 //! handles, dependents) and the graph errors: unknown `needs`, dangling template references,

@@ -1,5 +1,5 @@
 //! Workflow definitions: what an author writes, and everything that can be known about it
-//! before a run (SPEC §3). Pure data and analysis: no wasm, no storage, no async.
+//! before a run. Pure data and analysis: no wasm, no storage, no async.
 //!
 //! 1. [`model`]: parse the JSON ([`Workflow::from_json`]) into plain serde types.
 //! 2. [`validate`]: check it against the installed pieces ([`PieceCatalog`]), collecting every

@@ -1,4 +1,4 @@
-//! The workflow definition as plain serde data (SPEC §3).
+//! The workflow definition as plain serde data.
 //!
 //! Owns: the JSON shape a workflow author writes, its parsing (`Workflow::from_json`) and the small
 //! pieces of behaviour that belong to the data itself (piece references, retry delays).
@@ -191,7 +191,7 @@ impl Step {
     }
 }
 
-/// A notification run once the run has finished (SPEC §6 "Notifications").
+/// A notification run once the run has finished.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Handler {
@@ -283,7 +283,7 @@ impl<'de> Deserialize<'de> for PieceRef {
     }
 }
 
-/// How a failed step is retried (SPEC §6): by default 3 attempts, waiting 1s then 2s.
+/// How a failed step is retried: by default 3 attempts, waiting 1s then 2s.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
@@ -359,7 +359,7 @@ impl RetryPolicy {
     }
 }
 
-/// Per-step resource limits (SPEC §5); absent fields use the host's defaults.
+/// Per-step resource limits; absent fields use the host's defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {

@@ -1,4 +1,4 @@
-//! Templates in step inputs, `when` and `for_each` (SPEC §3), evaluated with `minijinja`.
+//! Templates in step inputs, `when` and `for_each`, evaluated with `minijinja`.
 //!
 //! Owns: the template rules (a string that is exactly one `{{ expr }}` yields the expression's
 //! JSON value; other strings with `{{`/`{%` render as text; objects and arrays are walked,

@@ -1,4 +1,4 @@
-//! Save-time validation of a parsed workflow against the installed pieces (SPEC §3).
+//! Save-time validation of a parsed workflow against the installed pieces.
 //!
 //! Owns: the [`PieceCatalog`] seam (what validation needs to know about pieces), every
 //! save-time check, and [`ValidatedWorkflow`], the only value the executor should accept.
