@@ -365,7 +365,8 @@ fn serve_command(db: &std::path::Path, port: u16) -> Command {
     cmd
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on now (the OS's pick of a free one).
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

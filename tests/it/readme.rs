@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::cli::free_port;
 use crate::support::cache_dir;
 
 #[derive(Debug)]
@@ -187,14 +188,6 @@ fn commands(text: &str) -> Vec<String> {
         })
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
         .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn wait_for_health(port: u16, server: &mut Child, at: &str, server_log: impl Fn() -> String) {

@@ -183,29 +183,13 @@ fn name_denial(failure: StepFailure, log: &crate::capabilities::log::StepLog) ->
     else {
         return failure;
     };
-    let add = |message: String| {
+    failure.map_piece_message(|message| {
         if message.contains(denial) {
             message
         } else {
             format!("{message} (host: HTTP request denied: {denial})")
         }
-    };
-    match failure {
-        StepFailure::Fatal { message } => StepFailure::Fatal {
-            message: add(message),
-        },
-        StepFailure::Retryable {
-            message,
-            retry_after_ms,
-        } => StepFailure::Retryable {
-            message: add(message),
-            retry_after_ms,
-        },
-        StepFailure::InvalidInput { message } => StepFailure::InvalidInput {
-            message: add(message),
-        },
-        other => other,
-    }
+    })
 }
 
 fn check_output(output: &str, limit: usize) -> Result<serde_json::Value, StepFailure> {

@@ -123,83 +123,56 @@ impl StepFailure {
         if redactor.is_empty() {
             return self;
         }
-        let r = |m: String| redactor.redact_str(&m);
-        match self {
-            StepFailure::InvalidInput { message } => StepFailure::InvalidInput {
-                message: r(message),
-            },
-            StepFailure::Retryable {
-                message,
-                retry_after_ms,
-            } => StepFailure::Retryable {
-                message: r(message),
-                retry_after_ms,
-            },
-            StepFailure::Fatal { message } => StepFailure::Fatal {
-                message: r(message),
-            },
-            StepFailure::MemoryLimit { message } => StepFailure::MemoryLimit {
-                message: r(message),
-            },
-            StepFailure::ResourceLimit { message } => StepFailure::ResourceLimit {
-                message: r(message),
-            },
-            StepFailure::Trap { code, message } => StepFailure::Trap {
-                code: r(code),
-                message: r(message),
-            },
-            StepFailure::InvalidOutput { message } => StepFailure::InvalidOutput {
-                message: r(message),
-            },
-            StepFailure::Host { message } => StepFailure::Host {
-                message: r(message),
-            },
-            other @ (StepFailure::OutOfFuel { .. }
-            | StepFailure::Timeout { .. }
-            | StepFailure::StackOverflow
-            | StepFailure::OutputTooLarge { .. }
-            | StepFailure::Cancelled) => other,
-        }
+        self.map_text(|m| redactor.redact_str(&m))
     }
 
     /// The same failure with every message capped ([`cap_error_message`]):
     /// a piece's error text is stored per attempt, per step and per run.
     pub(crate) fn capped(self) -> Self {
+        self.map_text(cap_error_message)
+    }
+
+    /// The same failure with `f` applied to each of its texts.
+    fn map_text(self, f: impl Fn(String) -> String) -> Self {
+        match self {
+            StepFailure::Trap { code, message } => StepFailure::Trap {
+                code: f(code),
+                message: f(message),
+            },
+            StepFailure::MemoryLimit { message } => StepFailure::MemoryLimit {
+                message: f(message),
+            },
+            StepFailure::ResourceLimit { message } => StepFailure::ResourceLimit {
+                message: f(message),
+            },
+            StepFailure::InvalidOutput { message } => StepFailure::InvalidOutput {
+                message: f(message),
+            },
+            StepFailure::Host { message } => StepFailure::Host {
+                message: f(message),
+            },
+            other => other.map_piece_message(f),
+        }
+    }
+
+    /// The same failure with `f` applied to the message a piece returned
+    /// (`invalid-input`, `retryable`, `fatal`); other failures unchanged.
+    pub(crate) fn map_piece_message(self, f: impl Fn(String) -> String) -> Self {
         match self {
             StepFailure::InvalidInput { message } => StepFailure::InvalidInput {
-                message: cap_error_message(message),
+                message: f(message),
             },
             StepFailure::Retryable {
                 message,
                 retry_after_ms,
             } => StepFailure::Retryable {
-                message: cap_error_message(message),
+                message: f(message),
                 retry_after_ms,
             },
             StepFailure::Fatal { message } => StepFailure::Fatal {
-                message: cap_error_message(message),
+                message: f(message),
             },
-            StepFailure::MemoryLimit { message } => StepFailure::MemoryLimit {
-                message: cap_error_message(message),
-            },
-            StepFailure::ResourceLimit { message } => StepFailure::ResourceLimit {
-                message: cap_error_message(message),
-            },
-            StepFailure::Trap { code, message } => StepFailure::Trap {
-                code,
-                message: cap_error_message(message),
-            },
-            StepFailure::InvalidOutput { message } => StepFailure::InvalidOutput {
-                message: cap_error_message(message),
-            },
-            StepFailure::Host { message } => StepFailure::Host {
-                message: cap_error_message(message),
-            },
-            other @ (StepFailure::OutOfFuel { .. }
-            | StepFailure::Timeout { .. }
-            | StepFailure::StackOverflow
-            | StepFailure::OutputTooLarge { .. }
-            | StepFailure::Cancelled) => other,
+            other => other,
         }
     }
 

@@ -191,29 +191,13 @@ pub fn eval_for_each(for_each: &str, scope: &Scope) -> Result<Vec<Value>, Templa
 /// The ids of the steps an input string reads (`steps.<id>...`), checking that it parses.
 /// Plain strings (no `{{`) read nothing.
 pub fn referenced_steps(template: &str) -> Result<BTreeSet<String>, TemplateError> {
-    if !is_template(template) {
-        return Ok(BTreeSet::new());
-    }
-    let env = environment();
-    let names = match whole_expression(template) {
-        Some(expr) => env
-            .compile_expression(expr)
-            .map_err(|err| syntax(template, &err))?
-            .undeclared_variables(true),
-        None => env
-            .template_from_str(template)
-            .map_err(|err| syntax(template, &err))?
-            .undeclared_variables(true),
-    };
+    let names = undeclared(template, false)?;
     step_ids(template, names.iter().map(String::as_str))
 }
 
 /// Like [`referenced_steps`] for `when`/`for_each`, which are expressions (`{{ }}` optional).
 pub fn expression_referenced_steps(expression: &str) -> Result<BTreeSet<String>, TemplateError> {
-    let names = environment()
-        .compile_expression(expression_source(expression))
-        .map_err(|err| syntax(expression, &err))?
-        .undeclared_variables(true);
+    let names = undeclared(expression, true)?;
     step_ids(expression, names.iter().map(String::as_str))
 }
 
@@ -222,6 +206,16 @@ pub fn expression_referenced_steps(expression: &str) -> Result<BTreeSet<String>,
 /// minijinja's global functions (`range`, `dict`, ...) left out. Plain strings
 /// read nothing. `expression` is for `when`/`for_each` (`{{ }}` optional).
 pub fn read_names(text: &str, expression: bool) -> Result<BTreeSet<String>, TemplateError> {
+    let globals: BTreeSet<&str> = environment().globals().map(|(name, _)| name).collect();
+    Ok(undeclared(text, expression)?
+        .into_iter()
+        .filter(|name| !globals.contains(name.split('.').next().unwrap_or(name)))
+        .collect())
+}
+
+/// minijinja's nested undeclared names of a template (or, with `expression`,
+/// of a `when`/`for_each` expression), checking that it parses.
+fn undeclared(text: &str, expression: bool) -> Result<BTreeSet<String>, TemplateError> {
     if !expression && !is_template(text) {
         return Ok(BTreeSet::new());
     }
@@ -241,11 +235,7 @@ pub fn read_names(text: &str, expression: bool) -> Result<BTreeSet<String>, Temp
             .map_err(|err| syntax(text, &err))?
             .undeclared_variables(true),
     };
-    let globals: BTreeSet<&str> = env.globals().map(|(name, _)| name).collect();
-    Ok(names
-        .into_iter()
-        .filter(|name| !globals.contains(name.split('.').next().unwrap_or(name)))
-        .collect())
+    Ok(names.into_iter().collect())
 }
 
 /// Picks step ids out of minijinja's nested undeclared names (`steps.fetch.output.body`).
