@@ -147,13 +147,6 @@ impl fmt::Debug for Escaped<'_> {
     }
 }
 
-/// A valid secret name: letters, digits and `_`, at most 128 characters.
-pub fn valid_secret_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 /// Whether `name` belongs to the server's own configuration and so can never
 /// be a secret: every name starting with `OMNIFLOW_` (any case).
 pub fn is_reserved_secret_name(name: &str) -> bool {
@@ -163,11 +156,7 @@ pub fn is_reserved_secret_name(name: &str) -> bool {
 
 /// Why a secret name is refused, as one sentence (`Ok` for a usable name).
 pub fn check_secret_name(name: &str) -> Result<(), String> {
-    if !valid_secret_name(name) {
-        return Err(format!(
-            "secret name {name:?} must be 1–128 letters, digits or '_'"
-        ));
-    }
+    check(NameKind::Secret, name).map_err(|e| e.to_string())?;
     if is_reserved_secret_name(name) {
         return Err(format!(
             "secret name {name:?} is reserved: names starting with OMNIFLOW_ are the server's own configuration and can never be secrets"

@@ -376,7 +376,7 @@ pub(crate) fn free_port() -> u16 {
 
 /// Kills the child when dropped (a failed assertion must not leave a
 /// server running).
-struct KillOnDrop(std::process::Child);
+pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -385,7 +385,11 @@ impl Drop for KillOnDrop {
     }
 }
 
-async fn wait_healthy(http: &reqwest::Client, base: &str, child: &mut std::process::Child) {
+pub(crate) async fn wait_healthy(
+    http: &reqwest::Client,
+    base: &str,
+    child: &mut std::process::Child,
+) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
         assert!(child.try_wait().unwrap().is_none(), "serve exited early");

@@ -77,18 +77,8 @@ impl Harness {
     /// No secret value anywhere: not in the run, its steps, their attempts,
     /// nor in the bytes of the database files.
     async fn assert_no_secret_stored(&self, run: RunId) {
-        let store = self.exec.store();
-        let mut everything = serde_json::to_string(&store.get_run(run).await.unwrap()).unwrap();
-        for step in store.steps(run).await.unwrap() {
-            everything.push_str(&serde_json::to_string(&step).unwrap());
-            for attempt in store.attempts(run, &step.step_id).await.unwrap() {
-                everything.push_str(&serde_json::to_string(&attempt).unwrap());
-            }
-        }
-        let mut files = Vec::new();
-        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
-            files.extend(std::fs::read(entry.unwrap().path()).unwrap_or_default());
-        }
+        let (everything, files) =
+            crate::support::stored_run(self.exec.store().as_ref(), self.dir.path(), run).await;
         for secret in [TG_TOKEN, HF_TOKEN, API_TOKEN, DISCORD_TOKEN] {
             assert!(
                 !everything.contains(secret),

@@ -56,12 +56,8 @@ async fn server_configuration_is_never_a_secret() {
     const PLAIN: &str = "plain-server-var-Zx81";
     let dir = tempfile::tempdir().unwrap();
     let target = FakeServer::start().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = omniflow(dir.path())
+    let port = crate::cli::free_port();
+    let child = omniflow(dir.path())
         .args(["serve", "--workers", "1", "--listen"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--db")
@@ -73,30 +69,10 @@ async fn server_configuration_is_never_a_secret() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        assert!(child.try_wait().unwrap().is_none(), "serve exited early");
-        if let Ok(r) = http.get(format!("{base}/health")).send().await
-            && r.status().is_success()
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "serve never became healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _child = Kill(child);
+    let mut child = crate::cli::KillOnDrop(child);
+    crate::cli::wait_healthy(&http, &base, &mut child.0).await;
     let auth = format!("Bearer {ADMIN}");
     let workflow = |name: &str, secret: &str| {
         json!({
@@ -281,18 +257,7 @@ async fn assert_no_token_stored(
     dir: &std::path::Path,
     run: omniflow::store::RunId,
 ) {
-    let store = exec.store();
-    let mut everything = serde_json::to_string(&store.get_run(run).await.unwrap()).unwrap();
-    for step in store.steps(run).await.unwrap() {
-        everything.push_str(&serde_json::to_string(&step).unwrap());
-        for attempt in store.attempts(run, &step.step_id).await.unwrap() {
-            everything.push_str(&serde_json::to_string(&attempt).unwrap());
-        }
-    }
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        files.extend(std::fs::read(entry.unwrap().path()).unwrap_or_default());
-    }
+    let (everything, files) = crate::support::stored_run(exec.store().as_ref(), dir, run).await;
     let files = String::from_utf8_lossy(&files);
     for form in token_forms() {
         assert!(!everything.contains(&form), "{form} stored: {everything}");

@@ -72,3 +72,25 @@ pub(crate) async fn executor_in(
     }
     omniflow::engine::Executor::new(shared_runtime().clone(), registry, store, config)
 }
+
+/// What a run left behind: its record, steps and attempts as JSON text, and
+/// the bytes of every file in `dir` (the database and its WAL), for tests
+/// that check a value was stored nowhere.
+pub(crate) async fn stored_run(
+    store: &dyn omniflow::store::Store,
+    dir: &std::path::Path,
+    run: omniflow::store::RunId,
+) -> (String, Vec<u8>) {
+    let mut records = serde_json::to_string(&store.get_run(run).await.unwrap()).unwrap();
+    for step in store.steps(run).await.unwrap() {
+        records.push_str(&serde_json::to_string(&step).unwrap());
+        for attempt in store.attempts(run, &step.step_id).await.unwrap() {
+            records.push_str(&serde_json::to_string(&attempt).unwrap());
+        }
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        files.extend(std::fs::read(entry.unwrap().path()).unwrap_or_default());
+    }
+    (records, files)
+}

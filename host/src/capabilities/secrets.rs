@@ -4,7 +4,7 @@
 //! policy substitutes it (see [`super::http`]). Values are held in
 //! [`SecretString`] so they do not end up in `Debug` output, logs or traces.
 
-pub use crate::names::{check_secret_name, is_reserved_secret_name, valid_secret_name};
+pub use crate::names::{check_secret_name, is_reserved_secret_name};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

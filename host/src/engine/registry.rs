@@ -83,11 +83,6 @@ impl PieceRegistry {
             .await
     }
 
-    /// Whether every built-in piece is compiled and registered.
-    pub fn is_prepared(&self) -> bool {
-        self.pending.iter().all(|p| p.done.initialized())
-    }
-
     async fn load_pending(
         &self,
         runtime: &Runtime,
