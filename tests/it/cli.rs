@@ -823,3 +823,67 @@ async fn a_denied_request_names_the_grant_to_add_in_the_summary() {
     assert!(row.contains(&hint), "{row}");
     assert!(server.requests().is_empty(), "the request must not be sent");
 }
+
+#[test]
+fn an_unknown_compiler_is_refused_naming_the_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = omniflow()
+        .args([
+            "run",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.json"),
+        ])
+        .arg("--db")
+        .arg(dir.path().join("o.db"))
+        .env("OMNIFLOW_COMPILER", "turbo")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("OMNIFLOW_COMPILER=\"turbo\""), "{stderr}");
+    assert!(stderr.contains("`baseline` (Winch)"), "{stderr}");
+}
+
+#[test]
+fn run_compiles_cache_misses_with_winch_and_caches_them() {
+    // An empty cache: `run` compiles with the baseline compiler, and the
+    // next `run` finds those artifacts (Winch's cache key, not Cranelift's).
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let artifacts = || std::fs::read_dir(cache.join("compiled")).unwrap().count();
+    let mut counts = Vec::new();
+    for _ in 0..2 {
+        let out = omniflow()
+            .args([
+                "run",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.json"),
+            ])
+            .arg("--db")
+            .arg(dir.path().join("o.db"))
+            .env("OMNIFLOW_CACHE_DIR", &cache)
+            .env_remove("OMNIFLOW_COMPILER")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        counts.push(artifacts());
+    }
+    // hello uses two built-in pieces: written by the first run, reused.
+    assert_eq!(counts, [2, 2]);
+    // Cranelift's key differs: an optimized run adds a second artifact.
+    let out = omniflow()
+        .args([
+            "run",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.json"),
+        ])
+        .arg("--db")
+        .arg(dir.path().join("o.db"))
+        .env("OMNIFLOW_CACHE_DIR", &cache)
+        .env("OMNIFLOW_COMPILER", "optimized")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(artifacts(), 4);
+}

@@ -132,13 +132,27 @@ fn case_files() -> Vec<PathBuf> {
 #[tokio::test]
 async fn data_driven_cases() {
     let piece = code_piece().await;
+    run_cases(runtime(), &piece).await;
+}
+
+/// The same cases on code compiled by Winch (what `omniflow run` compiles
+/// with on an empty cache): the same answers, the same limits.
+#[tokio::test]
+async fn data_driven_cases_on_the_baseline_compiler() {
+    let runtime = crate::support::baseline_runtime();
+    let piece = runtime.load(&guest("code")).await.unwrap();
+    assert_eq!(piece.compiler(), omniflow::runtime::Compiler::Baseline);
+    run_cases(runtime, &piece).await;
+}
+
+async fn run_cases(runtime: &omniflow::runtime::Runtime, piece: &LoadedPiece) {
     let files = case_files();
     assert!(files.len() >= 30, "only {} cases found", files.len());
     let mut problems = Vec::new();
     for path in &files {
         let case = parse_case(path);
-        let report = runtime()
-            .run(&piece, js(&case.source, case.input.clone()))
+        let report = runtime
+            .run(piece, js(&case.source, case.input.clone()))
             .await;
         if let Err(problem) = check_case(&case, &report) {
             problems.push(format!("{}: {problem}", case.name));

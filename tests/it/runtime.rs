@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use omniflow::runtime::{Runtime, RuntimeConfig, RuntimeError, StepCall, StepFailure, StepLimits};
+use omniflow::runtime::{
+    Compiler, Runtime, RuntimeConfig, RuntimeError, StepCall, StepFailure, StepLimits,
+};
 use serde_json::json;
 
 use crate::support::{guest, load, runtime};
@@ -397,4 +399,117 @@ async fn defaults_match_the_spec() {
     assert_eq!(limits.memory_bytes, 64 << 20);
     assert_eq!(limits.output_bytes, 1 << 20);
     assert_eq!(limits.log_bytes, 256 << 10);
+}
+
+/// The hostile suite on code compiled by Winch (`omniflow run`'s compiler
+/// for cache misses): every limit still traps and is classified alike.
+#[tokio::test]
+async fn limits_hold_on_the_baseline_compiler() {
+    let runtime = crate::support::baseline_runtime();
+    let load = |name: &'static str| async move {
+        let piece = runtime.load(&guest(name)).await.unwrap();
+        assert_eq!(piece.compiler(), Compiler::Baseline, "{name}");
+        piece
+    };
+
+    let piece = load("hostile_loop").await;
+    let mut c = call("run", json!({}));
+    c.limits.fuel = 50_000_000;
+    let report = runtime.run(&piece, c).await;
+    assert_eq!(failure(&report).class(), "out-of-fuel");
+    assert_eq!(report.fuel_used, 50_000_000);
+    let mut c = call("run", json!({}));
+    c.limits.fuel = u64::MAX / 2;
+    c.limits.timeout = Duration::from_millis(300);
+    let report = runtime.run(&piece, c).await;
+    assert_eq!(failure(&report).class(), "timeout");
+
+    let piece = load("hostile_membomb").await;
+    let mut c = call("run", json!({}));
+    c.limits.memory_bytes = 16 << 20;
+    let report = runtime.run(&piece, c).await;
+    let f = failure(&report);
+    assert_eq!(f.class(), "memory-limit", "{f}");
+
+    let piece = load("hostile_recursion").await;
+    let report = runtime.run(&piece, call("run", json!({}))).await;
+    assert_eq!(failure(&report).class(), "stack-overflow");
+
+    let piece = load("hostile_panic").await;
+    let report = runtime.run(&piece, call("run", json!({}))).await;
+    let f = failure(&report);
+    assert_eq!(f.class(), "trap(unreachable)");
+    assert!(f.message().contains("the piece gave up on purpose"), "{f}");
+
+    let piece = load("transform").await;
+    let report = runtime
+        .run(
+            &piece,
+            call(
+                "template",
+                json!({"template": "Hi {{ who }}!", "data": {"who": "Ada"}}),
+            ),
+        )
+        .await;
+    assert_eq!(report.outcome.unwrap(), json!({"text": "Hi Ada!"}));
+}
+
+/// A baseline runtime prefers an optimized artifact already in the cache
+/// (what `serve` left), and caches its own Winch artifacts apart from
+/// optimized ones.
+#[tokio::test]
+async fn the_baseline_compiler_prefers_cached_optimized_code() {
+    let bytes = guest("flow");
+    let config = |dir: &std::path::Path, compiler| RuntimeConfig {
+        cache_dir: Some(dir.to_path_buf()),
+        max_concurrent_instances: 10,
+        compiler,
+        ..RuntimeConfig::default()
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let baseline = Runtime::new(config(dir.path(), Compiler::Baseline)).unwrap();
+    assert_eq!(baseline.compiler(), Compiler::Baseline);
+    let piece = baseline.load(&bytes).await.unwrap();
+    assert_eq!(
+        (piece.compiler(), piece.from_cache()),
+        (Compiler::Baseline, false)
+    );
+    let again = Runtime::new(config(dir.path(), Compiler::Baseline)).unwrap();
+    let piece = again.load(&bytes).await.unwrap();
+    assert_eq!(
+        (piece.compiler(), piece.from_cache()),
+        (Compiler::Baseline, true)
+    );
+    // An optimizing runtime never takes Winch code from the cache.
+    let optimized = Runtime::new(config(dir.path(), Compiler::Optimized)).unwrap();
+    let piece = optimized.load(&bytes).await.unwrap();
+    assert_eq!(
+        (piece.compiler(), piece.from_cache()),
+        (Compiler::Optimized, false)
+    );
+    // Now that optimized code is cached, a baseline runtime runs it.
+    let after = Runtime::new(config(dir.path(), Compiler::Baseline)).unwrap();
+    let piece = after.load(&bytes).await.unwrap();
+    assert_eq!(
+        (piece.compiler(), piece.from_cache()),
+        (Compiler::Optimized, true)
+    );
+    let report = after
+        .run(&piece, call("if", json!({"condition": true})))
+        .await;
+    assert_eq!(report.outcome.unwrap()["handle"], "then");
+}
+
+#[test]
+fn compiler_names_parse() {
+    assert_eq!(Compiler::parse("winch"), Some(Compiler::Baseline));
+    assert_eq!(Compiler::parse(" Baseline "), Some(Compiler::Baseline));
+    assert_eq!(Compiler::parse("cranelift"), Some(Compiler::Optimized));
+    assert_eq!(Compiler::parse("optimized"), Some(Compiler::Optimized));
+    assert_eq!(Compiler::parse("fast"), None);
+    assert_eq!(
+        Compiler::parse(Compiler::Baseline.as_str()),
+        Some(Compiler::Baseline)
+    );
 }

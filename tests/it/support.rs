@@ -40,6 +40,28 @@ pub(crate) fn shared_runtime() -> &'static Arc<Runtime> {
     })
 }
 
+/// A second shared runtime whose cache misses compile with Winch
+/// ([`Compiler::Baseline`], what `omniflow run` uses), with its own cache
+/// directory so that it really compiles with Winch instead of finding the
+/// optimized artifacts of [`shared_runtime`].
+///
+/// [`Compiler::Baseline`]: omniflow::runtime::Compiler::Baseline
+pub(crate) fn baseline_runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("piece-cache-baseline");
+        // Start empty: every load below compiles with Winch.
+        let _ = std::fs::remove_dir_all(&dir);
+        Runtime::new(RuntimeConfig {
+            cache_dir: Some(dir),
+            max_concurrent_instances: 50,
+            compiler: omniflow::runtime::Compiler::Baseline,
+            ..RuntimeConfig::default()
+        })
+        .expect("baseline runtime starts")
+    })
+}
+
 /// The shared runtime, borrowed.
 pub(crate) fn runtime() -> &'static Runtime {
     shared_runtime()

@@ -145,6 +145,7 @@ async fn bench_executor(
             max_parallel_steps: parallel,
             ..omniflow::engine::ExecutorConfig::default()
         },
+        omniflow::runtime::Compiler::Optimized,
     )
     .await
 }
@@ -153,11 +154,14 @@ async fn run_once(
     exec: &omniflow::engine::Executor,
     workflow: &omniflow::workflow::Workflow,
 ) -> Result<()> {
-    let id = exec
-        .submit(workflow, omniflow::engine::RunRequest::default())
+    // The path `omniflow run` takes: the run is created already claimed
+    // under this process's lease, then driven.
+    let claimed = exec
+        .submit_claimed(workflow, omniflow::engine::RunRequest::default())
         .await?;
+    let id = claimed.run.id;
     let status = exec
-        .execute(id, tokio_util::sync::CancellationToken::new())
+        .execute_leased(claimed, tokio_util::sync::CancellationToken::new())
         .await?;
     anyhow::ensure!(
         status == omniflow::store::RunStatus::Succeeded,

@@ -41,9 +41,9 @@ pub(crate) fn report_peak_rss() {
     }
 }
 
-/// `omniflow run FILE` in a child with its own cache dir and database:
-/// (wall ms, peak RSS MB).
-fn timed_run(dir: &Path, workflow: &Path, cache: &Path) -> Result<(f64, f64)> {
+/// `omniflow run FILE` in a child with its own cache dir and database,
+/// compiling cache misses with `compiler`: (wall ms, peak RSS MB).
+fn timed_run(dir: &Path, workflow: &Path, cache: &Path, compiler: &str) -> Result<(f64, f64)> {
     let exe = std::env::current_exe().context("finding this executable")?;
     let started = Instant::now();
     let out = Command::new(exe)
@@ -53,6 +53,7 @@ fn timed_run(dir: &Path, workflow: &Path, cache: &Path) -> Result<(f64, f64)> {
         .arg(dir.join("cold.db"))
         .env("OMNIFLOW_CACHE_DIR", cache)
         .env(REPORT_RSS_VAR, "1")
+        .env("OMNIFLOW_COMPILER", compiler)
         .env_remove("OMNIFLOW_DATABASE_URL")
         .current_dir(dir)
         .output()
@@ -74,21 +75,34 @@ fn timed_run(dir: &Path, workflow: &Path, cache: &Path) -> Result<(f64, f64)> {
     Ok((wall_ms, rss_kb / 1024.0))
 }
 
-/// Each workload on an empty cache, then again with the cache it filled.
+/// Each workload on an empty cache, then again with the cache it filled;
+/// first as `run` compiles by default (baseline, Winch), then with
+/// `OMNIFLOW_COMPILER=optimized` (Cranelift, what `serve` uses), whose
+/// lines carry `-optimized` in the workload name.
 pub(crate) fn cold_start(rounds: usize) -> Result<()> {
     let dir = tempfile_dir()?;
     let cases = [("hello", HELLO), ("code_step", ONE_CODE_STEP)];
-    for (name, text) in cases {
-        let file = dir.join(format!("{name}.json"));
-        std::fs::write(&file, text)?;
-        for round in 0..rounds.max(1) {
-            let cache = dir.join(format!("cache-{name}-{round}"));
-            let (cold_ms, cold_rss) = timed_run(&dir, &file, &cache)?;
-            let (warm_ms, warm_rss) = timed_run(&dir, &file, &cache)?;
-            line(&format!("cold-start_{name}"), "wall_ms", cold_ms);
-            line(&format!("cold-start_{name}"), "peak_rss_mb", cold_rss);
-            line(&format!("warm-start_{name}"), "wall_ms", warm_ms);
-            line(&format!("warm-start_{name}"), "peak_rss_mb", warm_rss);
+    for (compiler, suffix) in [("baseline", ""), ("optimized", "-optimized")] {
+        for (name, text) in cases {
+            let file = dir.join(format!("{name}.json"));
+            std::fs::write(&file, text)?;
+            for round in 0..rounds.max(1) {
+                let cache = dir.join(format!("cache-{compiler}-{name}-{round}"));
+                let (cold_ms, cold_rss) = timed_run(&dir, &file, &cache, compiler)?;
+                let (warm_ms, warm_rss) = timed_run(&dir, &file, &cache, compiler)?;
+                line(&format!("cold-start{suffix}_{name}"), "wall_ms", cold_ms);
+                line(
+                    &format!("cold-start{suffix}_{name}"),
+                    "peak_rss_mb",
+                    cold_rss,
+                );
+                line(&format!("warm-start{suffix}_{name}"), "wall_ms", warm_ms);
+                line(
+                    &format!("warm-start{suffix}_{name}"),
+                    "peak_rss_mb",
+                    warm_rss,
+                );
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -3,11 +3,11 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use omniflow::runtime::{Runtime, RuntimeConfig};
+use omniflow::runtime::{Compiler, Runtime};
 
 pub(crate) async fn inspect(file: &Path, json: bool) -> Result<bool> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let runtime = Runtime::new(super::setup::runtime_config(Compiler::Baseline)?)?;
     let piece = match runtime.load(&bytes).await {
         Ok(piece) => piece,
         Err(err) => {

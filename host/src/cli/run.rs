@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use omniflow::engine::{EngineError, Executor, ExecutorConfig, RunEvent, RunRequest};
-use omniflow::runtime::{Runtime, RuntimeConfig};
+use omniflow::runtime::Runtime;
 use omniflow::store::{RunId, RunStatus, StepStatus};
 use omniflow::workflow::validate;
 use tokio_util::sync::CancellationToken;
@@ -150,7 +150,13 @@ pub(crate) async fn run(args: RunArgs) -> Result<bool> {
         lease: args.lease,
         ..ExecutorConfig::default()
     };
-    let exec = executor(&args.db, &args.pieces, config).await?;
+    let exec = executor(
+        &args.db,
+        &args.pieces,
+        config,
+        omniflow::runtime::Compiler::Baseline,
+    )
+    .await?;
 
     // This command executes the run it creates and nothing else (resuming
     // runs left behind is `omniflow runs resume`). The run is created
@@ -212,7 +218,9 @@ pub(crate) async fn validate_file(file: &Path, pieces: &[PathBuf]) -> Result<boo
             return Ok(false);
         }
     };
-    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let runtime = Runtime::new(super::setup::runtime_config(
+        omniflow::runtime::Compiler::Baseline,
+    )?)?;
     let registry = registry(&runtime, pieces).await?;
     registry.prepare(&runtime, workflow.piece_names()).await?;
     match validate(&workflow, registry.as_ref()) {

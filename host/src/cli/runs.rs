@@ -215,7 +215,8 @@ pub(crate) async fn resume(
         lease,
         ..omniflow::engine::ExecutorConfig::default()
     };
-    let exec = super::setup::executor(db, pieces, config).await?;
+    let exec =
+        super::setup::executor(db, pieces, config, omniflow::runtime::Compiler::Baseline).await?;
     if let Some(holder) = exec.store().server_holding_lock().await? {
         eprintln!(
             "a server ({holder}) is running on {}: it resumes interrupted runs itself \

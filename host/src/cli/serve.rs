@@ -51,9 +51,14 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<bool> {
     // Secrets: stored ones (encrypted with OMNIFLOW_SECRET_KEY, else with a
     // key file next to the database, created on first start), then the
     // documented sources; the same resolution as `run`.
-    let (executor, cipher) =
-        setup::executor_with_secrets(&args.db, &args.pieces, ExecutorConfig::default(), true)
-            .await?;
+    let (executor, cipher) = setup::executor_with_secrets(
+        &args.db,
+        &args.pieces,
+        ExecutorConfig::default(),
+        omniflow::runtime::Compiler::Optimized,
+        true,
+    )
+    .await?;
     let config = ServerConfig {
         listen: args.listen,
         pool: PoolConfig {

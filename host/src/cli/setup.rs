@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use omniflow::capabilities::secrets::{self, SecretCipher};
 use omniflow::engine::{Executor, ExecutorConfig, PieceRegistry};
-use omniflow::runtime::{Runtime, RuntimeConfig, builtin::BUILTIN_PIECES};
+use omniflow::runtime::{Compiler, Runtime, RuntimeConfig, builtin::BUILTIN_PIECES};
 use omniflow::workflow::Workflow;
 
 /// Built-in pieces (compiled when a workflow first needs them) plus any
@@ -25,15 +25,42 @@ pub(crate) async fn registry(runtime: &Runtime, extra: &[PathBuf]) -> Result<Arc
     Ok(registry)
 }
 
-/// An executor for a local command (`run`, `runs resume`, `bench`).
+/// The variable that chooses how cache misses are compiled.
+const COMPILER_VAR: &str = "OMNIFLOW_COMPILER";
+
+/// The runtime settings of a command: `OMNIFLOW_COMPILER` (`optimized` or
+/// `baseline`) when set, else `default` (`baseline` for one-shot commands,
+/// whose wall time on an empty cache is mostly compiling; `optimized` for
+/// `serve` and benchmarks).
+pub(crate) fn runtime_config(default: Compiler) -> Result<RuntimeConfig> {
+    let compiler = match std::env::var(COMPILER_VAR) {
+        Ok(text) => Compiler::parse(&text).with_context(|| {
+            format!(
+                "{COMPILER_VAR}={text:?}: expected `optimized` (Cranelift) or `baseline` (Winch)"
+            )
+        })?,
+        Err(_) => default,
+    };
+    Ok(RuntimeConfig {
+        compiler,
+        ..RuntimeConfig::default()
+    })
+}
+
+/// An executor for a local command (`run`, `runs resume`, `bench`), whose
+/// cache misses compile with `compiler` unless `OMNIFLOW_COMPILER` says
+/// otherwise.
 pub(crate) async fn executor(
     db: &Path,
     extra_pieces: &[PathBuf],
     config: ExecutorConfig,
+    compiler: Compiler,
 ) -> Result<Executor> {
-    Ok(executor_with_secrets(db, extra_pieces, config, false)
-        .await?
-        .0)
+    Ok(
+        executor_with_secrets(db, extra_pieces, config, compiler, false)
+            .await?
+            .0,
+    )
 }
 
 /// An executor whose secrets are resolved as for every command (see
@@ -46,9 +73,10 @@ pub(crate) async fn executor_with_secrets(
     db: &Path,
     extra_pieces: &[PathBuf],
     mut config: ExecutorConfig,
+    compiler: Compiler,
     serve: bool,
 ) -> Result<(Executor, Option<SecretCipher>)> {
-    let runtime = Arc::new(Runtime::new(RuntimeConfig::default())?);
+    let runtime = Arc::new(Runtime::new(runtime_config(compiler)?)?);
     let registry = registry(&runtime, extra_pieces).await?;
     let store = omniflow::store::open(&db.to_string_lossy())
         .await

@@ -80,6 +80,7 @@ impl Runtime {
         let redactor = call.http.redactor();
         let budget = Arc::new(HostBudget::new(limits.memory_bytes.max(MIN_HOST_BUDGET)));
         let mut store = self.new_store(
+            piece.pre.engine(),
             &call.step_id,
             &limits,
             deadline,

@@ -94,6 +94,7 @@ pub struct LoadedPiece {
     pub(crate) size: usize,
     pub(crate) pre: PieceCorePre<StepState>,
     pub(crate) from_cache: bool,
+    pub(crate) compiler: super::Compiler,
 }
 
 impl LoadedPiece {
@@ -116,6 +117,10 @@ impl LoadedPiece {
     /// Whether the compiled code came from the on-disk cache.
     pub fn from_cache(&self) -> bool {
         self.from_cache
+    }
+    /// Which compiler produced the code it runs.
+    pub fn compiler(&self) -> super::Compiler {
+        self.compiler
     }
 }
 
@@ -160,29 +165,12 @@ impl Runtime {
         }
         check_header(bytes)?;
 
-        let cached = self
-            .cache
-            .as_ref()
-            .and_then(|cache| cache.load(&self.engine, &digest));
-        let from_cache = cached.is_some();
-        let component = match cached {
-            Some(component) => component,
-            // Compiling takes from milliseconds to seconds: off the async
-            // workers, so several pieces compile at once and nothing else
-            // waits behind a compile.
-            None => {
-                let engine = self.engine.clone();
-                let owned = bytes.to_vec();
-                tokio::task::spawn_blocking(move || Component::new(&engine, &owned))
-                    .await
-                    .map_err(|e| RuntimeError::Engine(format!("compiling: {e}")))?
-                    .map_err(|e| RuntimeError::Malformed(format!("{e:#}")))?
-            }
-        };
+        let (tier, component, from_cache) = self.compile_or_fetch(bytes, &digest).await?;
+        let engine = &tier.engine;
 
         let ty = component.component_type();
         let imports: Vec<String> = ty
-            .imports(&self.engine)
+            .imports(engine)
             .map(|(name, _)| name.to_string())
             .collect();
         if let Some(bad) = imports
@@ -194,7 +182,7 @@ impl Runtime {
             });
         }
         let exports: Vec<String> = ty
-            .exports(&self.engine)
+            .exports(engine)
             .map(|(name, _)| name.to_string())
             .collect();
         if !exports.iter().any(|name| name == HANDLER_EXPORT) {
@@ -204,7 +192,7 @@ impl Runtime {
             });
         }
 
-        let instance_pre = self
+        let instance_pre = tier
             .linker
             .instantiate_pre(&component)
             .map_err(|e| RuntimeError::Engine(format!("linking: {e:#}")))?;
@@ -212,7 +200,7 @@ impl Runtime {
             expected: format!("{HANDLER_EXPORT} with matching types ({e:#})"),
             exports: exports.join(", "),
         })?;
-        if !from_cache && let Some(cache) = &self.cache {
+        if !from_cache && let Some(cache) = &tier.cache {
             cache.store(&digest, &component);
         }
 
@@ -224,12 +212,43 @@ impl Runtime {
             size: bytes.len(),
             pre,
             from_cache,
+            compiler: tier.compiler,
         });
         self.loaded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(digest, piece.clone());
         Ok(piece)
+    }
+
+    /// The compiled component for `bytes` and the engine it belongs to:
+    /// an optimized artifact from the cache if there is one, else the
+    /// configured compiler's cached artifact, else a fresh compile with
+    /// that compiler (off the async workers: from milliseconds to seconds,
+    /// so several pieces compile at once and nothing waits behind one).
+    async fn compile_or_fetch(
+        &self,
+        bytes: &[u8],
+        digest: &PieceDigest,
+    ) -> Result<(&super::Tier, Component, bool), RuntimeError> {
+        let tiers = std::iter::once(&self.optimized).chain(&self.baseline);
+        for tier in tiers {
+            if let Some(component) = tier
+                .cache
+                .as_ref()
+                .and_then(|cache| cache.load(&tier.engine, digest))
+            {
+                return Ok((tier, component, true));
+            }
+        }
+        let tier = self.baseline.as_ref().unwrap_or(&self.optimized);
+        let engine = tier.engine.clone();
+        let owned = bytes.to_vec();
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &owned))
+            .await
+            .map_err(|e| RuntimeError::Engine(format!("compiling: {e}")))?
+            .map_err(|e| RuntimeError::Malformed(format!("{e:#}")))?;
+        Ok((tier, component, false))
     }
 
     /// Call `info()` under default limits (a hostile `info` is contained too).
@@ -239,6 +258,7 @@ impl Runtime {
             ..StepLimits::default()
         };
         let mut store = self.new_store(
+            pre.engine(),
             "<info>",
             &limits,
             Instant::now() + limits.timeout,
@@ -266,6 +286,7 @@ impl Runtime {
 
     pub(crate) fn new_store(
         &self,
+        engine: &wasmtime::Engine,
         step_id: &str,
         limits: &StepLimits,
         deadline: Instant,
@@ -275,7 +296,7 @@ impl Runtime {
     ) -> Store<StepState> {
         let timeout = limits.timeout;
         let mut store = Store::new(
-            &self.engine,
+            engine,
             StepState::new(step_id, limits, deadline, cancel, http, guards),
         );
         store.limiter(|state| &mut state.limiter);

@@ -3,16 +3,22 @@
 //!
 //! The embedding, as a recipe (after wasmtime's own examples):
 //!
-//! 1. **One engine** ([`Runtime::new`]): component model, async, fuel,
-//!    epoch interruption, the pooling allocator with copy-on-write memory
-//!    images. A background thread ticks the epoch every [`EPOCH_TICK`].
-//! 2. **One linker**: WASI p2 (with no ambient authority), `wasi:http`
-//!    through [`HttpPolicy`](crate::capabilities::http), and
+//! 1. **One engine per compiler** ([`Runtime::new`]): component model,
+//!    async, fuel, epoch interruption, the pooling allocator with
+//!    copy-on-write memory images. The optimizing engine (Cranelift) is
+//!    always there; with [`Compiler::Baseline`] a second engine compiles
+//!    with Winch, a baseline compiler about an order of magnitude faster to
+//!    compile whose code runs slower (see [`Compiler`]). A background
+//!    thread ticks the epoch of both every [`EPOCH_TICK`].
+//! 2. **One linker per engine**: WASI p2 (with no ambient authority),
+//!    `wasi:http` through [`HttpPolicy`](crate::capabilities::http), and
 //!    `omniflow:piece/log`. Built once, shared by every piece.
 //! 3. **Load** ([`Runtime::load`]): check the bytes are a component, compile
-//!    it (or deserialize it from the on-disk cache), refuse any import outside
-//!    the allow-list, `instantiate_pre` it, call `info()` once. The result,
-//!    [`LoadedPiece`], is cached in memory per [`PieceDigest`].
+//!    it (or deserialize it from the on-disk cache: an optimized artifact is
+//!    preferred whenever one is cached), refuse any import outside the
+//!    allow-list, `instantiate_pre` it, call `info()` once. The result,
+//!    [`LoadedPiece`], is cached in memory per [`PieceDigest`]; a piece
+//!    runs on the engine that compiled it.
 //! 4. **Run** ([`Runtime::run`]): a fresh `Store` per attempt with fuel, a
 //!    memory/table limiter, a deadline checked on every epoch tick (the
 //!    guest also yields to tokio on every tick, so a spinning guest never
@@ -94,6 +100,47 @@ pub struct RuntimeConfig {
     /// Largest fuel, timeout and output cap a step may ask for (memory's
     /// ceiling is `max_memory_bytes`): [`Runtime::max_limits`].
     pub ceilings: LimitCeilings,
+    /// How a piece with no cached artifact is compiled.
+    pub compiler: Compiler,
+}
+
+/// How a piece whose compiled code is not cached gets compiled.
+///
+/// An optimized (Cranelift) artifact in the disk cache is always used when
+/// there is one; this only decides what a cache miss costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compiler {
+    /// Cranelift, the optimizing compiler: the fastest code, but seconds
+    /// to compile a large piece (the `code` piece). For long-lived
+    /// processes (`serve`), which compile once and run many steps.
+    #[default]
+    Optimized,
+    /// Winch, wasmtime's baseline compiler: compiles about ten times
+    /// faster, its code runs slower. For one-shot commands (`run`), whose
+    /// wall time is mostly compiling on an empty cache. Its artifacts are
+    /// cached apart from optimized ones (the cache key includes the
+    /// engine's settings).
+    Baseline,
+}
+
+impl Compiler {
+    /// `optimized`/`cranelift` or `baseline`/`winch` (as in
+    /// `OMNIFLOW_COMPILER`).
+    pub fn parse(text: &str) -> Option<Compiler> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "optimized" | "cranelift" => Some(Compiler::Optimized),
+            "baseline" | "winch" => Some(Compiler::Baseline),
+            _ => None,
+        }
+    }
+
+    /// The name `parse` reads back.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compiler::Optimized => "optimized",
+            Compiler::Baseline => "baseline",
+        }
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -104,6 +151,7 @@ impl Default for RuntimeConfig {
             max_concurrent_instances: 1000,
             pooling: true,
             ceilings: LimitCeilings::default(),
+            compiler: Compiler::Optimized,
         }
     }
 }
@@ -119,11 +167,19 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/omniflow"))
 }
 
-/// The engine, linker and loaded-piece cache. Cheap to share (`Arc`).
+/// One compiler's engine, the linker built on it and its artifact cache.
+pub(crate) struct Tier {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<StepState>,
+    pub(crate) cache: Option<cache::ArtifactCache>,
+    pub(crate) compiler: Compiler,
+}
+
+/// The engines, linkers and loaded-piece cache. Cheap to share (`Arc`).
 pub struct Runtime {
-    engine: Engine,
-    linker: Linker<StepState>,
-    cache: Option<cache::ArtifactCache>,
+    optimized: Tier,
+    /// Compiles cache misses when [`Compiler::Baseline`] is configured.
+    baseline: Option<Tier>,
     loaded: Mutex<HashMap<PieceDigest, Arc<LoadedPiece>>>,
     max_memory_bytes: usize,
     ceilings: LimitCeilings,
@@ -131,72 +187,35 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Build the engine and linker and start the epoch ticker.
+    /// Build the engines and linkers and start the epoch ticker.
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
-        let mut wasm = Config::new();
-        wasm.wasm_component_model(true)
-            .consume_fuel(true)
-            .epoch_interruption(true)
-            .memory_init_cow(true)
-            .max_wasm_stack(512 << 10)
-            .async_stack_size(2 << 20);
-        if config.pooling {
-            let mut pool = PoolingAllocationConfig::new();
-            let n = config.max_concurrent_instances;
-            pool.total_component_instances(n)
-                .total_core_instances(n.saturating_mul(8))
-                .total_memories(n.saturating_mul(2))
-                .total_tables(n.saturating_mul(4))
-                .total_stacks(n)
-                .max_memory_size(config.max_memory_bytes)
-                // Reset tables and stacks with memset instead of madvise.
-                .table_keep_resident(64 << 10)
-                .async_stack_keep_resident(64 << 10)
-                // Linear memory: with Linux's PAGEMAP_SCAN (6.7+) only the
-                // pages a step dirtied are restored, in place, so a reused
-                // slot costs neither an madvise (and its TLB shootdown) nor
-                // page faults. Beyond this many bytes, or without the ioctl,
-                // the rest is released with madvise as before. (Keeping
-                // memory resident *without* the scan was measured slower:
-                // memset of the whole range costs more than the faults.)
-                .pagemap_scan(Enabled::Auto);
-            if PoolingAllocationConfig::is_pagemap_scan_available() {
-                pool.linear_memory_keep_resident(MEMORY_KEEP_RESIDENT);
-            }
-            wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        }
-        let engine = Engine::new(&wasm).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
-
-        let mut linker = Linker::<StepState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
-            .and_then(|()| {
-                crate::capabilities::log::link(&mut linker, |state: &mut StepState| &mut state.log)
-            })
-            .map_err(|e| RuntimeError::Engine(format!("linking host interfaces: {e:#}")))?;
-
+        let optimized = Tier::new(&config, Compiler::Optimized)?;
+        let baseline = match config.compiler {
+            Compiler::Optimized => None,
+            Compiler::Baseline => Some(Tier::new(&config, Compiler::Baseline)?),
+        };
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
-            let engine = engine.clone();
+            let engines: Vec<Engine> = std::iter::once(&optimized)
+                .chain(&baseline)
+                .map(|tier| tier.engine.clone())
+                .collect();
             let stop = ticker_stop.clone();
             std::thread::Builder::new()
                 .name("omniflow-epoch".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(EPOCH_TICK);
-                        engine.increment_epoch();
+                        for engine in &engines {
+                            engine.increment_epoch();
+                        }
                     }
                 })
                 .map_err(|e| RuntimeError::Engine(format!("starting the epoch ticker: {e}")))?;
         }
-
-        let cache = config
-            .cache_dir
-            .map(|dir| cache::ArtifactCache::new(&engine, dir.join("compiled")));
         Ok(Runtime {
-            engine,
-            linker,
-            cache,
+            optimized,
+            baseline,
             loaded: Mutex::new(HashMap::new()),
             max_memory_bytes: config.max_memory_bytes,
             ceilings: config.ceilings,
@@ -204,9 +223,16 @@ impl Runtime {
         })
     }
 
-    /// The wasmtime engine (for tools that inspect components).
+    /// The optimizing engine (for tools that inspect components).
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.optimized.engine
+    }
+
+    /// How cache misses are compiled.
+    pub fn compiler(&self) -> Compiler {
+        self.baseline
+            .as_ref()
+            .map_or(Compiler::Optimized, |tier| tier.compiler)
     }
 
     /// Largest per-step memory limit this runtime can honour.
@@ -225,6 +251,73 @@ impl Runtime {
             ..StepLimits::default()
         }
     }
+}
+
+impl Tier {
+    /// The engine for `compiler`, its linker and its cache directory.
+    fn new(config: &RuntimeConfig, compiler: Compiler) -> Result<Tier, RuntimeError> {
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            .max_wasm_stack(512 << 10)
+            .async_stack_size(2 << 20);
+        if compiler == Compiler::Baseline {
+            wasm.strategy(wasmtime::Strategy::Winch);
+        }
+        // The baseline engine serves one-shot commands: instances come
+        // from the on-demand allocator, so a second pool is not reserved.
+        if config.pooling && compiler == Compiler::Optimized {
+            wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool_config(config)));
+        }
+        let engine = Engine::new(&wasm).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+
+        let mut linker = Linker::<StepState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+            .and_then(|()| {
+                crate::capabilities::log::link(&mut linker, |state: &mut StepState| &mut state.log)
+            })
+            .map_err(|e| RuntimeError::Engine(format!("linking host interfaces: {e:#}")))?;
+        let cache = config
+            .cache_dir
+            .as_ref()
+            .map(|dir| cache::ArtifactCache::new(&engine, dir.join("compiled")));
+        Ok(Tier {
+            engine,
+            linker,
+            cache,
+            compiler,
+        })
+    }
+}
+
+/// The pooling allocator's slots, sized by `config`.
+fn pool_config(config: &RuntimeConfig) -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::new();
+    let n = config.max_concurrent_instances;
+    pool.total_component_instances(n)
+        .total_core_instances(n.saturating_mul(8))
+        .total_memories(n.saturating_mul(2))
+        .total_tables(n.saturating_mul(4))
+        .total_stacks(n)
+        .max_memory_size(config.max_memory_bytes)
+        // Reset tables and stacks with memset instead of madvise.
+        .table_keep_resident(64 << 10)
+        .async_stack_keep_resident(64 << 10)
+        // Linear memory: with Linux's PAGEMAP_SCAN (6.7+) only the
+        // pages a step dirtied are restored, in place, so a reused
+        // slot costs neither an madvise (and its TLB shootdown) nor
+        // page faults. Beyond this many bytes, or without the ioctl,
+        // the rest is released with madvise as before. (Keeping
+        // memory resident *without* the scan was measured slower:
+        // memset of the whole range costs more than the faults.)
+        .pagemap_scan(Enabled::Auto);
+    if PoolingAllocationConfig::is_pagemap_scan_available() {
+        pool.linear_memory_keep_resident(MEMORY_KEEP_RESIDENT);
+    }
+    pool
 }
 
 impl Drop for Runtime {
