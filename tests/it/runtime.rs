@@ -513,3 +513,29 @@ fn compiler_names_parse() {
         Some(Compiler::Baseline)
     );
 }
+
+/// A cache directory that cannot be written (here: below a plain file)
+/// costs the cache, not the load: the piece compiles, runs, and the next
+/// runtime compiles again.
+#[tokio::test]
+async fn an_unwritable_cache_still_loads_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    for compiler in [Compiler::Baseline, Compiler::Optimized] {
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: Some(file.join("cache")),
+            max_concurrent_instances: 10,
+            compiler,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        let piece = runtime.load(&guest("flow")).await.unwrap();
+        assert!(!piece.from_cache());
+        assert_eq!(piece.compiler(), compiler);
+        let report = runtime
+            .run(&piece, call("if", json!({"condition": true})))
+            .await;
+        assert_eq!(report.outcome.unwrap()["handle"], "then");
+    }
+}

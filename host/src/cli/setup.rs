@@ -43,6 +43,9 @@ pub(crate) fn runtime_config(default: Compiler) -> Result<RuntimeConfig> {
     };
     Ok(RuntimeConfig {
         compiler,
+        // A one-shot command runs a handful of instances: the on-demand
+        // allocator costs it ~40 µs per instantiation and no pool.
+        pooling: default == Compiler::Optimized,
         ..RuntimeConfig::default()
     })
 }

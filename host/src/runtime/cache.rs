@@ -54,22 +54,50 @@ impl ArtifactCache {
         }
     }
 
-    /// Store a compiled component; failures are logged, not fatal.
-    pub(crate) fn store(&self, digest: &PieceDigest, component: &Component) {
-        if let Err(err) = self.try_store(digest, component) {
-            tracing::warn!(dir = %self.dir.display(), "could not cache compiled piece: {err}");
+    /// Compile `bytes` straight into the cache and load the result from
+    /// there: the artifact exists once in memory while it is written, then
+    /// only as the mapped file (`Component::new` + `serialize` held two
+    /// copies at once, the peak of a cold start). When the file cannot be
+    /// written (read-only or full disk: logged), the artifact is loaded
+    /// from memory instead.
+    pub(crate) fn compile(
+        &self,
+        engine: &Engine,
+        digest: &PieceDigest,
+        bytes: &[u8],
+    ) -> wasmtime::Result<Component> {
+        let artifact = engine.precompile_component(bytes)?;
+        let path = self.path(digest);
+        match self.write_atomically(&path, &artifact) {
+            Ok(()) => {
+                drop(artifact);
+                // SAFETY: as in `load`: the file was just written from
+                // `precompile_component` of this engine, in the operator's
+                // private cache directory.
+                #[allow(unsafe_code)]
+                unsafe {
+                    Component::deserialize_file(engine, &path)
+                }
+            }
+            Err(err) => {
+                tracing::warn!(dir = %self.dir.display(), "could not cache compiled piece: {err}");
+                // SAFETY: these bytes come from `precompile_component` of
+                // this very engine, a moment ago, and never left memory.
+                #[allow(unsafe_code)]
+                unsafe {
+                    Component::deserialize(engine, &artifact)
+                }
+            }
         }
     }
 
-    fn try_store(&self, digest: &PieceDigest, component: &Component) -> std::io::Result<()> {
-        let bytes = component
-            .serialize()
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        let path = self.path(digest);
-        let tmp = tmp_path(&path);
+        let tmp = tmp_path(path);
         std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, &path)
+        std::fs::rename(&tmp, path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
     }
 }
 

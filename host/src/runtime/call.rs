@@ -79,7 +79,7 @@ impl Runtime {
         let deadline = started + limits.timeout;
         let redactor = call.http.redactor();
         let budget = Arc::new(HostBudget::new(limits.memory_bytes.max(MIN_HOST_BUDGET)));
-        let mut store = self.new_store(
+        let mut store = Self::new_store(
             piece.pre.engine(),
             &call.step_id,
             &limits,

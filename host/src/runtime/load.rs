@@ -200,9 +200,6 @@ impl Runtime {
             expected: format!("{HANDLER_EXPORT} with matching types ({e:#})"),
             exports: exports.join(", "),
         })?;
-        if !from_cache && let Some(cache) = &tier.cache {
-            cache.store(&digest, &component);
-        }
 
         let info = self.describe(&pre).await?;
         let piece = Arc::new(LoadedPiece {
@@ -242,12 +239,23 @@ impl Runtime {
             }
         }
         let tier = self.baseline.as_ref().unwrap_or(&self.optimized);
+        // The baseline tier compiles one piece at a time: its compiles are
+        // short, and a one-shot command's peak memory is what it costs.
+        let _turn = match &tier.compile_turn {
+            Some(turn) => Some(turn.lock().await),
+            None => None,
+        };
         let engine = tier.engine.clone();
+        let cache = tier.cache.clone();
+        let digest = digest.clone();
         let owned = bytes.to_vec();
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &owned))
-            .await
-            .map_err(|e| RuntimeError::Engine(format!("compiling: {e}")))?
-            .map_err(|e| RuntimeError::Malformed(format!("{e:#}")))?;
+        let component = tokio::task::spawn_blocking(move || match cache {
+            Some(cache) => cache.compile(&engine, &digest, &owned),
+            None => Component::new(&engine, &owned),
+        })
+        .await
+        .map_err(|e| RuntimeError::Engine(format!("compiling: {e}")))?
+        .map_err(|e| RuntimeError::Malformed(format!("{e:#}")))?;
         Ok((tier, component, false))
     }
 
@@ -257,7 +265,7 @@ impl Runtime {
             timeout: Duration::from_secs(10),
             ..StepLimits::default()
         };
-        let mut store = self.new_store(
+        let mut store = Self::new_store(
             pre.engine(),
             "<info>",
             &limits,
@@ -285,7 +293,6 @@ impl Runtime {
     }
 
     pub(crate) fn new_store(
-        &self,
         engine: &wasmtime::Engine,
         step_id: &str,
         limits: &StepLimits,

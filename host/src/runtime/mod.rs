@@ -171,8 +171,10 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 pub(crate) struct Tier {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<StepState>,
-    pub(crate) cache: Option<cache::ArtifactCache>,
+    pub(crate) cache: Option<Arc<cache::ArtifactCache>>,
     pub(crate) compiler: Compiler,
+    /// Held while compiling, when compiles take turns (baseline).
+    pub(crate) compile_turn: Option<tokio::sync::Mutex<()>>,
 }
 
 /// The engines, linkers and loaded-piece cache. Cheap to share (`Arc`).
@@ -264,7 +266,14 @@ impl Tier {
             .max_wasm_stack(512 << 10)
             .async_stack_size(2 << 20);
         if compiler == Compiler::Baseline {
-            wasm.strategy(wasmtime::Strategy::Winch);
+            // No native-to-wasm address map: a third of a Winch artifact
+            // and of its compile's peak memory. Traps are still classified
+            // (trap tables are separate); only wasm backtraces lose offsets.
+            // Functions compile on this thread: Winch is quick, and a
+            // one-shot command's peak memory is what parallel compiles add.
+            wasm.strategy(wasmtime::Strategy::Winch)
+                .generate_address_map(false)
+                .parallel_compilation(false);
         }
         // The baseline engine serves one-shot commands: instances come
         // from the on-demand allocator, so a second pool is not reserved.
@@ -283,12 +292,13 @@ impl Tier {
         let cache = config
             .cache_dir
             .as_ref()
-            .map(|dir| cache::ArtifactCache::new(&engine, dir.join("compiled")));
+            .map(|dir| Arc::new(cache::ArtifactCache::new(&engine, dir.join("compiled"))));
         Ok(Tier {
             engine,
             linker,
             cache,
             compiler,
+            compile_turn: (compiler == Compiler::Baseline).then(|| tokio::sync::Mutex::new(())),
         })
     }
 }
