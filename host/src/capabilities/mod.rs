@@ -11,7 +11,9 @@
 //! traits ([`crate::bindings`]) on their own state and never name the
 //! runtime's types.
 
+mod addr;
 pub mod budget;
 pub mod http;
 pub mod log;
+pub mod redact;
 pub mod secrets;
