@@ -477,12 +477,12 @@ async fn secure(
     .with_no_client_auth();
     let name = match grant.literal_ip() {
         Some(ip) => rustls::pki_types::ServerName::IpAddress(ip.into()),
-        None => rustls::pki_types::ServerName::try_from(
-            url.host_str().unwrap_or_default().to_string(),
-        )
-        .map_err(|e| {
-            Failure::Transport(format!("TLS server name: {e}"), HttpError::TlsProtocolError)
-        })?,
+        None => {
+            rustls::pki_types::ServerName::try_from(url.host_str().unwrap_or_default().to_string())
+                .map_err(|e| {
+                    Failure::Transport(format!("TLS server name: {e}"), HttpError::TlsProtocolError)
+                })?
+        }
     };
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, stream)
@@ -598,12 +598,8 @@ fn redacted_response(
 }
 
 /// The task driving one connection, bounded by the step deadline.
-type ConnTask = tokio::task::JoinHandle<
-    Result<
-        Result<(), hyper::Error>,
-        tokio::time::error::Elapsed,
-    >,
->;
+type ConnTask =
+    tokio::task::JoinHandle<Result<Result<(), hyper::Error>, tokio::time::error::Elapsed>>;
 
 trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Stream for T {}

@@ -36,7 +36,6 @@
 //! This module must not know the engine's types (it stores JSON, not
 //! `Workflow`s), the CLI or HTTP.
 
-
 mod canonical;
 mod error;
 mod records;

@@ -27,7 +27,6 @@
 //! `secrets.rs`; `conn.rs` (the write connection and transactions) and
 //! `rows.rs` (row decoding, error classification) serve them all.
 
-
 mod conn;
 mod lock;
 mod queue;
@@ -202,5 +201,4 @@ impl SqliteStore {
             Some(_) => Err(StoreError::LeaseLost { run }),
         }
     }
-
 }

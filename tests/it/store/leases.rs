@@ -225,7 +225,9 @@ pub(super) async fn fenced_step_writes_batched_together_each_get_their_own_answe
     }
 }
 
-pub(super) async fn the_sweep_recovers_running_runs_without_a_lease_and_claims_respect_live_ones(db: TestDb) {
+pub(super) async fn the_sweep_recovers_running_runs_without_a_lease_and_claims_respect_live_ones(
+    db: TestDb,
+) {
     use std::time::{Duration, SystemTime};
     let store = db.with_flow().await;
     // Set running by hand (no lease): nothing would ever renew it.

@@ -19,8 +19,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use omniflow::store::{
-    self, AttemptRecord, NewRun, Priority, RunStatus, RunStore, SqliteStore,
-    StepRecord, StepStatus, Store, StoreError, WorkflowStore,
+    self, AttemptRecord, NewRun, Priority, RunStatus, RunStore, SqliteStore, StepRecord,
+    StepStatus, Store, StoreError, WorkflowStore,
 };
 use serde_json::json;
 

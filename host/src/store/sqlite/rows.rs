@@ -6,7 +6,9 @@ use std::str::FromStr;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use crate::store::{AttemptRecord, Priority, RunRecord, StepRecord, StepStatus, StoreError, StoredWorkflow};
+use crate::store::{
+    AttemptRecord, Priority, RunRecord, StepRecord, StepStatus, StoreError, StoredWorkflow,
+};
 
 /// The columns of `runs`, in the order [`run_from_row`] reads them.
 pub(super) const RUN_COLUMNS: &str = "id, workflow_name, workflow_version, status, priority, trigger, vars, simulated, \
@@ -79,7 +81,10 @@ pub(super) fn json(row: &SqliteRow, name: &str) -> Result<serde_json::Value, Sto
 }
 
 /// A nullable JSON text column.
-pub(super) fn json_opt(row: &SqliteRow, name: &str) -> Result<Option<serde_json::Value>, StoreError> {
+pub(super) fn json_opt(
+    row: &SqliteRow,
+    name: &str,
+) -> Result<Option<serde_json::Value>, StoreError> {
     let text: Option<String> = get(row, name)?;
     text.map(|t| serde_json::from_str(&t))
         .transpose()
