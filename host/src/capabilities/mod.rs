@@ -10,8 +10,14 @@
 //! Capabilities sit below the runtime: they implement the generated host
 //! traits ([`crate::bindings`]) on their own state and never name the
 //! runtime's types.
+//!
+//! Two helpers serve them: [`redact`] (the [`redact::Redactor`] every
+//! output of a run passes through) and `addr` (which addresses HTTP may
+//! reach by host name).
 
+mod addr;
 pub mod budget;
 pub mod http;
 pub mod log;
+pub mod redact;
 pub mod secrets;

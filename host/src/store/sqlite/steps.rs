@@ -29,7 +29,8 @@ use std::collections::{HashMap, HashSet};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Gate, WriteConn, rollback_quietly, saturating_i64, sql_error};
+use super::conn::{Gate, WriteConn, rollback_quietly};
+use super::rows::{saturating_i64, sql_error};
 use crate::store::{AttemptRecord, Lease, RunId, StepRecord, StoreError};
 
 /// Most writes stored together (15 bound values each, far below SQLite's limit).
@@ -267,13 +268,28 @@ async fn try_write_batch(
         }
         query.push("); ");
     }
+    push_step_upsert(&mut query, &steps);
+    if !attempts.is_empty() {
+        push_attempt_upsert(&mut query, &attempts);
+    }
+    query.push(" COMMIT");
+    let rows = query
+        .build()
+        .fetch_all(&mut **conn)
+        .await
+        .map_err(not_found)?;
+    answers(batch, &rows)
+}
+
+/// Append the fenced multi-row upsert of `steps` (the newest record of each).
+fn push_step_upsert<'a>(query: &mut QueryBuilder<'a, Sqlite>, steps: &[&'a StepWrite]) {
     query.push(
         "INSERT INTO step_runs (run_id, step_id, status, input, output, error_class, \
          error_message, logs, attempts, fuel_used, duration_ms, started_at, finished_at, wake_at, tries) \
          SELECT column1, column2, column3, column4, column5, column6, column7, column8, column9, \
          column10, column11, column12, column13, column14, column15 FROM (",
     );
-    query.push_values(&steps, |mut row, w| {
+    query.push_values(steps, |mut row, w| {
         let step = &w.step;
         row.push_bind(w.run.to_string())
             .push_bind(step.step_id.as_str())
@@ -301,50 +317,56 @@ async fn try_write_batch(
          duration_ms = excluded.duration_ms, started_at = excluded.started_at, \
          finished_at = excluded.finished_at, wake_at = excluded.wake_at, tries = excluded.tries;",
     );
-    if !attempts.is_empty() {
-        query.push(
-            " INSERT INTO attempts (run_id, step_id, attempt, status, input, output, error_class, \
-             error_message, logs, fuel_used, duration_ms, started_at, finished_at) \
-             SELECT column1, column2, column3, column4, column5, column6, column7, column8, column9, \
-             column10, column11, column12, column13 FROM (",
-        );
-        query.push_values(&attempts, |mut row, (w, attempt)| {
-            row.push_bind(w.run.to_string())
-                .push_bind(w.step.step_id.as_str())
-                .push_bind(i64::from(attempt.attempt))
-                .push_bind(attempt.status.as_str())
-                .push_bind(attempt.input.as_ref().map(serde_json::Value::to_string))
-                .push_bind(attempt.output.as_ref().map(serde_json::Value::to_string))
-                .push_bind(attempt.error_class.as_deref())
-                .push_bind(attempt.error_message.as_deref())
-                .push_bind(attempt.logs.as_str())
-                .push_bind(saturating_i64(attempt.fuel_used))
-                .push_bind(saturating_i64(attempt.duration_ms))
-                .push_bind(attempt.started_at.as_str())
-                .push_bind(attempt.finished_at.as_str())
-                .push_bind(w.epoch);
-        });
-        query.push(")");
-        query.push(fenced(1, 14));
-        // Replacing an existing attempt keeps re-recording idempotent
-        // (execution is at-least-once).
-        query.push(
-            " ON CONFLICT (run_id, step_id, attempt) DO UPDATE SET status = excluded.status, \
-             input = excluded.input, output = excluded.output, error_class = excluded.error_class, \
-             error_message = excluded.error_message, logs = excluded.logs, fuel_used = excluded.fuel_used, \
-             duration_ms = excluded.duration_ms, started_at = excluded.started_at, \
-             finished_at = excluded.finished_at;",
-        );
-    }
-    query.push(" COMMIT");
-    let rows = query
-        .build()
-        .fetch_all(&mut **conn)
-        .await
-        .map_err(not_found)?;
-    // Only the SELECT returns rows: the fenced runs' state at write time.
+}
+
+/// Append the fenced multi-row upsert of `attempts` (each with its write).
+fn push_attempt_upsert<'a>(
+    query: &mut QueryBuilder<'a, Sqlite>,
+    attempts: &[(&'a StepWrite, &'a AttemptRecord)],
+) {
+    query.push(
+        " INSERT INTO attempts (run_id, step_id, attempt, status, input, output, error_class, \
+         error_message, logs, fuel_used, duration_ms, started_at, finished_at) \
+         SELECT column1, column2, column3, column4, column5, column6, column7, column8, column9, \
+         column10, column11, column12, column13 FROM (",
+    );
+    query.push_values(attempts, |mut row, (w, attempt)| {
+        row.push_bind(w.run.to_string())
+            .push_bind(w.step.step_id.as_str())
+            .push_bind(i64::from(attempt.attempt))
+            .push_bind(attempt.status.as_str())
+            .push_bind(attempt.input.as_ref().map(serde_json::Value::to_string))
+            .push_bind(attempt.output.as_ref().map(serde_json::Value::to_string))
+            .push_bind(attempt.error_class.as_deref())
+            .push_bind(attempt.error_message.as_deref())
+            .push_bind(attempt.logs.as_str())
+            .push_bind(saturating_i64(attempt.fuel_used))
+            .push_bind(saturating_i64(attempt.duration_ms))
+            .push_bind(attempt.started_at.as_str())
+            .push_bind(attempt.finished_at.as_str())
+            .push_bind(w.epoch);
+    });
+    query.push(")");
+    query.push(fenced(1, 14));
+    // Replacing an existing attempt keeps re-recording idempotent
+    // (execution is at-least-once).
+    query.push(
+        " ON CONFLICT (run_id, step_id, attempt) DO UPDATE SET status = excluded.status, \
+         input = excluded.input, output = excluded.output, error_class = excluded.error_class, \
+         error_message = excluded.error_message, logs = excluded.logs, fuel_used = excluded.fuel_used, \
+         duration_ms = excluded.duration_ms, started_at = excluded.started_at, \
+         finished_at = excluded.finished_at;",
+    );
+}
+
+/// Each write's own answer, from the rows the batch's query returned (only
+/// its SELECT returns rows: the fenced runs' state at write time).
+fn answers(
+    batch: &[StepWrite],
+    rows: &[sqlx::sqlite::SqliteRow],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
     let mut current: HashMap<String, (bool, i64)> = HashMap::new();
-    for row in &rows {
+    for row in rows {
         let get = |e: sqlx::Error| StoreError::Corrupt(format!("record step: {e}"));
         current.insert(
             row.try_get("id").map_err(get)?,

@@ -1,0 +1,247 @@
+//! SQL for [`RunStore`]: runs, their status changes, and reading steps
+//! and attempts (step writes go through the group commit in `steps.rs`).
+
+use super::SqliteStore;
+use super::conn::WriteConn;
+use super::rows::{
+    ATTEMPT_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, attempt_from_row, run_from_row, sql_error,
+    step_from_row,
+};
+use crate::store::{
+    AttemptRecord, Lease, NewRun, RunFilter, RunId, RunRecord, RunStatus, RunStore, StepRecord,
+    StoreError, now_rfc3339, rfc3339,
+};
+
+#[async_trait::async_trait]
+impl RunStore for SqliteStore {
+    async fn create_run(&self, run: NewRun) -> Result<RunRecord, StoreError> {
+        // One statement is atomic on its own: no BEGIN/COMMIT round trips.
+        let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
+        insert_run(&mut conn, run, None).await
+    }
+
+    async fn get_run(&self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql_error("get run"))?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        let limit = if filter.limit == 0 {
+            RunFilter::DEFAULT_LIMIT
+        } else {
+            filter.limit
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs \
+             WHERE (?1 IS NULL OR workflow_name = ?1) AND (?2 IS NULL OR status = ?2) \
+             AND (?3 IS NULL OR created_at >= ?3) \
+             ORDER BY created_at DESC, id DESC LIMIT ?4 OFFSET ?5"
+        ))
+        .bind(filter.workflow.as_deref())
+        .bind(filter.status.map(RunStatus::as_str))
+        .bind(filter.since.map(rfc3339))
+        .bind(i64::from(limit))
+        .bind(i64::from(filter.offset))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error("list runs"))?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn set_run_status(
+        &self,
+        id: RunId,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        // One statement (one round trip to the connection thread): the
+        // transition check and the times are computed by SQLite.
+        let now = now_rfc3339();
+        let updated = {
+            let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
+            sqlx::query(
+                "UPDATE runs SET status = ?2, error = ?3, \
+                 started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?4) ELSE started_at END, \
+                 finished_at = CASE WHEN ?5 THEN ?4 END, \
+                 total_time_ms = CASE WHEN ?5 THEN MAX(0, CAST(ROUND( \
+                     (julianday(?4) - julianday(COALESCE(started_at, created_at))) * 86400000.0) AS INTEGER)) END, \
+                 lease_owner = CASE WHEN ?5 THEN NULL ELSE lease_owner END, \
+                 lease_until = CASE WHEN ?5 THEN NULL ELSE lease_until END \
+                 WHERE id = ?1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
+            )
+            .bind(id.to_string())
+            .bind(status.as_str())
+            .bind(error)
+            .bind(&now)
+            .bind(status.is_terminal())
+            .execute(&mut *conn)
+            .await
+            .map_err(sql_error("set run status"))?
+            .rows_affected()
+        };
+        if updated > 0 {
+            return Ok(());
+        }
+        // Nothing changed: say why.
+        match self.get_run(id).await? {
+            None => Err(StoreError::NotFound(format!("run {id}"))),
+            Some(run) => Err(StoreError::InvalidTransition {
+                run: id,
+                from: run.status,
+                to: status,
+            }),
+        }
+    }
+
+    async fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE status IN ('queued', 'running') ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error("unfinished runs"))?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn record_step(
+        &self,
+        run: RunId,
+        step: &StepRecord,
+        attempt: Option<&AttemptRecord>,
+    ) -> Result<(), StoreError> {
+        self.steps.write(run, step, attempt).await
+    }
+
+    async fn record_leased_step(
+        &self,
+        lease: &Lease,
+        step: &StepRecord,
+        attempt: Option<&AttemptRecord>,
+    ) -> Result<(), StoreError> {
+        self.steps.write_leased(lease, step, attempt).await
+    }
+
+    async fn finish_run(
+        &self,
+        lease: &Lease,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        if !status.is_terminal() {
+            return Err(StoreError::InvalidTransition {
+                run: lease.run,
+                from: RunStatus::Running,
+                to: status,
+            });
+        }
+        let now = now_rfc3339();
+        let updated = {
+            let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
+            sqlx::query(
+                "UPDATE runs SET status = ?2, error = ?3, finished_at = ?4, \
+                 total_time_ms = MAX(0, CAST(ROUND( \
+                     (julianday(?4) - julianday(COALESCE(started_at, created_at))) * 86400000.0) AS INTEGER)), \
+                 lease_owner = NULL, lease_until = NULL \
+                 WHERE id = ?1 AND status = 'running' AND lease_epoch = ?5",
+            )
+            .bind(lease.run.to_string())
+            .bind(status.as_str())
+            .bind(error)
+            .bind(&now)
+            .bind(lease.epoch)
+            .execute(&mut *conn)
+            .await
+            .map_err(sql_error("finish run"))?
+            .rows_affected()
+        };
+        if updated > 0 {
+            return Ok(());
+        }
+        self.lease_lost(lease.run).await
+    }
+
+    async fn steps(&self, run: RunId) -> Result<Vec<StepRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = ?1 \
+             ORDER BY started_at IS NULL, started_at, step_id"
+        ))
+        .bind(run.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error("read steps"))?;
+        rows.iter().map(step_from_row).collect()
+    }
+
+    async fn attempts(&self, run: RunId, step_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ?1 AND step_id = ?2 ORDER BY attempt"
+        ))
+        .bind(run.to_string())
+        .bind(step_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error("read attempts"))?;
+        rows.iter().map(attempt_from_row).collect()
+    }
+}
+
+/// Insert `run` inside `tx`: queued, or, given `(owner, until)`, running
+/// under that lease (epoch 1, started now).
+pub(super) async fn insert_run(
+    tx: &mut sqlx::SqliteConnection,
+    run: NewRun,
+    lease: Option<(&str, std::time::SystemTime)>,
+) -> Result<RunRecord, StoreError> {
+    let now = now_rfc3339();
+    let record = RunRecord {
+        id: uuid::Uuid::now_v7(),
+        workflow_name: run.workflow_name,
+        workflow_version: run.workflow_version,
+        status: if lease.is_some() {
+            RunStatus::Running
+        } else {
+            RunStatus::Queued
+        },
+        priority: run.priority,
+        trigger: run.trigger,
+        vars: run.vars,
+        simulated: run.simulated,
+        started_at: lease.is_some().then(|| now.clone()),
+        created_at: now,
+        finished_at: None,
+        total_time_ms: None,
+        error: None,
+    };
+    sqlx::query(
+        "INSERT INTO runs (id, workflow_name, workflow_version, status, priority, trigger, vars, simulated, \
+         created_at, started_at, lease_owner, lease_until, lease_epoch) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )
+    .bind(record.id.to_string())
+    .bind(&record.workflow_name)
+    .bind(record.workflow_version)
+    .bind(record.status.as_str())
+    .bind(record.priority.as_i64())
+    .bind(record.trigger.to_string())
+    .bind(record.vars.to_string())
+    .bind(record.simulated)
+    .bind(&record.created_at)
+    .bind(record.started_at.as_deref())
+    .bind(lease.map(|(owner, _)| owner))
+    .bind(lease.map(|(_, until)| rfc3339(until)))
+    .bind(if lease.is_some() { 1_i64 } else { 0 })
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| match sql_error("create run")(e) {
+        StoreError::Constraint(_) => StoreError::NotFound(format!(
+            "workflow {:?} version {}",
+            record.workflow_name, record.workflow_version
+        )),
+        other => other,
+    })?;
+    Ok(record)
+}
