@@ -26,9 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::{ExecHandle, sleep_until_opt};
 use super::handler::run_handler;
-use super::run::{
-    Slot, dep_context, load_workflow, parse_time, should_run, skipped, step_failed,
-};
+use super::run::{Slot, dep_context, load_workflow, parse_time, should_run, skipped, step_failed};
 use super::step::{StepPlan, finish_hold, run_step};
 use super::{EngineError, Executor, RunEvent};
 use crate::store::{
@@ -171,7 +169,12 @@ impl<'a> RunDriver<'a> {
             exec,
             handle: ExecHandle::new(exec, lease.clone()),
             lease,
-            ids: validated.workflow.steps.iter().map(|s| s.id.clone()).collect(),
+            ids: validated
+                .workflow
+                .steps
+                .iter()
+                .map(|s| s.id.clone())
+                .collect(),
             slots: vec![Slot::Pending; steps],
             prior_attempts: vec![0; steps],
             resumed: vec![None; steps],
@@ -555,8 +558,10 @@ impl<'a> RunDriver<'a> {
         for (i, slot) in self.slots.iter().enumerate() {
             let record = match slot {
                 Slot::Pending => {
-                    let mut record =
-                        skipped(&self.ids[i], format!("not run: the run {}", status.as_str()));
+                    let mut record = skipped(
+                        &self.ids[i],
+                        format!("not run: the run {}", status.as_str()),
+                    );
                     if status == RunStatus::Cancelled {
                         record.status = StepStatus::Cancelled;
                     }

@@ -41,9 +41,7 @@ pub(super) async fn run_handler(
     let mut context = template_context(run, &validated.workflow, std::iter::empty());
     if let Ok(records) = exec.store.steps(run.id).await {
         for r in &records {
-            context
-                .steps
-                .insert(r.step_id.clone(), step_context(r));
+            context.steps.insert(r.step_id.clone(), step_context(r));
         }
     }
     let mut scope_context = context;

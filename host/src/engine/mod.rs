@@ -30,10 +30,10 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+pub use driver::Driven;
 pub use events::{ItemOf, RunEvent};
 pub use queue::RunQueue;
 pub use registry::PieceRegistry;
-pub use driver::Driven;
 
 use crate::capabilities::secrets::Secrets;
 use crate::runtime::{Runtime, StepLimits};

@@ -46,7 +46,11 @@ fn met(dep_record: &StepRecord, handle: Option<&str>) -> bool {
 }
 
 /// Whether a ready step runs; `Err(reason)` when it is skipped.
-pub(super) fn should_run(deps: &[Dependency], slots: &[Slot], ids: &[String]) -> Result<(), String> {
+pub(super) fn should_run(
+    deps: &[Dependency],
+    slots: &[Slot],
+    ids: &[String],
+) -> Result<(), String> {
     if deps.is_empty() {
         return Ok(());
     }
@@ -104,7 +108,10 @@ pub(super) fn skipped(step_id: &str, reason: String) -> StepRecord {
 
 /// The run's pinned workflow version, validated. Versions never change, so
 /// a validated one is kept (per executor, whose piece registry is fixed).
-pub(super) async fn load_workflow(exec: &Executor, run: &RunRecord) -> Result<Arc<ValidatedWorkflow>, String> {
+pub(super) async fn load_workflow(
+    exec: &Executor,
+    run: &RunRecord,
+) -> Result<Arc<ValidatedWorkflow>, String> {
     let key = (run.workflow_name.clone(), run.workflow_version);
     if let Some(hit) = exec.validated_cache().get(&key) {
         return Ok(hit.clone());

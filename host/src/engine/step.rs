@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::RunEvent;
 use super::context::{ExecHandle, sleep_until_opt};
 use super::events::ItemOf;
-use super::failure::{FailureClass, Failed};
+use super::failure::{Failed, FailureClass};
 use crate::capabilities::http::HttpGrants;
 use crate::runtime::{
     LoadedPiece, StepCall, StepFailure, StepLimits, StepReport, cap_error_message,
@@ -145,7 +145,12 @@ struct StepClock {
 
 impl StepClock {
     /// `record` ended with `status` (and `failed`): its error and times set.
-    fn finish(&self, mut record: StepRecord, status: StepStatus, failed: Option<Failed>) -> StepRecord {
+    fn finish(
+        &self,
+        mut record: StepRecord,
+        status: StepStatus,
+        failed: Option<Failed>,
+    ) -> StepRecord {
         record.status = status;
         if let Some(f) = failed {
             record.error_class = Some(f.class);

@@ -341,7 +341,10 @@ async fn dispatch(
 }
 
 /// `first` and every other permit free now, up to [`CLAIM_BATCH`].
-fn free_permits(permits: &Arc<Semaphore>, first: OwnedSemaphorePermit) -> Vec<OwnedSemaphorePermit> {
+fn free_permits(
+    permits: &Arc<Semaphore>,
+    first: OwnedSemaphorePermit,
+) -> Vec<OwnedSemaphorePermit> {
     let mut granted = vec![first];
     while granted.len() < CLAIM_BATCH {
         match permits.clone().try_acquire_owned() {
