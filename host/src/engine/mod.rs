@@ -14,7 +14,11 @@
 //!
 //! Must not know: SQL (that is `store`), HTTP frameworks, the CLI.
 
+mod context;
+mod driver;
 mod events;
+mod failure;
+mod handler;
 mod queue;
 mod registry;
 mod run;
@@ -26,10 +30,10 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+pub use driver::Driven;
 pub use events::{ItemOf, RunEvent};
 pub use queue::RunQueue;
 pub use registry::PieceRegistry;
-pub use run::Driven;
 
 use crate::capabilities::secrets::Secrets;
 use crate::runtime::{Runtime, StepLimits};
@@ -322,7 +326,7 @@ impl Executor {
             lost.clone(),
             cancel.clone(),
         ));
-        let driven = run::drive(self, claimed, cancel, lost, false).await;
+        let driven = driver::drive(self, claimed, cancel, lost, false).await;
         stop.cancel();
         let _ = renew.await;
         match driven? {
@@ -345,7 +349,7 @@ impl Executor {
         cancel: CancellationToken,
         lost: CancellationToken,
     ) -> Result<Driven, EngineError> {
-        run::drive(self, claimed, cancel, lost, true).await
+        driver::drive(self, claimed, cancel, lost, true).await
     }
 
     /// Resume the runs left behind by processes that are gone: runs

@@ -8,13 +8,14 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::RunEvent;
+use super::context::{ExecHandle, sleep_until_opt};
 use super::events::ItemOf;
-use super::run::{ExecHandle, sleep_until_opt, template_context};
+use super::failure::{Failed, FailureClass};
 use crate::capabilities::http::HttpGrants;
-use crate::runtime::{LoadedPiece, StepCall, StepFailure, StepLimits, cap_error_message};
-use crate::store::{
-    AttemptRecord, RunId, RunRecord, RunStatus, StepRecord, StepStatus, now_rfc3339, rfc3339,
+use crate::runtime::{
+    LoadedPiece, StepCall, StepFailure, StepLimits, StepReport, cap_error_message,
 };
+use crate::store::{AttemptRecord, RunId, RunRecord, StepRecord, StepStatus, now_rfc3339, rfc3339};
 use crate::workflow::{
     RetryPolicy, Scope, Step, TemplateContext, ValidatedWorkflow, eval_for_each, eval_when,
     render_input,
@@ -36,21 +37,6 @@ pub(super) struct StepPlan {
 /// one writes only its final record (one write instead of two; a crash
 /// in between re-runs it, as it would have anyway: execution is at-least-once).
 const RUNNING_RECORD_AFTER: Duration = Duration::from_millis(50);
-
-/// The failure of one item/attempt, before it becomes a record.
-struct Failed {
-    class: String,
-    message: String,
-}
-
-impl From<&StepFailure> for Failed {
-    fn from(f: &StepFailure) -> Self {
-        Failed {
-            class: f.class(),
-            message: f.message(),
-        }
-    }
-}
 
 /// How a series of attempts ended.
 enum Attempted {
@@ -133,11 +119,13 @@ fn take_wait_until(output: &mut serde_json::Value) -> Result<Option<SystemTime>,
         .as_str()
         .and_then(|text| humantime::parse_rfc3339_weak(text).ok())
         .map(Some)
-        .ok_or_else(|| Failed {
-            class: "invalid-output".into(),
-            message: format!(
-                "`$wait_until` must be an RFC 3339 UTC time such as \"2026-12-24T18:00:00Z\", got {value}"
-            ),
+        .ok_or_else(|| {
+            Failed::new(
+                FailureClass::InvalidOutput,
+                format!(
+                    "`$wait_until` must be an RFC 3339 UTC time such as \"2026-12-24T18:00:00Z\", got {value}"
+                ),
+            )
         })
 }
 
@@ -149,6 +137,41 @@ async fn sleep_until(until: SystemTime, cancel: &CancellationToken) -> Result<()
     }
 }
 
+/// Times a step: a resumed step's duration carries on from its record.
+struct StepClock {
+    started: Instant,
+    prior_duration_ms: u64,
+}
+
+impl StepClock {
+    /// `record` ended with `status` (and `failed`): its error and times set.
+    fn finish(
+        &self,
+        mut record: StepRecord,
+        status: StepStatus,
+        failed: Option<Failed>,
+    ) -> StepRecord {
+        record.status = status;
+        if let Some(f) = failed {
+            record.error_class = Some(f.class);
+            // Template errors and `item i:` prefixes are ours; cap them too.
+            record.error_message = Some(cap_error_message(f.message));
+        }
+        record.duration_ms = self.prior_duration_ms + self.started.elapsed().as_millis() as u64;
+        if status != StepStatus::Waiting {
+            record.finished_at = Some(now_rfc3339());
+        }
+        record
+    }
+}
+
+/// Why a step ends before any attempt.
+enum NoAttempt {
+    /// Its `when` was false (the record's message).
+    Skipped(String),
+    Failed(Failed),
+}
+
 /// Run a step to a final record, or to a `waiting` one (a retry later, or
 /// a piece's `$wait_until`) that the scheduler wakes; persisted before returning.
 pub(super) async fn run_step(
@@ -156,13 +179,14 @@ pub(super) async fn run_step(
     plan: StepPlan,
 ) -> Result<StepRecord, super::EngineError> {
     let step = &plan.workflow.workflow.steps[plan.index];
-    let resolved = &plan.workflow.pieces[plan.index];
-    let started = Instant::now();
     let previous = plan.previous.as_ref();
+    let clock = StepClock {
+        started: Instant::now(),
+        prior_duration_ms: previous.map_or(0, |p| p.duration_ms),
+    };
     let started_at = previous
         .and_then(|p| p.started_at.clone())
         .unwrap_or_else(now_rfc3339);
-    let prior_duration_ms = previous.map_or(0, |p| p.duration_ms);
     let scope = Scope::new(&plan.context);
     let mut record = StepRecord {
         status: StepStatus::Running,
@@ -171,50 +195,18 @@ pub(super) async fn run_step(
         ..StepRecord::pending(&step.id)
     };
 
-    let finish = |mut record: StepRecord, status: StepStatus, failed: Option<Failed>| {
-        record.status = status;
-        if let Some(f) = failed {
-            record.error_class = Some(f.class);
-            // Template errors and `item i:` prefixes are ours; cap them too.
-            record.error_message = Some(cap_error_message(f.message));
+    let piece = match before_attempts(exec, &plan, &scope) {
+        Ok(piece) => piece,
+        Err(NoAttempt::Failed(failed)) => {
+            let record = clock.finish(record, StepStatus::Failed, Some(failed));
+            return persist_final(exec, &plan, record).await;
         }
-        record.duration_ms = prior_duration_ms + started.elapsed().as_millis() as u64;
-        if status != StepStatus::Waiting {
-            record.finished_at = Some(now_rfc3339());
+        Err(NoAttempt::Skipped(message)) => {
+            let mut record = clock.finish(record, StepStatus::Skipped, None);
+            record.error_message = Some(message);
+            return persist_final(exec, &plan, record).await;
         }
-        record
     };
-
-    let Some(piece) = exec.registry.get(&resolved.name, &resolved.version) else {
-        let failed = Failed {
-            class: "piece-missing".into(),
-            message: format!(
-                "piece {}@{} is not installed",
-                resolved.name, resolved.version
-            ),
-        };
-        let record = finish(record, StepStatus::Failed, Some(failed));
-        return persist_final(exec, &plan, record).await;
-    };
-
-    if let Some(when) = &step.when {
-        match eval_when(when, &scope) {
-            Ok(true) => {}
-            Ok(false) => {
-                let mut record = finish(record, StepStatus::Skipped, None);
-                record.error_message = Some(format!("`when` was false: {when}"));
-                return persist_final(exec, &plan, record).await;
-            }
-            Err(e) => {
-                let failed = Failed {
-                    class: "template-error".into(),
-                    message: format!("when: {e}"),
-                };
-                let record = finish(record, StepStatus::Failed, Some(failed));
-                return persist_final(exec, &plan, record).await;
-            }
-        }
-    }
     // The `running` record is written only if the step is still going after
     // RUNNING_RECORD_AFTER (see below); it keeps what a resumed step did so
     // far, so a crash now loses neither its retry budget nor its logs.
@@ -226,79 +218,126 @@ pub(super) async fn run_step(
         running.duration_ms = p.duration_ms;
     }
 
-    let numbering = Arc::new(std::sync::atomic::AtomicU32::new(plan.prior_attempts));
     let mut progress = Progress {
-        numbering: numbering.clone(),
+        numbering: Arc::new(std::sync::atomic::AtomicU32::new(plan.prior_attempts)),
         attempts: plan.prior_attempts,
         tries: running.tries,
         fuel_used: running.fuel_used,
         logs: running.logs.clone(),
         final_attempt: None,
     };
-    let work = async {
-        match &step.for_each {
-            None => {
-                let input = render_input(&step.input, &scope);
-                match input {
-                    Ok(input) => {
-                        record.input = Some(input.clone());
-                        attempts(exec, &plan, &piece, &mut progress, input, None).await
-                    }
-                    Err(e) => Attempted::Failed(Failed {
-                        class: "template-error".into(),
-                        message: format!("input: {e}"),
-                    }),
-                }
-            }
-            Some(for_each) => match eval_for_each(for_each, &scope) {
-                Err(e) => Attempted::Failed(Failed {
-                    class: "template-error".into(),
-                    message: format!("for_each: {e}"),
-                }),
-                Ok(items) => {
-                    match run_items(
-                        exec,
-                        &plan,
-                        &piece,
-                        &scope,
-                        &mut record,
-                        &mut progress,
-                        items,
-                    )
-                    .await
-                    {
-                        Ok(output) => Attempted::Output(output),
-                        Err(failed) => Attempted::Failed(failed),
-                    }
-                }
-            },
-        }
-    };
-    let outcome = {
-        tokio::pin!(work);
-        tokio::select! {
-            biased;
-            outcome = &mut work => outcome,
-            () = tokio::time::sleep(RUNNING_RECORD_AFTER) => {
-                let (written, outcome) = futures::join!(
-                    exec.record_step(&running, None),
-                    &mut work,
-                );
-                written?;
-                outcome
-            }
-        }
-    };
+    let work = work(exec, &plan, &piece, &scope, &mut record, &mut progress);
+    let outcome = with_running_record(exec, &running, work).await?;
 
     record.attempts = progress.attempts;
     record.tries = progress.tries;
     record.fuel_used = progress.fuel_used;
     record.logs = progress.logs;
-    let final_attempt = progress.final_attempt;
+    conclude(exec, &plan, &clock, record, progress.final_attempt, outcome).await
+}
+
+/// The step's piece, unless it is missing or the step's `when` says not to run.
+fn before_attempts(
+    exec: &ExecHandle,
+    plan: &StepPlan,
+    scope: &Scope,
+) -> Result<Arc<LoadedPiece>, NoAttempt> {
+    let step = &plan.workflow.workflow.steps[plan.index];
+    let resolved = &plan.workflow.pieces[plan.index];
+    let Some(piece) = exec.registry.get(&resolved.name, &resolved.version) else {
+        return Err(NoAttempt::Failed(Failed::new(
+            FailureClass::PieceMissing,
+            format!(
+                "piece {}@{} is not installed",
+                resolved.name, resolved.version
+            ),
+        )));
+    };
+    if let Some(when) = &step.when {
+        match eval_when(when, scope) {
+            Ok(true) => {}
+            Ok(false) => return Err(NoAttempt::Skipped(format!("`when` was false: {when}"))),
+            Err(e) => {
+                return Err(NoAttempt::Failed(Failed::new(
+                    FailureClass::TemplateError,
+                    format!("when: {e}"),
+                )));
+            }
+        }
+    }
+    Ok(piece)
+}
+
+/// The step's input (or `for_each` items) rendered, and its attempts.
+async fn work(
+    exec: &ExecHandle,
+    plan: &StepPlan,
+    piece: &Arc<LoadedPiece>,
+    scope: &Scope,
+    record: &mut StepRecord,
+    progress: &mut Progress,
+) -> Attempted {
+    let step = &plan.workflow.workflow.steps[plan.index];
+    match &step.for_each {
+        None => match render_input(&step.input, scope) {
+            Ok(input) => {
+                record.input = Some(input.clone());
+                attempts(exec, plan, piece, progress, input, None).await
+            }
+            Err(e) => Attempted::Failed(Failed::new(
+                FailureClass::TemplateError,
+                format!("input: {e}"),
+            )),
+        },
+        Some(for_each) => match eval_for_each(for_each, scope) {
+            Err(e) => Attempted::Failed(Failed::new(
+                FailureClass::TemplateError,
+                format!("for_each: {e}"),
+            )),
+            Ok(items) => match run_items(exec, plan, piece, scope, record, progress, items).await {
+                Ok(output) => Attempted::Output(output),
+                Err(failed) => Attempted::Failed(failed),
+            },
+        },
+    }
+}
+
+/// `work` to its end; if it is still going after [`RUNNING_RECORD_AFTER`],
+/// the `running` record is written meanwhile.
+async fn with_running_record(
+    exec: &ExecHandle,
+    running: &StepRecord,
+    work: impl std::future::Future<Output = Attempted>,
+) -> Result<Attempted, crate::store::StoreError> {
+    tokio::pin!(work);
+    tokio::select! {
+        biased;
+        outcome = &mut work => Ok(outcome),
+        () = tokio::time::sleep(RUNNING_RECORD_AFTER) => {
+            let (written, outcome) = futures::join!(
+                exec.record_step(running, None),
+                &mut work,
+            );
+            written?;
+            Ok(outcome)
+        }
+    }
+}
+
+/// The step's record after its attempts, persisted: final, or waiting (a
+/// retry later, a hold).
+async fn conclude(
+    exec: &ExecHandle,
+    plan: &StepPlan,
+    clock: &StepClock,
+    mut record: StepRecord,
+    final_attempt: Option<AttemptRecord>,
+    outcome: Attempted,
+) -> Result<StepRecord, super::EngineError> {
     let record = match outcome {
         Attempted::Output(output) => {
             record.output = Some(output);
-            finish(record, StepStatus::Succeeded, None)
+            clock.finish(record, StepStatus::Succeeded, None)
         }
         Attempted::Failed(failed) => {
             let status = if plan.cancel.is_cancelled() {
@@ -306,7 +345,7 @@ pub(super) async fn run_step(
             } else {
                 StepStatus::Failed
             };
-            finish(record, status, Some(failed))
+            clock.finish(record, status, Some(failed))
         }
         Attempted::RetryAt {
             until,
@@ -314,14 +353,14 @@ pub(super) async fn run_step(
             attempt,
         } => {
             record.wake_at = Some(rfc3339(until));
-            let record = finish(record, StepStatus::Waiting, Some(failed));
+            let record = clock.finish(record, StepStatus::Waiting, Some(failed));
             exec.record_step(&record, Some(&attempt)).await?;
             return Ok(record);
         }
         Attempted::Hold { until, output } => {
             record.output = Some(output);
             record.wake_at = Some(rfc3339(until));
-            let record = finish(record, StepStatus::Waiting, None);
+            let record = clock.finish(record, StepStatus::Waiting, None);
             exec.record_step(&record, final_attempt.as_ref()).await?;
             exec.emit(RunEvent::StepWaiting {
                 run: plan.run.id,
@@ -331,7 +370,7 @@ pub(super) async fn run_step(
             return Ok(record);
         }
     };
-    persist_final_with(exec, &plan, record, final_attempt.as_ref()).await
+    persist_final_with(exec, plan, record, final_attempt.as_ref()).await
 }
 
 /// A held step whose time came: it succeeds with the output it was held with.
@@ -392,9 +431,11 @@ async fn run_items(
     let step = &plan.workflow.workflow.steps[plan.index];
     let mut inputs = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let input = render_input(&step.input, &scope.with_item(item, i)).map_err(|e| Failed {
-            class: "template-error".into(),
-            message: format!("input (item {i}): {e}"),
+        let input = render_input(&step.input, &scope.with_item(item, i)).map_err(|e| {
+            Failed::new(
+                FailureClass::TemplateError,
+                format!("input (item {i}): {e}"),
+            )
         })?;
         inputs.push(input);
     }
@@ -459,10 +500,7 @@ async fn item_attempts(
     input: serde_json::Value,
     item: ItemOf,
 ) -> Result<serde_json::Value, Failed> {
-    let host_error = |e: super::EngineError| Failed {
-        class: "host-error".into(),
-        message: e.to_string(),
-    };
+    let host_error = |e: super::EngineError| Failed::new(FailureClass::HostError, e.to_string());
     loop {
         let outcome = attempts(exec, plan, piece, progress, input.clone(), Some(item)).await;
         // The attempt that ended, recorded now (items have no final write of their own).
@@ -507,55 +545,26 @@ async fn attempts(
     item: Option<ItemOf>,
 ) -> Attempted {
     let step = &plan.workflow.workflow.steps[plan.index];
-    if let Some(action) = piece.info().action(&step.action) {
-        match exec.input_validator(piece, &step.action, &action.input_schema) {
-            Ok(validator) => {
-                let errors = validator.errors(&input);
-                if !errors.is_empty() {
-                    return Attempted::Failed(Failed {
-                        class: "invalid-input".into(),
-                        message: errors.join("; "),
-                    });
-                }
-            }
-            Err(schema_problem) => {
-                return Attempted::Failed(Failed {
-                    class: "invalid-input".into(),
-                    message: format!("the action's input schema is unusable: {schema_problem}"),
-                });
-            }
-        }
+    if let Err(failed) = check_input(exec, piece, step, &input) {
+        return Attempted::Failed(failed);
     }
-    let policy = step.retry_policy();
     // Clamped to the runtime's ceilings: a version saved before they were
     // checked (or with larger ones) cannot ask for more.
     let limits = limits_for(step, &exec.config.default_limits).clamped(&exec.runtime.max_limits());
     let http = match HttpGrants::from_workflow(step.grants.as_ref(), &exec.config.secrets) {
         Ok(http) => http.for_run(&plan.workflow.workflow),
         Err(message) => {
-            return Attempted::Failed(Failed {
-                class: "invalid-input".into(),
-                message: format!("grants: {message}"),
-            });
+            return Attempted::Failed(Failed::new(
+                FailureClass::InvalidInput,
+                format!("grants: {message}"),
+            ));
         }
     };
     let idempotency_key = match item {
         None => format!("{}:{}", plan.run.id, step.id),
         Some(item) => format!("{}:{}:{}", plan.run.id, step.id, item.index),
     };
-    progress.tries += 1;
-    let attempt = progress
-        .numbering
-        .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-        + 1;
-    progress.attempts += 1;
-    exec.emit(RunEvent::StepStarted {
-        run: plan.run.id,
-        step: step.id.clone(),
-        attempt,
-        tries: progress.tries,
-        item,
-    });
+    let attempt = begin_attempt(exec, plan, progress, item);
     let call = StepCall {
         run_id: plan.run.id.to_string(),
         step_id: step.id.clone(),
@@ -573,153 +582,146 @@ async fn attempts(
     if !report.log.is_empty() {
         progress.logs.push_str(&report.log);
     }
+    let attempt_record = attempt_record(attempt, input, &report, attempt_started);
+    match report.outcome {
+        Ok(output) => succeeded(progress, attempt_record, output),
+        Err(failure) => after_failure(exec, plan, progress, attempt_record, &failure, item),
+    }
+}
+
+/// `input` against the action's input schema (when the piece declares the action).
+fn check_input(
+    exec: &ExecHandle,
+    piece: &LoadedPiece,
+    step: &Step,
+    input: &serde_json::Value,
+) -> Result<(), Failed> {
+    let Some(action) = piece.info().action(&step.action) else {
+        return Ok(());
+    };
+    match exec.input_validator(piece, &step.action, &action.input_schema) {
+        Ok(validator) => {
+            let errors = validator.errors(input);
+            if errors.is_empty() {
+                Ok(())
+            } else {
+                Err(Failed::new(FailureClass::InvalidInput, errors.join("; ")))
+            }
+        }
+        Err(schema_problem) => Err(Failed::new(
+            FailureClass::InvalidInput,
+            format!("the action's input schema is unusable: {schema_problem}"),
+        )),
+    }
+}
+
+/// Count a new attempt (numbered per step, across items) and announce it.
+fn begin_attempt(
+    exec: &ExecHandle,
+    plan: &StepPlan,
+    progress: &mut Progress,
+    item: Option<ItemOf>,
+) -> u32 {
+    progress.tries += 1;
+    let attempt = progress
+        .numbering
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        + 1;
+    progress.attempts += 1;
+    exec.emit(RunEvent::StepStarted {
+        run: plan.run.id,
+        step: plan.workflow.workflow.steps[plan.index].id.clone(),
+        attempt,
+        tries: progress.tries,
+        item,
+    });
+    attempt
+}
+
+/// The record of attempt `attempt` that `report` tells of.
+fn attempt_record(
+    attempt: u32,
+    input: serde_json::Value,
+    report: &StepReport,
+    started_at: String,
+) -> AttemptRecord {
     let failure = report.outcome.as_ref().err();
-    let attempt_record = AttemptRecord {
+    AttemptRecord {
         attempt,
         status: match failure {
             None => StepStatus::Succeeded,
             Some(StepFailure::Cancelled) => StepStatus::Cancelled,
             Some(_) => StepStatus::Failed,
         },
-        input: Some(input.clone()),
+        input: Some(input),
         output: report.outcome.as_ref().ok().cloned(),
         error_class: failure.map(StepFailure::class),
         error_message: failure.map(StepFailure::message),
         logs: report.log.clone(),
         fuel_used: report.fuel_used,
         duration_ms: report.duration.as_millis() as u64,
-        started_at: attempt_started,
+        started_at,
         finished_at: now_rfc3339(),
-    };
-    let failure = match report.outcome {
-        Ok(mut output) => {
-            // Written with the step's record by the caller.
-            progress.final_attempt = Some(attempt_record);
-            return match take_wait_until(&mut output) {
-                Ok(None) => Attempted::Output(output),
-                Ok(Some(until)) => Attempted::Hold { until, output },
-                Err(failed) => {
-                    // The attempt's record tells the same story as the step's.
-                    if let Some(attempt) = progress.final_attempt.as_mut() {
-                        attempt.status = StepStatus::Failed;
-                        attempt.error_class = Some(failed.class.clone());
-                        attempt.error_message = Some(cap_error_message(failed.message.clone()));
-                    }
-                    Attempted::Failed(failed)
-                }
-            };
+    }
+}
+
+/// An attempt that returned `output`: the step's output, or a hold when it
+/// asks for one (`$wait_until`), or a failure when that is not a time.
+fn succeeded(
+    progress: &mut Progress,
+    attempt_record: AttemptRecord,
+    mut output: serde_json::Value,
+) -> Attempted {
+    // Written with the step's record by the caller.
+    progress.final_attempt = Some(attempt_record);
+    match take_wait_until(&mut output) {
+        Ok(None) => Attempted::Output(output),
+        Ok(Some(until)) => Attempted::Hold { until, output },
+        Err(failed) => {
+            // The attempt's record tells the same story as the step's.
+            if let Some(attempt) = progress.final_attempt.as_mut() {
+                attempt.status = StepStatus::Failed;
+                attempt.error_class = Some(failed.class.clone());
+                attempt.error_message = Some(cap_error_message(failed.message.clone()));
+            }
+            Attempted::Failed(failed)
         }
-        Err(failure) => failure,
-    };
+    }
+}
+
+/// An attempt that failed: the step fails, or (a retryable failure with
+/// budget left, the run not cancelled) it is tried again after the
+/// policy's delay.
+fn after_failure(
+    exec: &ExecHandle,
+    plan: &StepPlan,
+    progress: &mut Progress,
+    attempt_record: AttemptRecord,
+    failure: &StepFailure,
+    item: Option<ItemOf>,
+) -> Attempted {
+    let step = &plan.workflow.workflow.steps[plan.index];
+    let policy = step.retry_policy();
     let retry = failure.is_retryable()
         && progress.tries < policy.max_attempts
         && !plan.cancel.is_cancelled();
     if !retry {
         // Written with the step's record by the caller.
         progress.final_attempt = Some(attempt_record);
-        return Attempted::Failed(Failed::from(&failure));
+        return Attempted::Failed(Failed::from(failure));
     }
-    let delay = retry_delay(&policy, progress.tries, &failure);
+    let delay = retry_delay(&policy, progress.tries, failure);
     exec.emit(RunEvent::StepRetrying {
         run: plan.run.id,
         step: step.id.clone(),
-        attempt,
+        attempt: attempt_record.attempt,
         item,
         delay_ms: delay.as_millis() as u64,
         error: format!("{}: {}", failure.class(), failure.message()),
     });
     Attempted::RetryAt {
         until: wake_time(delay),
-        failed: Failed::from(&failure),
+        failed: Failed::from(failure),
         attempt: Box::new(attempt_record),
-    }
-}
-
-/// Run `on_failure` / `on_success` (recorded as a step named after the
-/// handler). Its own failure is recorded but does not change the run status.
-pub(super) async fn run_handler(
-    exec: &ExecHandle,
-    run: &RunRecord,
-    validated: &ValidatedWorkflow,
-    status: RunStatus,
-    error: Option<&str>,
-) {
-    let (name, handler, resolved) = match status {
-        RunStatus::Failed => (
-            "on_failure",
-            &validated.workflow.on_failure,
-            &validated.on_failure,
-        ),
-        RunStatus::Succeeded => (
-            "on_success",
-            &validated.workflow.on_success,
-            &validated.on_success,
-        ),
-        _ => return,
-    };
-    let (Some(handler), Some(resolved)) = (handler, resolved) else {
-        return;
-    };
-    let Some(piece) = exec.registry.get(&resolved.name, &resolved.version) else {
-        return;
-    };
-    let mut context = template_context(run, &validated.workflow, std::iter::empty());
-    if let Ok(records) = exec.store.steps(run.id).await {
-        for r in &records {
-            context
-                .steps
-                .insert(r.step_id.clone(), super::run::step_context(r));
-        }
-    }
-    let mut scope_context = context;
-    scope_context.trigger = serde_json::json!({
-        "type": run.trigger.get("type"),
-        "payload": run.trigger.get("payload"),
-        "status": status.as_str(),
-        "error": error,
-    });
-    let started = Instant::now();
-    let started_at = now_rfc3339();
-    let scope = Scope::new(&scope_context);
-    let mut record = StepRecord {
-        status: StepStatus::Running,
-        started_at: Some(started_at),
-        ..StepRecord::pending(&format!("${name}"))
-    };
-    match render_input(&handler.input, &scope) {
-        Err(e) => {
-            record.status = StepStatus::Failed;
-            record.error_class = Some("template-error".into());
-            record.error_message = Some(cap_error_message(e.to_string()));
-        }
-        Ok(input) => {
-            record.input = Some(input.clone());
-            let mut call = StepCall::new(&run.id.to_string(), name, &handler.action, input);
-            call.limits = exec.config.default_limits.clone();
-            match HttpGrants::from_workflow(handler.grants.as_ref(), &exec.config.secrets) {
-                Ok(http) => call.http = http.for_run(&validated.workflow),
-                Err(e) => tracing::warn!(run = %run.id, "{name}: {e}"),
-            }
-            let report = exec.runtime.run(&piece, call).await;
-            record.attempts = 1;
-            record.fuel_used = report.fuel_used;
-            record.logs = report.log;
-            match report.outcome {
-                Ok(output) => {
-                    record.status = StepStatus::Succeeded;
-                    record.output = Some(output);
-                }
-                Err(f) => {
-                    record.status = StepStatus::Failed;
-                    record.error_class = Some(f.class());
-                    record.error_message = Some(f.message());
-                }
-            }
-        }
-    }
-    record.duration_ms = started.elapsed().as_millis() as u64;
-    record.finished_at = Some(now_rfc3339());
-    if let Err(e) = exec.record_step(&record, None).await {
-        tracing::warn!(run = %run.id, "could not record {name}: {e}");
     }
 }

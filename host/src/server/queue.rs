@@ -24,13 +24,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::engine::{Driven, EngineError, Executor};
-use crate::store::{Lease, RunId, StoreError, rfc3339};
+use crate::store::{ClaimedRun, Lease, RunId, StoreError, rfc3339};
 
 /// Most runs one claim takes (bounded by the free permits).
 const CLAIM_BATCH: usize = 64;
@@ -80,6 +80,7 @@ struct Shared {
 }
 
 /// One execution of a run in this pool.
+#[derive(Clone)]
 struct Execution {
     /// Its number (see `Shared::executions`).
     number: u64,
@@ -273,7 +274,6 @@ async fn dispatch(
     handle: QueueHandle,
 ) {
     let shared = handle.shared.clone();
-    let worker = shared.worker_id.clone();
     let permits = Arc::new(Semaphore::new(shared.capacity));
     let stop_heartbeat = CancellationToken::new();
     let beat = tokio::spawn(heartbeat(
@@ -298,16 +298,14 @@ async fn dispatch(
             break;
         }
         // Claim as many runs as there are free permits, in one statement.
-        let mut granted = vec![permit];
-        while granted.len() < CLAIM_BATCH {
-            match permits.clone().try_acquire_owned() {
-                Ok(p) => granted.push(p),
-                Err(_) => break,
-            }
-        }
+        let mut granted = free_permits(&permits, permit);
         let claimed = executor
             .store()
-            .claim_next_runs(&worker, SystemTime::now() + config.lease, granted.len())
+            .claim_next_runs(
+                &shared.worker_id,
+                SystemTime::now() + config.lease,
+                granted.len(),
+            )
             .await;
         let runs = match claimed {
             Ok(runs) if !runs.is_empty() => runs,
@@ -326,104 +324,153 @@ async fn dispatch(
         };
         // Unused permits go back with `granted`.
         for (claimed, permit) in runs.into_iter().zip(granted.drain(..)) {
+            let execution = register(&shared, &claimed);
             let run = &claimed.run;
-            let token = CancellationToken::new();
-            let lost = CancellationToken::new();
-            let lease = claimed.lease.clone();
-            let execution = shared.executions.fetch_add(1, Ordering::SeqCst);
-            {
-                let mut running = lock(&shared.running);
-                if lock(&shared.cancel_requested).remove(&run.id) {
-                    token.cancel();
-                }
-                running.insert(
-                    run.id,
-                    Execution {
-                        number: execution,
-                        token: token.clone(),
-                        lost: lost.clone(),
-                        lease: lease.clone(),
-                    },
-                );
-            }
-            let executor = executor.clone();
-            let shared = shared.clone();
-            let wake = handle.clone();
             let span = tracing::info_span!("run", run = %run.id, workflow = %run.workflow_name);
             tasks.spawn(
-                async move {
-                    let _permit = permit;
-                    let id = claimed.run.id;
-                    match executor.execute_claimed(claimed, token, lost).await {
-                        Ok(Driven::Finished(status)) => {
-                            tracing::debug!(run = %id, %status, "run finished");
-                        }
-                        Ok(Driven::Parked { until }) => {
-                            tracing::debug!(run = %id, "run parked until {}", rfc3339(until));
-                            // A cancel that came while it was parking: it is
-                            // queued now, so cancel it there.
-                            // (Not a lease found "lost" because it was
-                            // parked just before the heartbeat looked.)
-                            let cancelled = unregister(&shared, id, execution)
-                                .is_some_and(|e| e.token.is_cancelled() && !e.lost.is_cancelled());
-                            if cancelled
-                                && let Err(e) = executor.store().cancel_queued_run(id).await
-                            {
-                                tracing::warn!(run = %id, "cancelling the parked run: {e}");
-                            }
-                            // Claim it again on time rather than at the next poll.
-                            let wake = wake.clone();
-                            tokio::spawn(async move {
-                                let left =
-                                    until.duration_since(SystemTime::now()).unwrap_or_default();
-                                tokio::time::sleep(left).await;
-                                wake.wake();
-                            });
-                        }
-                        Err(EngineError::Store(StoreError::LeaseLost { .. })) => {
-                            // Another worker has it now: nothing more to do here.
-                            tracing::warn!(run = %id, "stopped: the run's lease was lost to another worker");
-                        }
-                        Err(e) => {
-                            // The store failed mid-run: give it back so it
-                            // resumes later. If even that fails, the lease
-                            // (no longer renewed) runs out and the sweep
-                            // re-queues it.
-                            tracing::warn!(run = %id, "run interrupted: {e}");
-                            if let Err(e) = executor.store().release_run(&lease).await {
-                                tracing::warn!(run = %id, "releasing the run: {e}");
-                            }
-                        }
-                    }
-                    unregister(&shared, id, execution);
-                }
-                .instrument(span),
+                execute(executor.clone(), handle.clone(), claimed, execution, permit)
+                    .instrument(span),
             );
         }
     }
 
     shared.alive.store(false, Ordering::SeqCst);
-    // Let runs in flight finish, within the grace period.
+    wind_down(&executor, &config, &shared, tasks).await;
+    stop_heartbeat.cancel();
+    let _ = beat.await;
+}
+
+/// `first` and every other permit free now, up to [`CLAIM_BATCH`].
+fn free_permits(
+    permits: &Arc<Semaphore>,
+    first: OwnedSemaphorePermit,
+) -> Vec<OwnedSemaphorePermit> {
+    let mut granted = vec![first];
+    while granted.len() < CLAIM_BATCH {
+        match permits.clone().try_acquire_owned() {
+            Ok(p) => granted.push(p),
+            Err(_) => break,
+        }
+    }
+    granted
+}
+
+/// Register a new execution of the run just claimed (cancelled at once
+/// when a cancel was asked for it before); the registered entry, copied.
+fn register(shared: &Shared, claimed: &ClaimedRun) -> Execution {
+    let run = &claimed.run;
+    let token = CancellationToken::new();
+    let lost = CancellationToken::new();
+    let lease = claimed.lease.clone();
+    let number = shared.executions.fetch_add(1, Ordering::SeqCst);
+    let mut running = lock(&shared.running);
+    if lock(&shared.cancel_requested).remove(&run.id) {
+        token.cancel();
+    }
+    let execution = Execution {
+        number,
+        token,
+        lost,
+        lease,
+    };
+    running.insert(run.id, execution.clone());
+    execution
+}
+
+/// One claimed run's task: execute it (holding `permit`), then act on how
+/// it ended, then unregister it.
+async fn execute(
+    executor: Arc<Executor>,
+    handle: QueueHandle,
+    claimed: ClaimedRun,
+    execution: Execution,
+    permit: OwnedSemaphorePermit,
+) {
+    let _permit = permit;
+    let id = claimed.run.id;
+    let Execution {
+        number,
+        token,
+        lost,
+        lease,
+    } = execution;
+    match executor.execute_claimed(claimed, token, lost).await {
+        Ok(Driven::Finished(status)) => {
+            tracing::debug!(run = %id, %status, "run finished");
+        }
+        Ok(Driven::Parked { until }) => parked(&executor, &handle, id, number, until).await,
+        Err(EngineError::Store(StoreError::LeaseLost { .. })) => {
+            // Another worker has it now: nothing more to do here.
+            tracing::warn!(run = %id, "stopped: the run's lease was lost to another worker");
+        }
+        Err(e) => {
+            // The store failed mid-run: give it back so it
+            // resumes later. If even that fails, the lease
+            // (no longer renewed) runs out and the sweep
+            // re-queues it.
+            tracing::warn!(run = %id, "run interrupted: {e}");
+            if let Err(e) = executor.store().release_run(&lease).await {
+                tracing::warn!(run = %id, "releasing the run: {e}");
+            }
+        }
+    }
+    unregister(&handle.shared, id, number);
+}
+
+/// Execution `execution` of run `id` parked until `until`.
+async fn parked(
+    executor: &Executor,
+    handle: &QueueHandle,
+    id: RunId,
+    execution: u64,
+    until: SystemTime,
+) {
+    tracing::debug!(run = %id, "run parked until {}", rfc3339(until));
+    // A cancel that came while it was parking: it is
+    // queued now, so cancel it there.
+    // (Not a lease found "lost" because it was
+    // parked just before the heartbeat looked.)
+    let cancelled = unregister(&handle.shared, id, execution)
+        .is_some_and(|e| e.token.is_cancelled() && !e.lost.is_cancelled());
+    if cancelled && let Err(e) = executor.store().cancel_queued_run(id).await {
+        tracing::warn!(run = %id, "cancelling the parked run: {e}");
+    }
+    // Claim it again on time rather than at the next poll.
+    let wake = handle.clone();
+    tokio::spawn(async move {
+        let left = until.duration_since(SystemTime::now()).unwrap_or_default();
+        tokio::time::sleep(left).await;
+        wake.wake();
+    });
+}
+
+/// Shutdown: let runs in flight finish within the grace period; then
+/// abort the rest and give them back to the queue.
+async fn wind_down(
+    executor: &Executor,
+    config: &PoolConfig,
+    shared: &Shared,
+    mut tasks: JoinSet<()>,
+) {
     let drained = tokio::time::timeout(config.shutdown_grace, async {
         while tasks.join_next().await.is_some() {}
     })
     .await
     .is_ok();
-    if !drained {
-        tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
-        let left: Vec<Lease> = lock(&shared.running)
-            .drain()
-            .map(|(_, e)| e.lease)
-            .collect();
-        for lease in left {
-            let id = lease.run;
-            match executor.store().release_run(&lease).await {
-                Ok(()) => tracing::info!(run = %id, "released an unfinished run to the queue"),
-                Err(e) => tracing::warn!(run = %id, "releasing the run: {e}"),
-            }
+    if drained {
+        return;
+    }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    let left: Vec<Lease> = lock(&shared.running)
+        .drain()
+        .map(|(_, e)| e.lease)
+        .collect();
+    for lease in left {
+        let id = lease.run;
+        match executor.store().release_run(&lease).await {
+            Ok(()) => tracing::info!(run = %id, "released an unfinished run to the queue"),
+            Err(e) => tracing::warn!(run = %id, "releasing the run: {e}"),
         }
     }
-    stop_heartbeat.cancel();
-    let _ = beat.await;
 }
