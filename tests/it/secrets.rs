@@ -271,7 +271,7 @@ async fn run_workflow(
     workflow: Value,
 ) -> (omniflow::store::RunId, RunStatus) {
     let wf = Workflow::from_json(&workflow.to_string()).unwrap();
-    let id = triggers::start(&exec, &wf, RunRequest::default())
+    let id = triggers::start(exec, &wf, RunRequest::default())
         .await
         .unwrap();
     let status = tokio::time::timeout(
