@@ -2,17 +2,20 @@
 //! 127.0.0.1:0, driven over a real socket with reqwest; real pieces, real
 //! SQLite files.
 
+mod oneshot;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use omniflow::api::{ApiConfig, SIGNATURE_HEADER, sign_webhook};
-use omniflow::engine::{Executor, ExecutorConfig, RunEvent, RunRequest};
+use omniflow::engine::{Executor, ExecutorConfig, RunEvent};
 use omniflow::server::queue::PoolConfig;
 use omniflow::server::{Server, ServerConfig};
 use omniflow::store::{Priority, RunId, RunStatus};
 use omniflow::triggers::schedule::ManualClock;
+use omniflow::triggers::{self, RunRequest};
 use omniflow::workflow::Workflow;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -892,7 +895,7 @@ async fn runs_left_running_by_a_crash_finish_after_restart() {
             payload: json!({ "x": x }),
             ..RunRequest::default()
         };
-        ids.push(exec.submit(&wf, request).await.unwrap());
+        ids.push(triggers::start(&exec, &wf, request).await.unwrap());
     }
     // A "previous process" claimed one run and died holding its lease
     // (expired since).

@@ -142,11 +142,16 @@ fn run_prints_a_summary_and_json_and_history_is_queryable() {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["status"], "succeeded");
     let steps = doc["steps"].as_array().unwrap();
-    let short = steps.iter().find(|s| s["id"] == "short_name").unwrap();
+    // The API's run document (`GET /api/v1/runs/{id}`).
+    let short = steps.iter().find(|s| s["step_id"] == "short_name").unwrap();
     assert_eq!(short["status"], "succeeded");
     assert_eq!(short["attempts"], 1);
     assert!(short["duration_ms"].is_number());
-    assert!(short["error"].is_null());
+    assert!(short["error_class"].is_null());
+    assert!(short["error_message"].is_null());
+    assert_eq!(short["attempt_details"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["trigger_type"], "manual");
+    assert_eq!(doc["vars"]["who"], "Al");
 
     let out = omniflow()
         .args(["runs", "list", "--db"])
@@ -159,7 +164,7 @@ fn run_prints_a_summary_and_json_and_history_is_queryable() {
         2,
         "{listing}"
     );
-    let run_id = doc["run_id"].as_str().unwrap();
+    let run_id = doc["id"].as_str().unwrap();
     let out = omniflow()
         .args(["runs", "show", run_id, "--db"])
         .arg(&db)

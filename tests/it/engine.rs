@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use omniflow::engine::{Executor, ExecutorConfig, RunRequest};
+use omniflow::engine::{Executor, ExecutorConfig};
 use omniflow::store::{RunId, RunStatus, StepRecord, StepStatus, Store};
+use omniflow::triggers::{self, RunRequest};
 use omniflow::workflow::Workflow;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -34,7 +35,7 @@ impl Harness {
 
     async fn run_with(&self, workflow: Value, request: RunRequest) -> (RunId, RunStatus) {
         let wf = Workflow::from_json(&workflow.to_string()).unwrap();
-        let id = self.exec.submit(&wf, request).await.unwrap();
+        let id = triggers::start(&self.exec, &wf, request).await.unwrap();
         let status = self
             .exec
             .execute(id, CancellationToken::new())
@@ -282,7 +283,9 @@ async fn cancellation_stops_a_running_step_and_the_run() {
         .to_string(),
     )
     .unwrap();
-    let run = h.exec.submit(&wf, RunRequest::default()).await.unwrap();
+    let run = triggers::start(&h.exec, &wf, RunRequest::default())
+        .await
+        .unwrap();
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
     tokio::spawn(async move {
@@ -334,7 +337,9 @@ async fn resume_skips_steps_that_already_succeeded() {
         .to_string(),
     )
     .unwrap();
-    let run = h.exec.submit(&wf, RunRequest::default()).await.unwrap();
+    let run = triggers::start(&h.exec, &wf, RunRequest::default())
+        .await
+        .unwrap();
     // As if a previous process finished `first` and died.
     let now = "2026-01-01T00:00:00.000Z".to_string();
     let done = StepRecord {
@@ -379,7 +384,9 @@ async fn invalid_workflows_are_rejected_before_anything_is_stored() {
             .to_string(),
     )
     .unwrap();
-    let err = h.exec.submit(&wf, RunRequest::default()).await.unwrap_err();
+    let err = triggers::start(&h.exec, &wf, RunRequest::default())
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains("steps[a]: unknown piece `nope`"),
         "{err}"
@@ -480,7 +487,9 @@ async fn a_waiting_step_resumes_its_retry_budget_after_a_restart() {
         .to_string(),
     )
     .unwrap();
-    let run = h.exec.submit(&wf, RunRequest::default()).await.unwrap();
+    let run = triggers::start(&h.exec, &wf, RunRequest::default())
+        .await
+        .unwrap();
     // As if a previous process made attempts 1 and 2 (both failed) and died
     // while waiting for the third: the budget has one attempt left.
     let waiting = StepRecord {
@@ -505,7 +514,9 @@ async fn a_waiting_step_resumes_its_retry_budget_after_a_restart() {
     assert_eq!(f.wake_at, None);
 
     // With the budget used up, a failing attempt after the wait ends the step.
-    let run = h.exec.submit(&wf, RunRequest::default()).await.unwrap();
+    let run = triggers::start(&h.exec, &wf, RunRequest::default())
+        .await
+        .unwrap();
     let spent = StepRecord {
         tries: 3,
         attempts: 1,
@@ -539,7 +550,9 @@ async fn independent_steps_respect_the_per_run_parallel_limit() {
         .collect();
     let wf =
         Workflow::from_json(&json!({ "name": "limited", "steps": steps }).to_string()).unwrap();
-    let id = exec.submit(&wf, RunRequest::default()).await.unwrap();
+    let id = triggers::start(&exec, &wf, RunRequest::default())
+        .await
+        .unwrap();
     let started = Instant::now();
     let status = exec.execute(id, CancellationToken::new()).await.unwrap();
     assert_eq!(status, RunStatus::Succeeded);

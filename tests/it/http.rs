@@ -7,8 +7,9 @@
 use std::time::{Duration, Instant};
 
 use omniflow::capabilities::secrets::Secrets;
-use omniflow::engine::{Executor, ExecutorConfig, RunRequest};
+use omniflow::engine::{Executor, ExecutorConfig};
 use omniflow::store::{AttemptRecord, RunId, RunStatus, StepRecord, StepStatus};
+use omniflow::triggers::{self, RunRequest};
 use omniflow::workflow::Workflow;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -48,7 +49,9 @@ async fn harness() -> Harness {
 impl Harness {
     async fn run(&self, workflow: Value) -> (RunId, RunStatus) {
         let wf = Workflow::from_json(&workflow.to_string()).unwrap();
-        let id = self.exec.submit(&wf, RunRequest::default()).await.unwrap();
+        let id = triggers::start(&self.exec, &wf, RunRequest::default())
+            .await
+            .unwrap();
         let status = tokio::time::timeout(
             Duration::from_secs(120),
             self.exec.execute(id, CancellationToken::new()),
@@ -551,7 +554,9 @@ async fn unknown_input_fields_are_rejected_before_anything_is_sent() {
         no_retry(),
     );
     let wf = Workflow::from_json(&wf.to_string()).unwrap();
-    let err = h.exec.submit(&wf, RunRequest::default()).await.unwrap_err();
+    let err = triggers::start(&h.exec, &wf, RunRequest::default())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("verb"), "{err}");
     assert!(server.requests().is_empty());
 }
@@ -1079,8 +1084,7 @@ async fn summarize_example_validates() {
     .unwrap();
     let wf = Workflow::from_json(&text).unwrap();
     // Validation only (pieces, actions, DAG, grants): it needs real services to run.
-    h.exec
-        .submit(&wf, RunRequest::default())
+    triggers::start(&h.exec, &wf, RunRequest::default())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
 }

@@ -13,8 +13,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use omniflow::capabilities::secrets::Secrets;
-use omniflow::engine::{ExecutorConfig, RunRequest};
+use omniflow::engine::ExecutorConfig;
 use omniflow::store::RunStatus;
+use omniflow::triggers::{self, RunRequest};
 use omniflow::workflow::Workflow;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -270,7 +271,9 @@ async fn run_workflow(
     workflow: Value,
 ) -> (omniflow::store::RunId, RunStatus) {
     let wf = Workflow::from_json(&workflow.to_string()).unwrap();
-    let id = exec.submit(&wf, RunRequest::default()).await.unwrap();
+    let id = triggers::start(exec, &wf, RunRequest::default())
+        .await
+        .unwrap();
     let status = tokio::time::timeout(
         Duration::from_secs(120),
         exec.execute(id, CancellationToken::new()),

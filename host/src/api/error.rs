@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 
 use crate::engine::EngineError;
 use crate::store::StoreError;
+use crate::triggers::TriggerError;
 use crate::workflow::ValidationError;
 
 /// Everything an API call can answer instead of success. Rendered as
@@ -181,6 +182,20 @@ impl From<EngineError> for ApiError {
             EngineError::NotFound(what) => ApiError::NotFound(what),
             EngineError::Store(e) => e.into(),
             EngineError::Piece(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<TriggerError> for ApiError {
+    fn from(error: TriggerError) -> ApiError {
+        match error {
+            TriggerError::NoWorkflow(name) => ApiError::NotFound(format!("workflow {name:?}")),
+            TriggerError::NoWebhook(name) => {
+                ApiError::NotFound(format!("no webhook for workflow {name:?}"))
+            }
+            TriggerError::BadSignature(e) => ApiError::BadSignature(e.message()),
+            TriggerError::Replayed => ApiError::Replayed,
+            TriggerError::Store(e) => e.into(),
         }
     }
 }

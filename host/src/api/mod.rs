@@ -13,9 +13,13 @@
 //!   everything except `/health`, `/api/v1/health`, `/api/v1/openapi.json`
 //!   and `/hooks/*` (which check their own HMAC signature);
 //! - every handler carries `#[utoipa::path]`: `openapi.rs` collects them
-//!   into the served OpenAPI document.
+//!   into the served OpenAPI document; success bodies are the typed wire
+//!   documents of [`dto`];
+//! - handlers are adapters: runs are started (and restarted) by
+//!   [`crate::triggers`], never built here.
 
 mod auth;
+pub mod dto;
 mod error;
 mod hooks;
 mod names;
@@ -36,9 +40,9 @@ use axum::routing::{get, post, put};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::triggers::webhook::{REPLAY_WINDOW, SIGNATURE_HEADER, sign_webhook};
 pub use auth::{FailureLimit, generate_token, hash_token};
 pub use error::ApiError;
-pub use hooks::{REPLAY_WINDOW, SIGNATURE_HEADER, sign_webhook};
 pub use openapi::openapi;
 pub use serve::serve;
 

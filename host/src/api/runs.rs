@@ -1,7 +1,6 @@
 //! `/api/v1/.../runs`: trigger (with optional wait), batch, list, get, live
 //! events (SSE), cancel, retry from the failed step, retry every failed run.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::{Duration, SystemTime};
 
@@ -12,16 +11,20 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::sync::broadcast::error::RecvError;
 
+use super::dto::{
+    BatchAccepted, Cancelling, RetriedRuns, RunDocument, RunEventDocument, RunList, RunSummary,
+};
 use super::error::parse_json;
 use super::names::WorkflowName;
 use super::openapi::ErrorBody;
-use super::wait::{event_run, run_document, run_summary, wait_for_run};
+use super::wait::{event_run, run_document, wait_for_run};
 use super::{ApiError, ApiState, Body};
 use crate::engine::RunEvent;
-use crate::store::{NewRun, Priority, RunFilter, RunId, RunRecord, RunStatus, StoredWorkflow};
+use crate::store::{Priority, RunFilter, RunId, RunRecord, RunStatus};
+use crate::triggers::{self, RunRequest, TriggerKind};
 
 /// Most runs one `POST /runs:batch` may create.
 const MAX_BATCH: usize = 1000;
@@ -113,32 +116,6 @@ fn query<T: serde::de::DeserializeOwned + Default>(
         .map_err(|e| ApiError::InvalidRequest(e.body_text()))
 }
 
-async fn newest(state: &ApiState, name: &str) -> Result<StoredWorkflow, ApiError> {
-    state
-        .store()
-        .get_workflow(name, None)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("workflow {name:?}")))
-}
-
-/// A queued run of the newest version of `workflow`.
-pub(super) fn new_run(
-    workflow: &StoredWorkflow,
-    trigger_type: &str,
-    payload: Value,
-    vars: Map<String, Value>,
-    priority: Priority,
-) -> NewRun {
-    NewRun {
-        workflow_name: workflow.name.clone(),
-        workflow_version: workflow.version,
-        priority,
-        trigger: json!({ "type": trigger_type, "payload": payload }),
-        vars: Value::Object(vars),
-        simulated: false,
-    }
-}
-
 /// The answer for a run that may or may not have finished: 200 with the
 /// whole run when terminal, else 202 with its id and current status.
 pub(super) async fn finished_or_accepted(
@@ -148,13 +125,13 @@ pub(super) async fn finished_or_accepted(
     if run.status.is_terminal() {
         Ok((StatusCode::OK, Json(run_document(state, run).await?)).into_response())
     } else {
-        Ok((StatusCode::ACCEPTED, Json(run_summary(run))).into_response())
+        Ok((StatusCode::ACCEPTED, Json(RunSummary::from(run))).into_response())
     }
 }
 
 /// `POST /workflows/{name}/runs`: queue a run; with `wait_ms` (or `?wait=30s`)
 /// wait for it.
-#[utoipa::path(post, path = "/api/v1/workflows/{name}/runs", tag = "runs", params(("name" = String, Path, description = "Workflow name"), ("wait" = Option<String>, Query, description = "Wait up to this long (`30s`) for the run to finish")), request_body(content = TriggerBody, description = "Every field optional"), responses((status = 200, description = "The finished run (when waited for)", body = serde_json::Value), (status = 202, description = "Queued (or still running when the wait ended): id and status", body = serde_json::Value), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/workflows/{name}/runs", tag = "runs", params(("name" = String, Path, description = "Workflow name"), ("wait" = Option<String>, Query, description = "Wait up to this long (`30s`) for the run to finish")), request_body(content = TriggerBody, description = "Every field optional"), responses((status = 200, description = "The finished run (when waited for)", body = RunDocument), (status = 202, description = "Queued (or still running when the wait ended): id and status", body = RunSummary), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn trigger(
     State(state): State<ApiState>,
     WorkflowName(name): WorkflowName,
@@ -171,20 +148,16 @@ pub(super) async fn trigger(
         (None, Some(ms)) => Some(Duration::from_millis(ms)),
         (None, None) => None,
     };
-    let workflow = newest(&state, &name).await?;
-    let run = state
-        .store()
-        .create_run(new_run(
-            &workflow,
-            "manual",
-            body.payload,
-            body.vars,
-            body.priority,
-        ))
-        .await?;
+    let request = RunRequest {
+        kind: TriggerKind::Manual,
+        payload: body.payload,
+        vars: body.vars,
+        priority: body.priority,
+    };
+    let run = triggers::start_saved(state.store().as_ref(), &name, request).await?;
     state.queue().wake();
     match wait {
-        None => Ok((StatusCode::ACCEPTED, Json(run_summary(&run))).into_response()),
+        None => Ok((StatusCode::ACCEPTED, Json(RunSummary::from(&run))).into_response()),
         Some(wait) => {
             let run = wait_for_run(&state, run.id, wait.min(state.config().max_wait)).await?;
             finished_or_accepted(&state, &run).await
@@ -193,7 +166,7 @@ pub(super) async fn trigger(
 }
 
 /// `POST /runs:batch`: queue many runs in one transaction (all or none).
-#[utoipa::path(post, path = "/api/v1/runs:batch", tag = "runs", request_body = BatchBody, responses((status = 202, description = "Every run queued, in one transaction", body = serde_json::Value), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/runs:batch", tag = "runs", request_body = BatchBody, responses((status = 202, description = "Every run queued, in one transaction", body = BatchAccepted), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn batch(State(state): State<ApiState>, body: Body) -> Result<Response, ApiError> {
     let body: BatchBody = parse_json(&body.0, false)?;
     if body.runs.is_empty() || body.runs.len() > MAX_BATCH {
@@ -202,34 +175,31 @@ pub(super) async fn batch(State(state): State<ApiState>, body: Body) -> Result<R
             body.runs.len()
         )));
     }
-    let mut workflows: HashMap<String, StoredWorkflow> = HashMap::new();
-    let mut new_runs = Vec::with_capacity(body.runs.len());
-    for item in body.runs {
-        if !workflows.contains_key(&item.workflow) {
-            let w = newest(&state, &item.workflow).await?;
-            workflows.insert(item.workflow.clone(), w);
-        }
-        let workflow = &workflows[&item.workflow];
-        new_runs.push(new_run(
-            workflow,
-            "batch",
-            item.payload,
-            item.vars,
-            item.priority,
-        ));
-    }
-    let runs = state.store().create_runs(new_runs).await?;
+    let requests = body
+        .runs
+        .into_iter()
+        .map(|item| {
+            let request = RunRequest {
+                kind: TriggerKind::Batch,
+                payload: item.payload,
+                vars: item.vars,
+                priority: item.priority,
+            };
+            (item.workflow, request)
+        })
+        .collect();
+    let runs = triggers::start_batch(state.store().as_ref(), requests).await?;
     state.queue().wake();
-    let runs: Vec<Value> = runs.iter().map(run_summary).collect();
-    Ok((StatusCode::ACCEPTED, Json(json!({ "runs": runs }))).into_response())
+    let runs = runs.iter().map(RunSummary::from).collect();
+    Ok((StatusCode::ACCEPTED, Json(BatchAccepted { runs })).into_response())
 }
 
 /// `GET /runs?workflow=&status=&since=&limit=&offset=`: newest first.
-#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(("workflow" = Option<String>, Query), ("status" = Option<String>, Query, description = "queued, running, succeeded, failed or cancelled"), ("since" = Option<String>, Query, description = "RFC 3339 time"), ("limit" = Option<u32>, Query), ("offset" = Option<u32>, Query)), responses((status = 200, description = "Runs, newest first", body = serde_json::Value), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(("workflow" = Option<String>, Query), ("status" = Option<String>, Query, description = "queued, running, succeeded, failed or cancelled"), ("since" = Option<String>, Query, description = "RFC 3339 time"), ("limit" = Option<u32>, Query), ("offset" = Option<u32>, Query)), responses((status = 200, description = "Runs, newest first", body = RunList), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn list(
     State(state): State<ApiState>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunList>, ApiError> {
     let q = query(q)?;
     let status = q
         .status
@@ -250,11 +220,11 @@ pub(super) async fn list(
         offset: q.offset.unwrap_or(0),
     };
     let runs = state.store().list_runs(&filter).await?;
-    Ok(Json(json!({
-        "runs": runs.iter().map(run_summary).collect::<Vec<_>>(),
-        "limit": filter.limit,
-        "offset": filter.offset,
-    })))
+    Ok(Json(RunList {
+        runs: runs.iter().map(RunSummary::from).collect(),
+        limit: filter.limit,
+        offset: filter.offset,
+    }))
 }
 
 /// An RFC 3339 time with any offset (`2026-12-02T10:00:00+02:00`, `…Z`)
@@ -278,23 +248,19 @@ async fn existing(state: &ApiState, id: RunId) -> Result<RunRecord, ApiError> {
 }
 
 /// `GET /runs/{id}`: the run with its steps, attempts and output.
-#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "Run id (UUID)")), responses((status = 200, description = "The run with its steps (input, output, error, logs, attempts, timings)", body = serde_json::Value), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "Run id (UUID)")), responses((status = 200, description = "The run with its steps (input, output, error, logs, attempts, timings)", body = RunDocument), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn get_one(
     State(state): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunDocument>, ApiError> {
     let run = existing(&state, run_id(&id)?).await?;
     Ok(Json(run_document(&state, &run).await?))
 }
 
 fn sse_event(event: &RunEvent) -> Event {
-    let data = serde_json::to_value(event).unwrap_or(Value::Null);
-    let name = data
-        .get("event")
-        .and_then(Value::as_str)
-        .unwrap_or("event")
-        .to_owned();
-    Event::default().event(name).data(data.to_string())
+    let doc = RunEventDocument::from(event);
+    let data = serde_json::to_string(&doc).unwrap_or_else(|_| "null".to_owned());
+    Event::default().event(doc.name()).data(data)
 }
 
 fn finished_event(run: &RunRecord) -> RunEvent {
@@ -308,7 +274,7 @@ fn finished_event(run: &RunRecord) -> RunEvent {
 /// `GET /runs/{id}/events`: server-sent events until the run finishes
 /// (`run_started`, `step_started`, `step_retrying`, `step_waiting`,
 /// `step_finished`, `run_parked`, `run_finished`). A finished run gets its `run_finished` event at once.
-#[utoipa::path(get, path = "/api/v1/runs/{id}/events", tag = "runs", params(("id" = String, Path, description = "Run id (UUID)")), responses((status = 200, description = "Server-sent events until `run_finished`", content_type = "text/event-stream", body = String), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/runs/{id}/events", tag = "runs", params(("id" = String, Path, description = "Run id (UUID)")), responses((status = 200, description = "Server-sent events until `run_finished`; each event's data", content_type = "text/event-stream", body = RunEventDocument), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn events(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -368,23 +334,19 @@ pub(super) async fn events(
 
 /// `POST /runs/{id}/cancel`: a queued run is cancelled at once (200); a
 /// running one is interrupted (202, it ends `cancelled`).
-#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path, description = "Run id (UUID)")), responses((status = 200, description = "A queued run, cancelled", body = serde_json::Value), (status = 202, description = "A running run, being interrupted", body = serde_json::Value), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path, description = "Run id (UUID)")), responses((status = 200, description = "A queued run, cancelled", body = RunSummary), (status = 202, description = "A running run, being interrupted", body = Cancelling), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn cancel(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = run_id(&id)?;
     if state.queue().cancel(id) {
-        return Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({ "id": id, "status": "cancelling" })),
-        )
-            .into_response());
+        return Ok((StatusCode::ACCEPTED, Json(cancelling(id))).into_response());
     }
     if state.store().cancel_queued_run(id).await? {
         let run = existing(&state, id).await?;
         state.executor().emit(finished_event(&run));
-        return Ok((StatusCode::OK, Json(run_summary(&run))).into_response());
+        return Ok((StatusCode::OK, Json(RunSummary::from(&run))).into_response());
     }
     let run = existing(&state, id).await?;
     if run.status.is_terminal() {
@@ -395,48 +357,37 @@ pub(super) async fn cancel(
     }
     // Claimed between our two checks: the pool cancels it as it registers it.
     state.queue().request_cancel(id);
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "id": id, "status": "cancelling" })),
-    )
-        .into_response())
+    Ok((StatusCode::ACCEPTED, Json(cancelling(id))).into_response())
+}
+
+fn cancelling(id: RunId) -> Cancelling {
+    Cancelling {
+        id,
+        status: "cancelling",
+    }
 }
 
 /// `POST /runs/{id}/retry`: queue a failed or cancelled run again from the
 /// failed step (succeeded steps are kept).
-#[utoipa::path(post, path = "/api/v1/runs/{id}/retry", tag = "runs", params(("id" = String, Path, description = "Run id (UUID)")), responses((status = 202, description = "Queued again from the failed step", body = serde_json::Value), (status = 409, description = "The run is not failed or cancelled", body = ErrorBody), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/runs/{id}/retry", tag = "runs", params(("id" = String, Path, description = "Run id (UUID)")), responses((status = 202, description = "Queued again from the failed step", body = RunSummary), (status = 409, description = "The run is not failed or cancelled", body = ErrorBody), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn retry(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let run = state.store().requeue_for_retry(run_id(&id)?).await?;
+    let run = triggers::retry(state.store().as_ref(), run_id(&id)?).await?;
     state.queue().wake();
-    Ok((StatusCode::ACCEPTED, Json(run_summary(&run))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(RunSummary::from(&run))).into_response())
 }
 
 /// `POST /runs:retry-failed`: retry every failed run (optionally of one workflow).
-#[utoipa::path(post, path = "/api/v1/runs:retry-failed", tag = "runs", request_body(content = RetryFailedBody, description = "Optional"), responses((status = 202, description = "The runs queued again", body = serde_json::Value), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/runs:retry-failed", tag = "runs", request_body(content = RetryFailedBody, description = "Optional"), responses((status = 202, description = "The runs queued again", body = RetriedRuns), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn retry_failed(
     State(state): State<ApiState>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let body: RetryFailedBody = parse_json(&body.0, true)?;
-    let filter = RunFilter {
-        workflow: body.workflow,
-        status: Some(RunStatus::Failed),
-        since: None,
-        limit: body.limit.unwrap_or(100).clamp(1, 1000),
-        offset: 0,
-    };
-    let mut retried = Vec::new();
-    for run in state.store().list_runs(&filter).await? {
-        match state.store().requeue_for_retry(run.id).await {
-            Ok(run) => retried.push(run.id),
-            // Retried by someone else in between: not an error for a bulk call.
-            Err(crate::store::StoreError::InvalidTransition { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let limit = body.limit.unwrap_or(100).clamp(1, 1000);
+    let retried = triggers::retry_failed(state.store().as_ref(), body.workflow, limit).await?;
     state.queue().wake();
-    Ok((StatusCode::ACCEPTED, Json(json!({ "retried": retried }))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(RetriedRuns { retried })).into_response())
 }

@@ -10,6 +10,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::dto::{PieceDocument, PieceList, PieceVersions};
 use super::names::PieceName;
 use super::openapi::ErrorBody;
 use super::{ApiError, ApiState};
@@ -130,51 +131,38 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Result<Response, A
 }
 
 /// `GET /pieces`: every installed piece with its actions' schemas.
-#[utoipa::path(get, path = "/api/v1/pieces", tag = "pieces", responses((status = 200, description = "Installed pieces with their actions and schemas", body = serde_json::Value), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
-pub(super) async fn pieces(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/pieces", tag = "pieces", responses((status = 200, description = "Installed pieces with their actions and schemas", body = PieceList), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+pub(super) async fn pieces(State(state): State<ApiState>) -> Result<Json<PieceList>, ApiError> {
     state.executor().prepare_all_pieces().await?;
-    let pieces: Vec<Value> = state
+    let pieces = state
         .executor()
         .registry()
         .all()
         .iter()
-        .map(|p| piece_doc(p))
+        .map(|p| PieceDocument::from(p.as_ref()))
         .collect();
-    Ok(Json(json!({ "pieces": pieces })))
-}
-
-fn piece_doc(piece: &crate::runtime::LoadedPiece) -> Value {
-    let info = piece.info();
-    json!({
-        "name": info.name,
-        "version": info.version.to_string(),
-        "description": info.description,
-        "digest": piece.digest().hex(),
-        "actions": info.actions,
-        "http_destinations": info.http_destinations,
-        "secrets": info.secrets,
-    })
+    Ok(Json(PieceList { pieces }))
 }
 
 /// `GET /pieces/{name}`: every installed version of one piece.
-#[utoipa::path(get, path = "/api/v1/pieces/{name}", tag = "pieces", params(("name" = String, Path, description = "Piece name")), responses((status = 200, description = "The piece, every installed version", body = serde_json::Value), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/pieces/{name}", tag = "pieces", params(("name" = String, Path, description = "Piece name")), responses((status = 200, description = "The piece, every installed version", body = PieceVersions), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn piece(
     State(state): State<ApiState>,
     PieceName(name): PieceName,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PieceVersions>, ApiError> {
     state.executor().prepare_all_pieces().await?;
-    let versions: Vec<Value> = state
+    let versions: Vec<PieceDocument> = state
         .executor()
         .registry()
         .all()
         .iter()
         .filter(|p| p.info().name == name)
-        .map(|p| piece_doc(p))
+        .map(|p| PieceDocument::from(p.as_ref()))
         .collect();
     if versions.is_empty() {
         return Err(ApiError::NotFound(format!("piece {name:?}")));
     }
-    Ok(Json(json!({ "name": name, "versions": versions })))
+    Ok(Json(PieceVersions { name, versions }))
 }
 
 /// Any unknown path.

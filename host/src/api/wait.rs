@@ -1,14 +1,13 @@
-//! Waiting for a run to finish (trigger `wait`, sync webhooks) and the run
-//! document every run endpoint returns.
+//! Waiting for a run to finish (trigger `wait`, sync webhooks).
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
+use super::dto::RunDocument;
 use super::{ApiError, ApiState};
 use crate::engine::RunEvent;
-use crate::store::{RunId, RunRecord, StepStatus};
+use crate::store::{RunId, RunRecord};
 
 /// How often a waiter re-reads the store even without an event (the run
 /// may be executed by another process, or our receiver lagged).
@@ -68,63 +67,10 @@ pub(super) async fn wait_for_run(
     }
 }
 
-/// The short form: id, workflow, status, priority, times, error.
-pub(super) fn run_summary(run: &RunRecord) -> Value {
-    json!({
-        "id": run.id,
-        "workflow": run.workflow_name,
-        "workflow_version": run.workflow_version,
-        "status": run.status,
-        "priority": run.priority,
-        "trigger_type": run.trigger.get("type"),
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "total_time_ms": run.total_time_ms,
-        "error": run.error,
-    })
-}
-
-/// The full run: record, every step with its attempts, and `output` (the
-/// output of the last step, in definition order, that succeeded) plus
-/// `outputs` (every succeeded step's output by step id).
-pub(super) async fn run_document(state: &ApiState, run: &RunRecord) -> Result<Value, ApiError> {
-    let store = state.store();
-    let steps = store.steps(run.id).await?;
-    let order: Vec<String> = store
-        .get_workflow(&run.workflow_name, Some(run.workflow_version))
-        .await?
-        .and_then(|w| w.definition.get("steps").and_then(Value::as_array).cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|s| s.get("id").and_then(Value::as_str).map(str::to_owned))
-        .collect();
-    let mut outputs = serde_json::Map::new();
-    let mut step_docs = Vec::with_capacity(steps.len());
-    for step in &steps {
-        let attempts = store.attempts(run.id, &step.step_id).await?;
-        if step.status == StepStatus::Succeeded
-            && !step.step_id.starts_with('$')
-            && let Some(output) = &step.output
-        {
-            outputs.insert(step.step_id.clone(), output.clone());
-        }
-        let mut doc = serde_json::to_value(step).map_err(|e| ApiError::Internal(e.to_string()))?;
-        doc["attempt_details"] =
-            serde_json::to_value(&attempts).map_err(|e| ApiError::Internal(e.to_string()))?;
-        step_docs.push(doc);
-    }
-    let output = order
-        .iter()
-        .rev()
-        .find_map(|id| outputs.get(id))
-        .cloned()
-        .unwrap_or(Value::Null);
-    let mut doc = run_summary(run);
-    doc["trigger"] = run.trigger.clone();
-    doc["vars"] = run.vars.clone();
-    doc["steps"] = Value::Array(step_docs);
-    doc["output"] = output;
-    doc["outputs"] = Value::Object(outputs);
-    Ok(doc)
+/// The whole run as the API sends it (see [`RunDocument::read`]).
+pub(super) async fn run_document(
+    state: &ApiState,
+    run: &RunRecord,
+) -> Result<RunDocument, ApiError> {
+    Ok(RunDocument::read(state.store().as_ref(), run).await?)
 }

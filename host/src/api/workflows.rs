@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::dto::{WorkflowDocument, WorkflowList, WorkflowVersions};
 use super::error::problems_json;
 use super::names::WorkflowName;
 use super::openapi::ErrorBody;
@@ -37,15 +38,6 @@ async fn checked_workflow(state: &ApiState, body: &Body) -> Result<(Workflow, Va
     Ok((workflow, definition))
 }
 
-pub(super) fn workflow_doc(stored: &StoredWorkflow) -> Value {
-    json!({
-        "name": stored.name,
-        "version": stored.version,
-        "created_at": stored.created_at,
-        "definition": stored.definition,
-    })
-}
-
 /// Store the saved workflow's schedule (or drop it).
 async fn sync_schedule(state: &ApiState, stored: &StoredWorkflow) -> Result<(), ApiError> {
     let now = state.scheduler().clock().now();
@@ -67,7 +59,7 @@ pub(super) async fn schedules(State(state): State<ApiState>) -> Result<Json<Valu
 }
 
 /// `POST /workflows`: create; 409 when the name exists (use PUT).
-#[utoipa::path(post, path = "/api/v1/workflows", tag = "workflows", request_body(content = serde_json::Value, description = "A workflow definition (README, \"A workflow\")"), responses((status = 201, description = "Saved as version 1", body = serde_json::Value), (status = 409, description = "A workflow of that name exists", body = ErrorBody), (status = 422, description = "The workflow does not validate; every problem listed", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/workflows", tag = "workflows", request_body(content = serde_json::Value, description = "A workflow definition (README, \"A workflow\")"), responses((status = 201, description = "Saved as version 1", body = WorkflowDocument), (status = 409, description = "A workflow of that name exists", body = ErrorBody), (status = 422, description = "The workflow does not validate; every problem listed", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn create(
     State(state): State<ApiState>,
     body: Body,
@@ -89,11 +81,11 @@ pub(super) async fn create(
         .save_workflow(&workflow.name, &definition)
         .await?;
     sync_schedule(&state, &stored).await?;
-    Ok((StatusCode::CREATED, Json(workflow_doc(&stored))).into_response())
+    Ok((StatusCode::CREATED, Json(WorkflowDocument::from(&stored))).into_response())
 }
 
 /// `PUT /workflows/{name}`: save a new version (or create); the body's name must match.
-#[utoipa::path(put, path = "/api/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name")), request_body(content = serde_json::Value, description = "The new definition; saved as a new version if it changed"), responses((status = 200, description = "Saved (a new version when changed)", body = serde_json::Value), (status = 201, description = "Created", body = serde_json::Value), (status = 422, description = "The workflow does not validate", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+#[utoipa::path(put, path = "/api/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name")), request_body(content = serde_json::Value, description = "The new definition; saved as a new version if it changed"), responses((status = 200, description = "Saved (a new version when changed)", body = WorkflowDocument), (status = 201, description = "Created", body = WorkflowDocument), (status = 422, description = "The workflow does not validate", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn update(
     State(state): State<ApiState>,
     WorkflowName(name): WorkflowName,
@@ -114,45 +106,46 @@ pub(super) async fn update(
     } else {
         StatusCode::CREATED
     };
-    Ok((status, Json(workflow_doc(&stored))).into_response())
+    Ok((status, Json(WorkflowDocument::from(&stored))).into_response())
 }
 
 /// `GET /workflows`: the newest version of each workflow.
-#[utoipa::path(get, path = "/api/v1/workflows", tag = "workflows", responses((status = 200, description = "Newest version of every workflow", body = serde_json::Value), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
-pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/workflows", tag = "workflows", responses((status = 200, description = "Newest version of every workflow", body = WorkflowList), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<WorkflowList>, ApiError> {
     let workflows = state.store().list_workflows().await?;
-    Ok(Json(
-        json!({ "workflows": workflows.iter().map(workflow_doc).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(WorkflowList {
+        workflows: workflows.iter().map(WorkflowDocument::from).collect(),
+    }))
 }
 
 /// `GET /workflows/{name}`: the newest version.
-#[utoipa::path(get, path = "/api/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name")), responses((status = 200, description = "The newest version", body = serde_json::Value), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name")), responses((status = 200, description = "The newest version", body = WorkflowDocument), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn get_one(
     State(state): State<ApiState>,
     WorkflowName(name): WorkflowName,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WorkflowDocument>, ApiError> {
     let stored = state
         .store()
         .get_workflow(&name, None)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("workflow {name:?}")))?;
-    Ok(Json(workflow_doc(&stored)))
+    Ok(Json(WorkflowDocument::from(&stored)))
 }
 
 /// `GET /workflows/{name}/versions`: every version, oldest first.
-#[utoipa::path(get, path = "/api/v1/workflows/{name}/versions", tag = "workflows", params(("name" = String, Path, description = "Workflow name")), responses((status = 200, description = "Every saved version", body = serde_json::Value), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/workflows/{name}/versions", tag = "workflows", params(("name" = String, Path, description = "Workflow name")), responses((status = 200, description = "Every saved version", body = WorkflowVersions), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn versions(
     State(state): State<ApiState>,
     WorkflowName(name): WorkflowName,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WorkflowVersions>, ApiError> {
     let versions = state.store().workflow_versions(&name).await?;
     if versions.is_empty() {
         return Err(ApiError::NotFound(format!("workflow {name:?}")));
     }
-    Ok(Json(
-        json!({ "name": name, "versions": versions.iter().map(workflow_doc).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(WorkflowVersions {
+        name,
+        versions: versions.iter().map(WorkflowDocument::from).collect(),
+    }))
 }
 
 /// `DELETE /workflows/{name}`: hide it (runs keep their pinned version).

@@ -156,9 +156,12 @@ async fn run_once(
 ) -> Result<()> {
     // The path `omniflow run` takes: the run is created already claimed
     // under this process's lease, then driven.
-    let claimed = exec
-        .submit_claimed(workflow, omniflow::engine::RunRequest::default())
-        .await?;
+    let claimed = omniflow::triggers::start_claimed(
+        exec,
+        workflow,
+        omniflow::triggers::RunRequest::default(),
+    )
+    .await?;
     let id = claimed.run.id;
     let status = exec
         .execute_leased(claimed, tokio_util::sync::CancellationToken::new())
@@ -261,7 +264,13 @@ pub(crate) async fn throughput(runs: usize, workers: usize) -> Result<()> {
     while left > 0 {
         let batch = left.min(1000);
         let new: Vec<NewRun> = (0..batch)
-            .map(|_| NewRun::manual("throughput", stored.version, serde_json::json!({})))
+            .map(|_| {
+                let request = omniflow::triggers::RunRequest::new(
+                    omniflow::triggers::TriggerKind::Manual,
+                    serde_json::json!({}),
+                );
+                omniflow::triggers::new_run(&stored, request)
+            })
             .collect();
         exec.store().create_runs(new).await?;
         left -= batch;

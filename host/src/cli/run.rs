@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
-use omniflow::engine::{EngineError, Executor, ExecutorConfig, RunEvent, RunRequest};
+use omniflow::engine::{EngineError, Executor, ExecutorConfig, RunEvent};
 use omniflow::runtime::Runtime;
 use omniflow::store::{RunId, RunStatus, StepStatus};
+use omniflow::triggers::{self, RunRequest, TriggerKind};
 use omniflow::workflow::validate;
 use tokio_util::sync::CancellationToken;
 
@@ -163,17 +164,12 @@ pub(crate) async fn run(args: RunArgs) -> Result<bool> {
     // already claimed under this process's lease, renewed while it runs,
     // so a server on the same database never takes it, and this process
     // never touches the server's runs.
-    let claimed = match exec
-        .submit_claimed(
-            &workflow,
-            RunRequest {
-                vars,
-                trigger_type: "manual".into(),
-                ..RunRequest::default()
-            },
-        )
-        .await
-    {
+    let request = RunRequest {
+        kind: TriggerKind::Manual,
+        vars,
+        ..RunRequest::default()
+    };
+    let claimed = match triggers::start_claimed(&exec, &workflow, request).await {
         Ok(claimed) => claimed,
         Err(EngineError::Invalid(errors)) => {
             eprintln!("{}: the workflow is invalid:", args.file.display());

@@ -1,48 +1,24 @@
-//! `omniflow runs list|show`, and the run summary/JSON shared with `run`.
+//! `omniflow runs list|show`, and the run summary/JSON shared with `run`
+//! (the JSON is the API's run document, `api::dto::RunDocument`).
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use omniflow::api::dto::RunDocument;
 use omniflow::engine::Executor;
 use omniflow::store::{RunFilter, RunId, RunStatus, Store};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-async fn run_doc(store: &dyn Store, id: RunId) -> Result<Value> {
+/// The run document the API answers `GET /api/v1/runs/{id}` with.
+async fn run_doc(store: &dyn Store, id: RunId) -> Result<RunDocument> {
     let run = store
         .get_run(id)
         .await?
         .with_context(|| format!("no run {id}"))?;
-    let steps = store.steps(id).await?;
-    Ok(json!({
-        "run_id": run.id,
-        "workflow": run.workflow_name,
-        "workflow_version": run.workflow_version,
-        "status": run.status.as_str(),
-        "priority": run.priority.as_str(),
-        "trigger": run.trigger,
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "total_time_ms": run.total_time_ms,
-        "error": run.error,
-        "steps": steps.iter().map(|s| json!({
-            "id": s.step_id,
-            "status": s.status.as_str(),
-            "attempts": s.attempts,
-            "input": s.input,
-            "output": s.output,
-            "error": s.error_class.as_ref().map(|class| json!({
-                "class": class,
-                "message": s.error_message,
-            })),
-            "fuel_used": s.fuel_used,
-            "duration_ms": s.duration_ms,
-            "logs": s.logs,
-        })).collect::<Vec<_>>(),
-    }))
+    Ok(RunDocument::read(store, &run).await?)
 }
 
-pub(crate) async fn run_json(exec: &Executor, id: RunId) -> Result<Value> {
+pub(crate) async fn run_json(exec: &Executor, id: RunId) -> Result<RunDocument> {
     run_doc(exec.store().as_ref(), id).await
 }
 

@@ -2,8 +2,9 @@
 //! runtime, in dependency order and in parallel, persisting every step's
 //! record before its dependents start.
 //!
-//! - [`Executor::submit`] validates a workflow, saves it as a version and
-//!   creates a queued run pinned to that version.
+//! - [`Executor::save_workflow`] validates a workflow and saves it as a
+//!   version; [`Executor::submit`] queues a run a trigger built for it
+//!   (`crate::triggers` is the one place runs are built and started).
 //! - [`Executor::execute`] runs (or resumes) a run to its end: steps whose
 //!   record is already terminal are not run again.
 //!
@@ -37,7 +38,9 @@ pub use registry::PieceRegistry;
 
 use crate::capabilities::secrets::Secrets;
 use crate::runtime::{Runtime, StepLimits};
-use crate::store::{ClaimedRun, Lease, NewRun, Priority, RunId, RunStatus, Store, StoreError};
+use crate::store::{
+    ClaimedRun, Lease, NewRun, RunId, RunStatus, Store, StoreError, StoredWorkflow,
+};
 use crate::workflow::{ValidationError, Workflow, validate};
 
 /// Why the engine could not accept or drive a run.
@@ -102,19 +105,6 @@ impl Default for ExecutorConfig {
             lease: Duration::from_secs(30),
         }
     }
-}
-
-/// Inputs for a new run.
-#[derive(Debug, Clone, Default)]
-pub struct RunRequest {
-    /// `trigger.payload` for templates.
-    pub payload: serde_json::Value,
-    /// Trigger type recorded with the run (`manual`, `schedule`, `webhook`).
-    pub trigger_type: String,
-    /// Overrides of the workflow's `vars`.
-    pub vars: serde_json::Map<String, serde_json::Value>,
-    /// Queue priority.
-    pub priority: Priority,
 }
 
 /// Runs workflows on the piece runtime with a store.
@@ -217,26 +207,15 @@ impl Executor {
             .map_err(EngineError::from)
     }
 
-    /// Validate `workflow`, save it (a new version if it changed) and create
-    /// a queued run pinned to that version.
-    pub async fn submit(
-        &self,
-        workflow: &Workflow,
-        request: RunRequest,
-    ) -> Result<RunId, EngineError> {
-        let run = self.prepare(workflow, request).await?;
+    /// Queue `run` (built by a trigger: [`crate::triggers::new_run`]).
+    pub async fn submit(&self, run: NewRun) -> Result<RunId, EngineError> {
         Ok(self.store.create_run(run).await?.id)
     }
 
     /// Like [`Executor::submit`], but the run is created already claimed by
     /// this executor (running under its lease, so no queue worker of any
     /// process can take it): for [`Executor::execute_leased`] next.
-    pub async fn submit_claimed(
-        &self,
-        workflow: &Workflow,
-        request: RunRequest,
-    ) -> Result<ClaimedRun, EngineError> {
-        let run = self.prepare(workflow, request).await?;
+    pub async fn submit_claimed(&self, run: NewRun) -> Result<ClaimedRun, EngineError> {
         Ok(self
             .store
             .create_claimed_run(
@@ -247,33 +226,17 @@ impl Executor {
             .await?)
     }
 
-    /// Validate and save `workflow`; the run to create for it.
-    async fn prepare(
-        &self,
-        workflow: &Workflow,
-        request: RunRequest,
-    ) -> Result<NewRun, EngineError> {
+    /// Validate `workflow` and save it (a new version if it changed): the
+    /// version a trigger's run pins ([`crate::triggers::start`]).
+    pub async fn save_workflow(&self, workflow: &Workflow) -> Result<StoredWorkflow, EngineError> {
         self.prepare_pieces(workflow).await?;
         validate(workflow, self.registry.as_ref()).map_err(EngineError::Invalid)?;
         let definition = serde_json::from_str::<serde_json::Value>(&workflow.to_json())
             .map_err(|e| EngineError::NotFound(format!("workflow does not serialize: {e}")))?;
-        let stored = self
+        Ok(self
             .store
             .save_workflow(&workflow.name, &definition)
-            .await?;
-        let trigger_type = if request.trigger_type.is_empty() {
-            "manual".to_string()
-        } else {
-            request.trigger_type
-        };
-        Ok(NewRun {
-            workflow_name: stored.name,
-            workflow_version: stored.version,
-            priority: request.priority,
-            trigger: serde_json::json!({ "type": trigger_type, "payload": request.payload }),
-            vars: serde_json::Value::Object(request.vars),
-            simulated: false,
-        })
+            .await?)
     }
 
     /// Run (or resume) `run` to its end in this process and return its

@@ -24,8 +24,9 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use super::{RunRequest, TriggerKind, new_run};
 use crate::engine::RunQueue;
-use crate::store::{NewRun, Priority, RunId, Store, StoreError, StoredWorkflow};
+use crate::store::{RunId, Store, StoreError, StoredWorkflow};
 use crate::workflow::{MissedFires, Trigger, Workflow};
 
 /// A fire time handled later than this after it passed counts as missed.
@@ -235,16 +236,10 @@ impl Scheduler {
             };
             let fire_at = humantime::parse_rfc3339_weak(&schedule.next_fire_at).unwrap_or(now);
             let missed = now.duration_since(fire_at).unwrap_or_default() > MISSED_AFTER;
-            let run = (!missed || schedule.missed != "skip").then(|| NewRun {
-                workflow_name: workflow.name.clone(),
-                workflow_version: workflow.version,
-                priority: Priority::Normal,
-                trigger: serde_json::json!({
-                    "type": "schedule",
-                    "payload": { "fire_time": schedule.next_fire_at, "missed": missed },
-                }),
-                vars: serde_json::json!({}),
-                simulated: false,
+            let run = (!missed || schedule.missed != "skip").then(|| {
+                let payload =
+                    serde_json::json!({ "fire_time": schedule.next_fire_at, "missed": missed });
+                new_run(&workflow, RunRequest::new(TriggerKind::Schedule, payload))
             });
             if let Some(run) = self
                 .store
