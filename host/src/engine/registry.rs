@@ -92,7 +92,7 @@ impl PieceRegistry {
             let done = pending
                 .done
                 .get_or_init(|| async {
-                    match runtime.load(pending.bytes).await {
+                    match runtime.load_static(pending.bytes).await {
                         Ok(piece) => {
                             if piece.info().name != pending.name {
                                 tracing::warn!(

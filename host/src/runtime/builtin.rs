@@ -13,7 +13,7 @@ impl Runtime {
     pub async fn load_builtins(&self) -> Result<Vec<Arc<LoadedPiece>>, RuntimeError> {
         let mut pieces = Vec::with_capacity(BUILTIN_PIECES.len());
         for (_crate_name, bytes) in BUILTIN_PIECES {
-            pieces.push(self.load(bytes).await?);
+            pieces.push(self.load_static(bytes).await?);
         }
         Ok(pieces)
     }

@@ -3,6 +3,7 @@
 //! Every piece takes this path, built-in or uploaded: there is no shortcut.
 
 use crate::capabilities::http::HttpGrants;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -154,6 +155,25 @@ fn interface_name(import: &str) -> &str {
 impl Runtime {
     /// Validate, compile (or load from cache), pre-instantiate and describe a piece.
     pub async fn load(&self, bytes: &[u8]) -> Result<Arc<LoadedPiece>, RuntimeError> {
+        self.load_from(bytes, || Cow::Owned(bytes.to_vec())).await
+    }
+
+    /// [`Runtime::load`] for bytes that live as long as the process (the
+    /// built-in pieces embedded in the binary): a compile reads them in
+    /// place instead of copying them first.
+    pub async fn load_static(
+        &self,
+        bytes: &'static [u8],
+    ) -> Result<Arc<LoadedPiece>, RuntimeError> {
+        self.load_from(bytes, || Cow::Borrowed(bytes)).await
+    }
+
+    /// `owned` gives the bytes to a compile (which runs on another thread).
+    async fn load_from(
+        &self,
+        bytes: &[u8],
+        owned: impl FnOnce() -> Cow<'static, [u8]>,
+    ) -> Result<Arc<LoadedPiece>, RuntimeError> {
         let digest = PieceDigest::of(bytes);
         if let Some(piece) = self
             .loaded
@@ -165,7 +185,7 @@ impl Runtime {
         }
         check_header(bytes)?;
 
-        let (tier, component, from_cache) = self.compile_or_fetch(bytes, &digest).await?;
+        let (tier, component, from_cache) = self.compile_or_fetch(owned, &digest).await?;
         let engine = &tier.engine;
 
         let ty = component.component_type();
@@ -193,7 +213,7 @@ impl Runtime {
         }
 
         let instance_pre = tier
-            .linker
+            .linker()?
             .instantiate_pre(&component)
             .map_err(|e| RuntimeError::Engine(format!("linking: {e:#}")))?;
         let pre = PieceCorePre::new(instance_pre).map_err(|e| RuntimeError::WrongWorld {
@@ -225,7 +245,7 @@ impl Runtime {
     /// so several pieces compile at once and nothing waits behind one).
     async fn compile_or_fetch(
         &self,
-        bytes: &[u8],
+        bytes: impl FnOnce() -> Cow<'static, [u8]>,
         digest: &PieceDigest,
     ) -> Result<(&super::Tier, Component, bool), RuntimeError> {
         let tiers = std::iter::once(&self.optimized).chain(&self.baseline);
@@ -248,7 +268,7 @@ impl Runtime {
         let engine = tier.engine.clone();
         let cache = tier.cache.clone();
         let digest = digest.clone();
-        let owned = bytes.to_vec();
+        let owned = bytes();
         let component = tokio::task::spawn_blocking(move || match cache {
             Some(cache) => cache.compile(&engine, &digest, &owned),
             None => Component::new(&engine, &owned),

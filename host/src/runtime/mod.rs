@@ -170,7 +170,9 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 /// One compiler's engine, the linker built on it and its artifact cache.
 pub(crate) struct Tier {
     pub(crate) engine: Engine,
-    pub(crate) linker: Linker<StepState>,
+    /// Built when a piece of this tier is first linked: a one-shot
+    /// command whose pieces all come from the other tier never builds it.
+    linker: std::sync::OnceLock<Linker<StepState>>,
     pub(crate) cache: Option<Arc<cache::ArtifactCache>>,
     pub(crate) compiler: Compiler,
     /// Held while compiling, when compiles take turns (baseline).
@@ -282,24 +284,35 @@ impl Tier {
         }
         let engine = Engine::new(&wasm).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
 
-        let mut linker = Linker::<StepState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
-            .and_then(|()| {
-                crate::capabilities::log::link(&mut linker, |state: &mut StepState| &mut state.log)
-            })
-            .map_err(|e| RuntimeError::Engine(format!("linking host interfaces: {e:#}")))?;
         let cache = config
             .cache_dir
             .as_ref()
             .map(|dir| Arc::new(cache::ArtifactCache::new(&engine, dir.join("compiled"))));
         Ok(Tier {
             engine,
-            linker,
+            linker: std::sync::OnceLock::new(),
             cache,
             compiler,
             compile_turn: (compiler == Compiler::Baseline).then(|| tokio::sync::Mutex::new(())),
         })
+    }
+}
+
+impl Tier {
+    /// The linker of this tier's engine: WASI p2, `wasi:http` and the log
+    /// capability (built on first use).
+    pub(crate) fn linker(&self) -> Result<&Linker<StepState>, RuntimeError> {
+        if let Some(linker) = self.linker.get() {
+            return Ok(linker);
+        }
+        let mut linker = Linker::<StepState>::new(&self.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+            .and_then(|()| {
+                crate::capabilities::log::link(&mut linker, |state: &mut StepState| &mut state.log)
+            })
+            .map_err(|e| RuntimeError::Engine(format!("linking host interfaces: {e:#}")))?;
+        Ok(self.linker.get_or_init(|| linker))
     }
 }
 
