@@ -20,6 +20,7 @@
 
 mod auth;
 pub mod dto;
+pub mod dto_system;
 mod error;
 mod hooks;
 mod names;

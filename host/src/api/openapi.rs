@@ -13,6 +13,10 @@ use super::dto::{
     PieceList, PieceVersions, RetriedRuns, RunDocument, RunEventDocument, RunList, RunSummary,
     StepDocument, WorkflowDocument, WorkflowList, WorkflowVersions,
 };
+use super::dto_system::{
+    Health, Problem, ScheduleDocument, ScheduleList, SecretList, SecretName, Stats,
+    ValidationReport, WebhookSecret, WorkerLoad,
+};
 use super::{hooks, runs, secrets, system, workflows};
 
 /// Every error: `{"error": {"code": "...", "message": "..."}}`.
@@ -70,6 +74,8 @@ impl utoipa::Modify for BearerAuth {
         RetriedRuns, Cancelling, RunEventDocument, ItemDocument,
         WorkflowDocument, WorkflowList, WorkflowVersions,
         PieceDocument, ActionDocument, PieceList, PieceVersions,
+        Health, Stats, WorkerLoad, ScheduleList, ScheduleDocument, ValidationReport, Problem,
+        WebhookSecret, SecretList, SecretName,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

@@ -10,8 +10,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use secrecy::SecretString;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
+use super::dto_system::SecretList;
 use super::error::{ApiError, parse_json};
 use super::names::SecretName;
 use super::openapi::ErrorBody;
@@ -83,13 +83,10 @@ pub(super) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(get, path = "/api/v1/secrets", tag = "secrets", responses((status = 200, description = "Names and dates, never values", body = serde_json::Value), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
-pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/secrets", tag = "secrets", responses((status = 200, description = "Names and dates, never values", body = SecretList), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<SecretList>, ApiError> {
     let secrets = state.store().sealed_secrets().await?;
-    Ok(Json(json!({
-        "secrets": secrets
-            .iter()
-            .map(|s| json!({ "name": s.name, "updated_at": s.updated_at }))
-            .collect::<Vec<_>>()
-    })))
+    Ok(Json(SecretList {
+        secrets: secrets.iter().map(Into::into).collect(),
+    }))
 }

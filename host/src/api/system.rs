@@ -8,9 +8,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 
 use super::dto::{PieceDocument, PieceList, PieceVersions};
+use super::dto_system::{Health, Stats, WorkerLoad};
 use super::names::PieceName;
 use super::openapi::ErrorBody;
 use super::{ApiError, ApiState};
@@ -19,14 +19,14 @@ use super::{ApiError, ApiState};
 const THROUGHPUT_WINDOW: Duration = Duration::from_secs(60);
 
 /// `GET /health`: the process answers (no auth).
-#[utoipa::path(get, path = "/api/v1/health", tag = "system", security(()), responses((status = 200, description = "The process is alive (no auth; also `/health`)", body = serde_json::Value)))]
-pub(super) async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/api/v1/health", tag = "system", security(()), responses((status = 200, description = "The process is alive (no auth; also `/health`)", body = Health)))]
+pub(super) async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// `GET /ready`: the database answers and the worker pool is alive.
-#[utoipa::path(get, path = "/api/v1/ready", tag = "system", responses((status = 200, description = "Database reachable, workers alive", body = serde_json::Value), (status = 503, description = "Not ready", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
-pub(super) async fn ready(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/ready", tag = "system", responses((status = 200, description = "Database reachable, workers alive", body = Health), (status = 503, description = "Not ready", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+pub(super) async fn ready(State(state): State<ApiState>) -> Result<Json<Health>, ApiError> {
     state.store().get_run(uuid::Uuid::nil()).await?;
     if !state.queue().is_alive() {
         return Err(ApiError::Unavailable(
@@ -36,25 +36,28 @@ pub(super) async fn ready(State(state): State<ApiState>) -> Result<Json<Value>, 
     if state.shutdown().is_cancelled() {
         return Err(ApiError::Unavailable("shutting down".into()));
     }
-    Ok(Json(json!({ "status": "ready" })))
+    Ok(Json(Health { status: "ready" }))
 }
 
 /// `GET /stats`: queue depth by priority, running, totals, recent throughput.
-#[utoipa::path(get, path = "/api/v1/stats", tag = "system", responses((status = 200, description = "Queue depth by priority, running, totals, throughput", body = serde_json::Value), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
-pub(super) async fn stats(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/stats", tag = "system", responses((status = 200, description = "Queue depth by priority, running, totals, throughput", body = Stats), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+pub(super) async fn stats(State(state): State<ApiState>) -> Result<Json<Stats>, ApiError> {
     let since = SystemTime::now() - THROUGHPUT_WINDOW;
     let stats = state.store().queue_stats(since).await?;
     let finished: u64 = stats.finished_since.values().sum();
-    Ok(Json(json!({
-        "queued_by_priority": stats.queued_by_priority,
-        "queued": stats.queued_by_priority.values().sum::<u64>(),
-        "running": stats.runs_by_status.get("running").copied().unwrap_or(0),
-        "runs_by_status": stats.runs_by_status,
-        "finished_last_minute": stats.finished_since,
-        "throughput_runs_per_s": finished as f64 / THROUGHPUT_WINDOW.as_secs_f64(),
-        "workers": { "capacity": state.queue().capacity(), "busy": state.queue().busy() },
-        "uptime_s": state.inner.started.elapsed().as_secs(),
-    })))
+    Ok(Json(Stats {
+        queued: stats.queued_by_priority.values().sum::<u64>(),
+        running: stats.runs_by_status.get("running").copied().unwrap_or(0),
+        queued_by_priority: stats.queued_by_priority,
+        runs_by_status: stats.runs_by_status,
+        finished_last_minute: stats.finished_since,
+        throughput_runs_per_s: finished as f64 / THROUGHPUT_WINDOW.as_secs_f64(),
+        workers: WorkerLoad {
+            capacity: state.queue().capacity(),
+            busy: state.queue().busy(),
+        },
+        uptime_s: state.inner.started.elapsed().as_secs(),
+    }))
 }
 
 /// `GET /metrics`: Prometheus text exposition.

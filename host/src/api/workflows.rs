@@ -5,10 +5,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::dto::{WorkflowDocument, WorkflowList, WorkflowVersions};
-use super::error::problems_json;
+use super::dto_system::{ScheduleList, ValidationReport, WebhookSecret};
 use super::names::WorkflowName;
 use super::openapi::ErrorBody;
 use super::{ApiError, ApiState, Body};
@@ -52,10 +52,14 @@ async fn sync_schedule(state: &ApiState, stored: &StoredWorkflow) -> Result<(), 
 }
 
 /// `GET /schedules`: every cron trigger with its next fire time.
-#[utoipa::path(get, path = "/api/v1/schedules", tag = "workflows", responses((status = 200, description = "Cron triggers with their next fire time", body = serde_json::Value), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
-pub(super) async fn schedules(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/schedules", tag = "workflows", responses((status = 200, description = "Cron triggers with their next fire time", body = ScheduleList), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+pub(super) async fn schedules(
+    State(state): State<ApiState>,
+) -> Result<Json<ScheduleList>, ApiError> {
     let schedules = state.store().list_schedules().await?;
-    Ok(Json(json!({ "schedules": schedules })))
+    Ok(Json(ScheduleList {
+        schedules: schedules.into_iter().map(Into::into).collect(),
+    }))
 }
 
 /// `POST /workflows`: create; 409 when the name exists (use PUT).
@@ -162,11 +166,11 @@ pub(super) async fn delete(
 }
 
 /// `POST /workflows:validate`: 200 with `{"valid": bool, "problems": [...]}`.
-#[utoipa::path(post, path = "/api/v1/workflows:validate", tag = "workflows", request_body(content = serde_json::Value, description = "A workflow definition"), responses((status = 200, description = "`{valid, problems}`", body = serde_json::Value), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/workflows:validate", tag = "workflows", request_body(content = serde_json::Value, description = "A workflow definition"), responses((status = 200, description = "`{valid, problems}`", body = ValidationReport), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn validate_only(
     State(state): State<ApiState>,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ValidationReport>, ApiError> {
     let problems = match Workflow::from_json(body_text(&body)?) {
         Err(e) => vec![ValidationError {
             at: "workflow".into(),
@@ -180,23 +184,24 @@ pub(super) async fn validate_only(
             }
         }
     };
-    Ok(Json(
-        json!({ "valid": problems.is_empty(), "problems": problems_json(&problems) }),
-    ))
+    Ok(Json(ValidationReport {
+        valid: problems.is_empty(),
+        problems: problems.iter().map(Into::into).collect(),
+    }))
 }
 
 /// `PUT /workflows/{name}/webhook`: a new webhook secret, shown this once.
-#[utoipa::path(put, path = "/api/v1/workflows/{name}/webhook", tag = "workflows", params(("name" = String, Path, description = "Workflow name")), responses((status = 200, description = "A new webhook secret, shown once", body = serde_json::Value), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+#[utoipa::path(put, path = "/api/v1/workflows/{name}/webhook", tag = "workflows", params(("name" = String, Path, description = "Workflow name")), responses((status = 200, description = "A new webhook secret, shown once", body = WebhookSecret), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn set_webhook(
     State(state): State<ApiState>,
     WorkflowName(name): WorkflowName,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookSecret>, ApiError> {
     let secret = format!("whsec_{}", hex::encode(rand::random::<[u8; 32]>()));
     state.store().set_webhook_secret(&name, &secret).await?;
-    Ok(Json(json!({
-        "workflow": name,
-        "secret": secret,
-        "url": format!("/hooks/{name}"),
-        "signature_header": super::SIGNATURE_HEADER,
-    })))
+    Ok(Json(WebhookSecret {
+        url: format!("/hooks/{name}"),
+        workflow: name,
+        secret,
+        signature_header: super::SIGNATURE_HEADER.to_string(),
+    }))
 }

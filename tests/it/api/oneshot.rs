@@ -296,3 +296,66 @@ async fn a_webhook_delivery_is_checked_and_started_by_the_triggers_module() {
         json!({ "type": "webhook", "payload": { "x": 7 } })
     );
 }
+
+#[tokio::test]
+async fn every_success_body_in_the_openapi_document_has_a_schema() {
+    let fx = fixture().await;
+    let (status, doc) = fx.get("/api/v1/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut untyped = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for (code, response) in op["responses"].as_object().unwrap() {
+                if !code.starts_with('2') || path == "/api/v1/openapi.json" {
+                    continue;
+                }
+                let Some(json) = response["content"].get("application/json") else {
+                    continue; // 204, text/plain, event streams
+                };
+                if json["schema"]["$ref"].as_str().is_none() {
+                    untyped.push(format!("{method} {path} {code}"));
+                }
+            }
+        }
+    }
+    assert!(untyped.is_empty(), "untyped success bodies: {untyped:?}");
+}
+
+#[tokio::test]
+async fn the_small_documents_keep_their_shape() {
+    let fx = fixture().await;
+    let (status, stats) = fx.get("/api/v1/stats").await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    for key in [
+        "queued_by_priority",
+        "queued",
+        "running",
+        "runs_by_status",
+        "finished_last_minute",
+        "throughput_runs_per_s",
+        "uptime_s",
+    ] {
+        assert!(stats.get(key).is_some(), "stats lacks {key}: {stats}");
+    }
+    assert_eq!(stats["workers"], json!({"capacity": 0, "busy": 0}));
+    let (_, schedules) = fx.get("/api/v1/schedules").await;
+    assert_eq!(schedules, json!({"schedules": []}));
+    let (_, health) = fx.get("/api/v1/health").await;
+    assert_eq!(health, json!({"status": "ok"}));
+    let (_, secrets) = fx.get("/api/v1/secrets").await;
+    assert_eq!(secrets, json!({"secrets": []}));
+    let request = authorized(Method::POST, "/api/v1/workflows:validate")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            r#"{"name": "x", "steps": [{"id": "a", "piece": "nope@^1", "action": "b"}]}"#,
+        ))
+        .unwrap();
+    let (status, report) = fx.call(request).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(report["valid"], false);
+    let problem = &report["problems"][0];
+    assert!(
+        problem["at"].is_string() && problem["message"].is_string(),
+        "{report}"
+    );
+}
