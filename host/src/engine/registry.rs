@@ -86,8 +86,13 @@ impl PieceRegistry {
     async fn load_pending(
         &self,
         runtime: &Runtime,
-        wanted: Vec<&Pending>,
+        mut wanted: Vec<&Pending>,
     ) -> Result<(), RuntimeError> {
+        // Largest first: where compiles take turns (the baseline compiler),
+        // the biggest compile then runs before anything a loaded piece
+        // keeps (its schemas' validators) exists, so the peaks do not add
+        // up; where they run at once, the longest starts first.
+        wanted.sort_by_key(|pending| std::cmp::Reverse(pending.bytes.len()));
         let loads = wanted.into_iter().map(|pending| async move {
             let done = pending
                 .done
