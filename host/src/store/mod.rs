@@ -38,8 +38,8 @@
 
 mod canonical;
 mod error;
-mod records;
 pub mod postgres;
+mod records;
 pub mod sqlite;
 mod time;
 mod traits;
@@ -48,12 +48,12 @@ use std::sync::Arc;
 
 pub(crate) use canonical::canonical_json;
 pub use error::StoreError;
+pub use postgres::PgStore;
 pub use records::{
     ApiToken, AttemptRecord, ClaimedRun, Lease, NewRun, ParseEnumError, Priority, QueueStats,
     RunFilter, RunId, RunRecord, RunStatus, ScheduleRecord, SealedSecret, ServerLock, StepRecord,
     StepStatus, StoredWorkflow,
 };
-pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub(crate) use time::elapsed_ms;
 pub use time::{now_rfc3339, rfc3339};

@@ -78,6 +78,8 @@ macro_rules! store_contract {
             #[tokio::test] leases::a_worker_whose_lease_was_taken_over_can_no_longer_write_the_run,
             #[tokio::test] leases::fenced_step_writes_batched_together_each_get_their_own_answer,
             #[tokio::test] leases::the_sweep_recovers_running_runs_without_a_lease_and_claims_respect_live_ones,
+            #[tokio::test] leases::claims_take_runs_by_priority_then_age,
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)] leases::concurrent_claimers_take_each_run_once,
         );
     };
     (@cases $backend:ident, $fresh:expr; $(#[$test:meta] $file:ident :: $case:ident,)*) => {

@@ -95,10 +95,12 @@ impl PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(sql_error("probe the server lock"))?;
-        Ok(row.map(|(name, backend)| match name.filter(|n| !n.is_empty()) {
-            Some(name) => format!("{name}, PostgreSQL backend {backend}"),
-            None => format!("PostgreSQL backend {backend}"),
-        }))
+        Ok(
+            row.map(|(name, backend)| match name.filter(|n| !n.is_empty()) {
+                Some(name) => format!("{name}, PostgreSQL backend {backend}"),
+                None => format!("PostgreSQL backend {backend}"),
+            }),
+        )
     }
 
     /// The database's name, for messages.

@@ -428,11 +428,10 @@ impl QueueStore for PgStore {
             let status: String = get(row, "status")?;
             stats.finished_since.insert(status, count(get(row, "n")?));
         }
-        let fuel: Option<i64> =
-            sqlx::query_scalar("SELECT SUM(fuel_used)::bigint FROM step_runs")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(sql_error(op))?;
+        let fuel: Option<i64> = sqlx::query_scalar("SELECT SUM(fuel_used)::bigint FROM step_runs")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(sql_error(op))?;
         stats.fuel_used_total = count(fuel.unwrap_or(0));
         Ok(stats)
     }

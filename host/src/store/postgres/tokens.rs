@@ -23,7 +23,11 @@ fn token_from_row(row: &PgRow) -> Result<ApiToken, StoreError> {
 }
 
 /// Insert a token through `executor`.
-async fn insert_token<'e, E>(executor: E, name: &str, token_hash: &str) -> Result<PgRow, sqlx::Error>
+async fn insert_token<'e, E>(
+    executor: E,
+    name: &str,
+    token_hash: &str,
+) -> Result<PgRow, sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = sqlx::Postgres>,
 {
