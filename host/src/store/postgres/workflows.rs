@@ -1,7 +1,8 @@
 //! SQL for [`WorkflowStore`]: definitions, versions, soft deletes.
 //!
-//! Saving locks the workflow's row (`FOR UPDATE`, after creating it if
-//! needed), so concurrent saves of one name take versions one after the other.
+//! Saving creates the workflow's row if needed, then updates it (clearing
+//! a deletion), which holds the row's lock until the commit: concurrent
+//! saves of one name take versions one after the other.
 
 use sqlx::types::Json;
 
@@ -47,7 +48,8 @@ impl WorkflowStore for PgStore {
         let op = "save workflow";
         let now = now_rfc3339();
         let mut tx = self.pool.begin().await.map_err(sql_error(op))?;
-        // Create the workflow if new, then hold its row: one save at a time per name.
+        // Create the workflow if new; the UPDATE below then holds its row
+        // until the commit: one save at a time per name.
         sqlx::query(
             "INSERT INTO workflows (name, created_at) VALUES ($1, $2::timestamptz) \
              ON CONFLICT (name) DO NOTHING",
