@@ -2,7 +2,8 @@
 //!
 //! Every behaviour the store traits promise is a case of ONE contract
 //! suite (`runs.rs`: workflows, runs, steps; `leases.rs`: the queue,
-//! leases, fencing), run against every backend by `store_contract!`: a
+//! leases, fencing; `server.rs`: deletes, tokens, webhooks, schedules,
+//! secrets, cancel and retry, stats), run against every backend by `store_contract!`: a
 //! backend is a function giving a fresh, empty database ([`TestDb`]), and
 //! one `store_contract!(name, fresh_db)` line below runs every case on it
 //! (test names `store::<backend>::<case>`): SQLite (a file in a temporary
@@ -17,6 +18,7 @@
 mod leases;
 mod pg;
 mod runs;
+mod server;
 
 use std::any::Any;
 use std::path::PathBuf;
@@ -80,6 +82,14 @@ macro_rules! store_contract {
             #[tokio::test] leases::the_sweep_recovers_running_runs_without_a_lease_and_claims_respect_live_ones,
             #[tokio::test] leases::claims_take_runs_by_priority_then_age,
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)] leases::concurrent_claimers_take_each_run_once,
+            #[tokio::test] server::deleting_a_workflow_hides_it_and_drops_its_webhook_and_schedule,
+            #[tokio::test] server::the_first_token_is_created_once_and_revoked_tokens_stop_working,
+            #[tokio::test] server::webhook_deliveries_are_replays_until_forgotten,
+            #[tokio::test] server::schedules_keep_their_fire_time_and_each_fire_time_fires_once,
+            #[tokio::test] server::sealed_secrets_are_replaced_listed_by_name_and_deleted,
+            #[tokio::test] server::a_cancelled_run_is_retried_from_where_it_stopped,
+            #[tokio::test] server::create_runs_is_all_or_nothing,
+            #[tokio::test] server::queue_stats_count_queued_by_priority_runs_by_status_and_fuel,
         );
     };
     (@cases $backend:ident, $fresh:expr; $(#[$test:meta] $file:ident :: $case:ident,)*) => {
