@@ -11,14 +11,14 @@
 //! not by the server's clock.
 //!
 //! Concurrency comes from the database, not from one writer per process:
-//! - claims lock the runs they take with `FOR UPDATE SKIP LOCKED` (`queue.rs`),
-//!   so concurrent claimers take different runs without waiting;
+//! - claims lock the runs they take with `FOR NO KEY UPDATE SKIP LOCKED`
+//!   (`queue.rs`), so concurrent claimers take different runs without waiting;
 //! - every write of the worker executing a run is fenced by its lease epoch
 //!   in the same statement or transaction (`status = 'running' AND
 //!   lease_epoch = $n`; step records lock the run row `FOR SHARE` first,
 //!   `steps.rs`), so a worker that lost its lease writes nothing
 //!   ([`StoreError::LeaseLost`]);
-//! - read-then-write operations lock what they read (`FOR UPDATE` on the
+//! - read-then-write operations lock what they read (`FOR NO KEY UPDATE` on the
 //!   run or workflow row, a table lock for the first API token).
 //!
 //! One server per database is a session-level advisory lock held by a

@@ -336,13 +336,11 @@ pub(super) async fn a_cancelled_run_is_retried_from_where_it_stopped(db: TestDb)
     assert_eq!((b.status, b.tries, b.attempts), (StepStatus::Pending, 0, 1));
     assert_eq!(by_id("$on_failure").status, StepStatus::Failed, "history");
 
-    for refused in [run.id] {
-        match store.requeue_for_retry(refused).await {
-            Err(StoreError::InvalidTransition { from, to, .. }) => {
-                assert_eq!((from, to), (RunStatus::Queued, RunStatus::Queued));
-            }
-            other => panic!("retried a queued run: {other:?}"),
+    match store.requeue_for_retry(run.id).await {
+        Err(StoreError::InvalidTransition { from, to, .. }) => {
+            assert_eq!((from, to), (RunStatus::Queued, RunStatus::Queued));
         }
+        other => panic!("retried a queued run: {other:?}"),
     }
     let err = store
         .requeue_for_retry(uuid::Uuid::now_v7())

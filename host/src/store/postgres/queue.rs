@@ -2,10 +2,15 @@
 //! cancellation, retries, stats).
 //!
 //! A claim is one statement: a CTE picks up to `n` queued runs in queue
-//! order (priority, then age) and locks them `FOR UPDATE SKIP LOCKED`, the
-//! `UPDATE` takes them. Concurrent claimers (other workers, other
-//! machines) skip the rows another one is taking instead of waiting for
-//! it, and never take the same run twice.
+//! order (priority, then age) and locks them `FOR NO KEY UPDATE SKIP
+//! LOCKED`, the `UPDATE` takes them. Concurrent claimers (other workers,
+//! other machines) skip the rows another one is taking instead of waiting
+//! for it, and never take the same run twice. (`NO KEY`: the lock an
+//! `UPDATE` of non-key columns takes anyway; unlike plain `FOR UPDATE` it
+//! does not conflict with the `KEY SHARE` locks of foreign-key checks, so
+//! a step being inserted for a run neither hides it from claimers nor
+//! deadlocks with a cancel. Row locks taken to read-then-write here are
+//! the same kind.)
 //!
 //! Every claim increments the run's `lease_epoch`; the worker's later
 //! writes (park, release, lease extension, final status, step records)
@@ -152,7 +157,7 @@ impl QueueStore for PgStore {
                  SELECT id FROM runs \
                  WHERE status = 'queued' AND (wake_at IS NULL OR wake_at <= $3::timestamptz) \
                  ORDER BY priority DESC, created_at, id LIMIT $4 \
-                 FOR UPDATE SKIP LOCKED) \
+                 FOR NO KEY UPDATE SKIP LOCKED) \
              UPDATE runs SET status = 'running', lease_owner = $1, lease_until = $2::timestamptz, \
              lease_epoch = runs.lease_epoch + 1, \
              started_at = COALESCE(runs.started_at, $3::timestamptz), wake_at = NULL \
@@ -299,7 +304,7 @@ impl QueueStore for PgStore {
         let row = sqlx::query(concat!(
             "SELECT status, ",
             ts!("", "created_at"),
-            " FROM runs WHERE id = $1::uuid FOR UPDATE"
+            " FROM runs WHERE id = $1::uuid FOR NO KEY UPDATE"
         ))
         .bind(id.to_string())
         .fetch_optional(&mut *tx)
@@ -339,7 +344,7 @@ impl QueueStore for PgStore {
     async fn requeue_for_retry(&self, id: RunId) -> Result<RunRecord, StoreError> {
         let op = "retry run";
         let mut tx = self.pool.begin().await.map_err(sql_error(op))?;
-        let row = sqlx::query("SELECT status FROM runs WHERE id = $1::uuid FOR UPDATE")
+        let row = sqlx::query("SELECT status FROM runs WHERE id = $1::uuid FOR NO KEY UPDATE")
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
             .await
