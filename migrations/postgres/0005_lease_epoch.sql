@@ -1,4 +1,6 @@
--- See ../sqlite/0005_lease_epoch.sql (drafted; the PostgreSQL backend is not
--- wired yet). It needs the fencing even more than SQLite: several servers
--- share one database there, and no file lock keeps a second one out.
+-- Fencing between workers (see migrations/sqlite/0005_lease_epoch.sql):
+-- every claim increments lease_epoch, and every write of the executing
+-- worker is conditioned on `status = 'running' AND lease_epoch = <its
+-- epoch>` in the same statement or transaction. PostgreSQL needs it even
+-- more than SQLite: several processes on several machines share one database.
 ALTER TABLE runs ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0;

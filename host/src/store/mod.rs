@@ -9,8 +9,8 @@
 //! One submodule per backend holds the SQL for that backend:
 //!
 //! - [`sqlite::SqliteStore`]: the embedded default (one file, WAL mode).
-//! - PostgreSQL (scale-out) plugs in later behind the same traits; its schema
-//!   already lives in `migrations/postgres/`.
+//! - [`postgres::PgStore`]: PostgreSQL, for scale-out (several processes
+//!   share one database; claims with `FOR UPDATE SKIP LOCKED`).
 //!
 //! Open a store with [`open`], which picks the backend from the URL:
 //!
@@ -38,6 +38,7 @@
 
 mod canonical;
 mod error;
+pub mod postgres;
 mod records;
 pub mod sqlite;
 mod time;
@@ -47,6 +48,7 @@ use std::sync::Arc;
 
 pub(crate) use canonical::canonical_json;
 pub use error::StoreError;
+pub use postgres::PgStore;
 pub use records::{
     ApiToken, AttemptRecord, ClaimedRun, Lease, NewRun, ParseEnumError, Priority, QueueStats,
     RunFilter, RunId, RunRecord, RunStatus, ScheduleRecord, SealedSecret, ServerLock, StepRecord,
@@ -66,13 +68,11 @@ pub use traits::{
 ///   options such as `?mode=ro` allowed);
 /// - a bare file path such as `./omniflow.db`;
 /// - `sqlite::memory:` (one private in-memory database, for tests);
-/// - `postgres://...` / `postgresql://...`: [`StoreError::Unsupported`] for now.
+/// - `postgres://...` / `postgresql://...`: a PostgreSQL database (which
+///   must exist; the tables are created on first open).
 pub async fn open(url_or_path: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url_or_path.starts_with("postgres://") || url_or_path.starts_with("postgresql://") {
-        return Err(StoreError::Unsupported(
-            "PostgreSQL storage is not built yet; use a SQLite file such as `omniflow.db`"
-                .to_owned(),
-        ));
+        return Ok(Arc::new(PgStore::open(url_or_path).await?));
     }
     Ok(Arc::new(SqliteStore::open(url_or_path).await?))
 }

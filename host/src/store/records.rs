@@ -494,21 +494,31 @@ pub struct ClaimedRun {
 /// server runs on it; released when this is dropped or the process ends,
 /// however it ends. See
 /// [`QueueStore::lock_for_server`](super::QueueStore::lock_for_server)
-/// (for a SQLite file: an OS lock on `<database file>.lock`).
+/// (for a SQLite file: an OS lock on `<database file>.lock`; for
+/// PostgreSQL: the session holding an advisory lock).
 #[derive(Debug)]
 pub struct ServerLock {
-    _file: Option<std::fs::File>,
+    /// The lock file, or the database session, that holds the lock.
+    _held: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl ServerLock {
     /// A lock that holds nothing (in-memory databases, backends that rely
     /// on fencing alone).
     pub fn none() -> ServerLock {
-        ServerLock { _file: None }
+        ServerLock { _held: None }
     }
 
     pub(crate) fn file(file: std::fs::File) -> ServerLock {
-        ServerLock { _file: Some(file) }
+        ServerLock::held(file)
+    }
+
+    /// A lock that lasts as long as `holder` (a database session holding
+    /// an advisory lock) is kept.
+    pub(crate) fn held(holder: impl std::any::Any + Send + Sync) -> ServerLock {
+        ServerLock {
+            _held: Some(Box::new(holder)),
+        }
     }
 }
 

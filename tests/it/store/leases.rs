@@ -300,3 +300,75 @@ pub(super) async fn the_sweep_recovers_running_runs_without_a_lease_and_claims_r
         RunStatus::Running
     );
 }
+
+pub(super) async fn claims_take_runs_by_priority_then_age(db: TestDb) {
+    use std::time::{Duration, SystemTime};
+    let store = db.with_flow().await;
+    let mut ids = Vec::new();
+    for priority in [
+        Priority::Low,
+        Priority::Critical,
+        Priority::Normal,
+        Priority::High,
+        Priority::Critical,
+    ] {
+        let run = store.create_run(new_run("flow", priority)).await.unwrap();
+        ids.push(run.id);
+    }
+    let lease = SystemTime::now() + Duration::from_secs(60);
+    let first = store.claim_next_runs("w", lease, 3).await.unwrap();
+    assert_eq!(
+        first.iter().map(|c| c.run.id).collect::<Vec<_>>(),
+        [ids[1], ids[4], ids[3]],
+        "critical (oldest first), then high"
+    );
+    assert!(first.iter().all(|c| c.run.status == RunStatus::Running));
+    assert!(first.iter().all(|c| c.run.started_at.is_some()));
+    let next = store.claim_next_run("w", lease).await.unwrap().unwrap();
+    assert_eq!(next.id, ids[2]);
+    let last = store.claim_next_runs("w", lease, 10).await.unwrap();
+    assert_eq!(last.iter().map(|c| c.run.id).collect::<Vec<_>>(), [ids[0]]);
+    assert!(store.claim_next_run("w", lease).await.unwrap().is_none());
+}
+
+pub(super) async fn concurrent_claimers_take_each_run_once(db: TestDb) {
+    use std::collections::HashSet;
+    use std::time::{Duration, SystemTime};
+    // Several handles (as several processes would have), several claimers
+    // each, all racing for one queue: every run is taken exactly once.
+    const RUNS: usize = 40;
+    let first = db.with_flow().await;
+    let handles = [first.clone(), db.open().await, db.open().await];
+    let batch: Vec<_> = (0..RUNS)
+        .map(|i| new_run("flow", Priority::ALL[i % Priority::ALL.len()]))
+        .collect();
+    let created = first.create_runs(batch).await.unwrap();
+    assert_eq!(created.len(), RUNS);
+    let lease = SystemTime::now() + Duration::from_secs(60);
+    let mut claimers = tokio::task::JoinSet::new();
+    for (i, store) in handles.iter().cycle().take(6).enumerate() {
+        let store = store.clone();
+        claimers.spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let claimed = store
+                    .claim_next_runs(&format!("worker-{i}"), lease, 3)
+                    .await?;
+                if claimed.is_empty() {
+                    return Ok::<_, StoreError>(mine);
+                }
+                mine.extend(claimed.into_iter().map(|c| (c.run.id, c.lease)));
+            }
+        });
+    }
+    let mut seen = HashSet::new();
+    while let Some(joined) = claimers.join_next().await {
+        for (id, lease) in joined.expect("claimer panicked").expect("claim failed") {
+            assert!(seen.insert(id), "run {id} was claimed twice");
+            assert_eq!(lease.epoch, 1, "claimed once, so epoch 1: {lease:?}");
+        }
+    }
+    assert_eq!(seen.len(), RUNS);
+    let expected: HashSet<_> = created.iter().map(|r| r.id).collect();
+    assert_eq!(seen, expected);
+}

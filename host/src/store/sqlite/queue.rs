@@ -4,7 +4,8 @@
 //! The claim is one `UPDATE ... WHERE id IN (SELECT ... ORDER BY priority
 //! DESC, created_at LIMIT n) ... RETURNING` under this process's write
 //! turn: SQLite has one writer at a time, so two workers can never take the
-//! same run (PostgreSQL will add `FOR UPDATE SKIP LOCKED`).
+//! same run (PostgreSQL's claim, `postgres/queue.rs`, locks the rows it
+//! takes `FOR UPDATE SKIP LOCKED` instead).
 //!
 //! Every claim increments the run's `lease_epoch`; the worker's later
 //! writes (park, release, lease extension, final status, step records)

@@ -1,0 +1,151 @@
+//! The PostgreSQL backend's test databases ([`postgres_db`]) and what only
+//! PostgreSQL has (its server lock, connection errors).
+//!
+//! The server is `OMNIFLOW_TEST_POSTGRES_URL` (default
+//! [`DEFAULT_POSTGRES_URL`]: trust auth, user `postgres`, database `test`).
+//! Each test gets a database of its own, `omniflow_test_<uuid>`, created
+//! through that URL and dropped (`WITH (FORCE)`) when the test's
+//! [`TestDb`] goes. An unreachable server fails the test, saying so: these
+//! tests never skip.
+
+use omniflow::store::{self, StoreError};
+use sqlx::Connection;
+
+use super::TestDb;
+
+/// Where the PostgreSQL tests run unless `OMNIFLOW_TEST_POSTGRES_URL` says otherwise.
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The server's URL (its maintenance database).
+fn server_url() -> String {
+    std::env::var("OMNIFLOW_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
+}
+
+/// A connection to the server's maintenance database, or a failed test
+/// saying how to get one.
+async fn admin_connection(url: &str) -> sqlx::PgConnection {
+    match sqlx::PgConnection::connect(url).await {
+        Ok(conn) => conn,
+        Err(e) => panic!(
+            "the PostgreSQL store tests need a PostgreSQL server: could not connect to {url}: {e}. \
+             Start one (trust auth, user `postgres`, database `test`) or point \
+             OMNIFLOW_TEST_POSTGRES_URL at one"
+        ),
+    }
+}
+
+/// PostgreSQL: a new, empty database on the test server (the tables are
+/// created by the first `store::open`).
+pub(super) async fn postgres_db() -> TestDb {
+    let server = server_url();
+    let name = format!("omniflow_test_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = admin_connection(&server).await;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap_or_else(|e| panic!("creating the test database {name} on {server}: {e}"));
+    let _ = admin.close().await;
+    let mut url = url::Url::parse(&server).expect("OMNIFLOW_TEST_POSTGRES_URL is a URL");
+    url.set_path(&name);
+    TestDb {
+        url: url.to_string(),
+        _guard: Box::new(DropDatabase { server, name }),
+    }
+}
+
+/// Drops the test database `name` when dropped.
+struct DropDatabase {
+    server: String,
+    name: String,
+}
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        // A thread and runtime of its own: this may run inside the test's
+        // runtime, which cannot block on a future.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(&server)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // FORCE: the store's pools may still hold connections.
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let _ = admin.close().await;
+                Ok::<_, String>(())
+            })
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("could not drop the test database {}: {e}", self.name),
+            Err(_) => eprintln!("could not drop the test database {}: panicked", self.name),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_second_server_lock_on_one_database_is_refused_until_the_first_is_dropped() {
+    let db = postgres_db().await;
+    let a = db.open().await;
+    let b = db.open().await;
+    assert_eq!(b.server_holding_lock().await.unwrap(), None);
+    let held = a.lock_for_server().await.unwrap();
+    let holder = b.server_holding_lock().await.unwrap();
+    assert!(
+        holder
+            .as_deref()
+            .is_some_and(|h| h.contains(&format!("pid {}", std::process::id()))),
+        "{holder:?}"
+    );
+    match b.lock_for_server().await {
+        Err(e @ StoreError::Locked(_)) => {
+            let message = e.to_string();
+            assert!(message.contains("another OmniFlow server"), "{message}");
+            assert!(message.contains("omniflow_test_"), "{message}");
+            assert!(!e.is_retryable());
+        }
+        other => panic!("a second lock was granted: {other:?}"),
+    }
+    drop(held);
+    // PostgreSQL releases the lock once it sees the session end.
+    let again = b.lock_for_server().await.unwrap();
+    assert!(b.server_holding_lock().await.unwrap().is_some());
+    drop(again);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_unavailable_and_a_bad_url_is_config() {
+    // Nothing listens on port 1.
+    let err = store::open("postgres://postgres@127.0.0.1:1/omniflow")
+        .await
+        .err()
+        .expect("no server there");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(err.is_retryable());
+
+    let err = store::open("postgresql://postgres@127.0.0.1:5432/db?sslmode=sometimes")
+        .await
+        .err()
+        .expect("an invalid option");
+    assert!(matches!(err, StoreError::Config(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn reopening_a_migrated_database_is_idempotent() {
+    let db = postgres_db().await;
+    let opens = (0..4).map(|_| store::open(&db.url));
+    for opened in futures::future::join_all(opens).await {
+        let store = opened.expect("every concurrent opener succeeds");
+        assert!(store.list_workflows().await.unwrap().is_empty());
+    }
+    let again = db.open().await;
+    assert!(again.list_workflows().await.unwrap().is_empty());
+}
