@@ -37,6 +37,7 @@
 //! `Workflow`s), the CLI or HTTP.
 
 mod canonical;
+mod decode;
 mod error;
 pub mod postgres;
 mod records;

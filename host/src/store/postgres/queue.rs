@@ -21,11 +21,10 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use sqlx::postgres::PgRow;
-
 use super::PgStore;
 use super::rows::{RUN_COLUMNS, get, parse_text, run_from_row, sql_error};
 use super::runs::insert_run;
+use crate::store::decode::{claimed_from_row, count, not_claimable};
 use crate::store::{
     ClaimedRun, Lease, NewRun, Priority, QueueStats, QueueStore, RunId, RunRecord, RunStatus,
     ServerLock, StoreError, elapsed_ms, now_rfc3339, rfc3339,
@@ -44,23 +43,6 @@ fn claimable(now: &str) -> String {
         "((status = 'queued' AND (wake_at IS NULL OR wake_at <= {now}::timestamptz)) \
          OR (status = 'running' AND (lease_until IS NULL OR lease_until < {now}::timestamptz)))"
     )
-}
-
-fn claimed_from_row(row: &PgRow, worker: &str) -> Result<ClaimedRun, StoreError> {
-    let run = run_from_row(row)?;
-    Ok(ClaimedRun {
-        lease: Lease {
-            run: run.id,
-            owner: worker.to_owned(),
-            epoch: get(row, "lease_epoch")?,
-        },
-        has_steps: get::<bool>(row, "has_steps")?,
-        run,
-    })
-}
-
-fn count(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
 }
 
 impl PgStore {
@@ -109,28 +91,7 @@ impl PgStore {
             Ok(None) => return StoreError::NotFound(format!("run {id}")),
             Err(e) => return sql_error("claim run")(e),
         };
-        let read = || -> Result<String, StoreError> {
-            let status: RunStatus = parse_text(&row, "status")?;
-            let owner: Option<String> = get(&row, "lease_owner")?;
-            let until: Option<String> = get(&row, "lease_until")?;
-            let wake_at: Option<String> = get(&row, "wake_at")?;
-            Ok(match status {
-                RunStatus::Running => format!(
-                    "it is running in another process ({}) whose lease is live until {}",
-                    owner.as_deref().unwrap_or("unknown"),
-                    until.as_deref().unwrap_or("?")
-                ),
-                RunStatus::Queued => format!(
-                    "it is parked until {} (a wait or retry delay); a server continues it then",
-                    wake_at.as_deref().unwrap_or("?")
-                ),
-                finished => format!("it is already {finished}"),
-            })
-        };
-        match read() {
-            Ok(reason) => StoreError::NotClaimable { run: id, reason },
-            Err(e) => e,
-        }
+        not_claimable(id, &row).unwrap_or_else(|e| e)
     }
 }
 

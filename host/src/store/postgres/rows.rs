@@ -8,8 +8,10 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 
-use crate::store::{
-    AttemptRecord, Priority, RunRecord, StepRecord, StepStatus, StoreError, StoredWorkflow,
+use crate::store::StoreError;
+use crate::store::decode::Columns;
+pub(super) use crate::store::decode::{
+    attempt_from_row, run_from_row, saturating_i64, step_from_row, workflow_from_row,
 };
 
 /// The columns of `runs`, in the order [`run_from_row`] reads them
@@ -118,79 +120,26 @@ pub(super) fn json_opt(row: &PgRow, name: &str) -> Result<Option<serde_json::Val
     get::<Option<Json<serde_json::Value>>>(row, name).map(|value| value.map(|Json(v)| v))
 }
 
-/// A BIGINT column that must fit an unsigned type.
-pub(super) fn unsigned<T: TryFrom<i64>>(row: &PgRow, name: &str) -> Result<T, StoreError> {
-    let value: i64 = get(row, name)?;
-    T::try_from(value)
-        .map_err(|_| StoreError::Corrupt(format!("column {name} out of range: {value}")))
-}
-
-/// Counters are u64 in Rust, BIGINT (i64) in SQL; no real run gets near the limit.
-pub(super) fn saturating_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-pub(super) fn workflow_from_row(row: &PgRow) -> Result<StoredWorkflow, StoreError> {
-    Ok(StoredWorkflow {
-        name: get(row, "workflow_name")?,
-        version: get(row, "version")?,
-        definition: json(row, "definition")?,
-        created_at: get(row, "created_at")?,
-    })
-}
-
-pub(super) fn run_from_row(row: &PgRow) -> Result<RunRecord, StoreError> {
-    let priority: i64 = get(row, "priority")?;
-    Ok(RunRecord {
-        id: parse_text(row, "id")?,
-        workflow_name: get(row, "workflow_name")?,
-        workflow_version: get(row, "workflow_version")?,
-        status: parse_text(row, "status")?,
-        priority: Priority::from_i64(priority).ok_or_else(|| {
-            StoreError::Corrupt(format!("column priority: unknown value {priority}"))
-        })?,
-        trigger: json(row, "trigger")?,
-        vars: json(row, "vars")?,
-        simulated: get(row, "simulated")?,
-        created_at: get(row, "created_at")?,
-        started_at: get(row, "started_at")?,
-        finished_at: get(row, "finished_at")?,
-        total_time_ms: get(row, "total_time_ms")?,
-        error: get(row, "error")?,
-    })
-}
-
-pub(super) fn step_from_row(row: &PgRow) -> Result<StepRecord, StoreError> {
-    Ok(StepRecord {
-        step_id: get(row, "step_id")?,
-        status: parse_text::<StepStatus>(row, "status")?,
-        input: json_opt(row, "input")?,
-        output: json_opt(row, "output")?,
-        error_class: get(row, "error_class")?,
-        error_message: get(row, "error_message")?,
-        logs: get(row, "logs")?,
-        attempts: unsigned(row, "attempts")?,
-        fuel_used: unsigned(row, "fuel_used")?,
-        duration_ms: unsigned(row, "duration_ms")?,
-        started_at: get(row, "started_at")?,
-        finished_at: get(row, "finished_at")?,
-        wake_at: get(row, "wake_at")?,
-        tries: unsigned(row, "tries")?,
-    })
-}
-
-pub(super) fn attempt_from_row(row: &PgRow) -> Result<AttemptRecord, StoreError> {
-    Ok(AttemptRecord {
-        attempt: unsigned(row, "attempt")?,
-        status: parse_text::<StepStatus>(row, "status")?,
-        input: json_opt(row, "input")?,
-        output: json_opt(row, "output")?,
-        error_class: get(row, "error_class")?,
-        error_message: get(row, "error_message")?,
-        logs: get(row, "logs")?,
-        fuel_used: unsigned(row, "fuel_used")?,
-        duration_ms: unsigned(row, "duration_ms")?,
-        started_at: get(row, "started_at")?,
-        finished_at: get(row, "finished_at")?,
-    })
+impl Columns for PgRow {
+    fn text(&self, name: &str) -> Result<String, StoreError> {
+        get(self, name)
+    }
+    fn text_opt(&self, name: &str) -> Result<Option<String>, StoreError> {
+        get(self, name)
+    }
+    fn int(&self, name: &str) -> Result<i64, StoreError> {
+        get(self, name)
+    }
+    fn int_opt(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        get(self, name)
+    }
+    fn flag(&self, name: &str) -> Result<bool, StoreError> {
+        get(self, name)
+    }
+    fn json(&self, name: &str) -> Result<serde_json::Value, StoreError> {
+        json(self, name)
+    }
+    fn json_opt(&self, name: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        json_opt(self, name)
+    }
 }
