@@ -829,19 +829,34 @@ async fn a_denied_request_names_the_grant_to_add_in_the_summary() {
     assert!(server.requests().is_empty(), "the request must not be sent");
 }
 
+/// `omniflow run examples/hello.json` on a database in `dir`, with the
+/// compiler setting `compiler` (`None`: unset) and, when given, its own cache.
+fn run_hello(
+    dir: &std::path::Path,
+    cache: Option<&std::path::Path>,
+    compiler: Option<&str>,
+) -> std::process::Output {
+    let mut cmd = omniflow();
+    cmd.args([
+        "run",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.json"),
+    ])
+    .arg("--db")
+    .arg(dir.join("o.db"));
+    if let Some(cache) = cache {
+        cmd.env("OMNIFLOW_CACHE_DIR", cache);
+    }
+    match compiler {
+        Some(compiler) => cmd.env("OMNIFLOW_COMPILER", compiler),
+        None => cmd.env_remove("OMNIFLOW_COMPILER"),
+    };
+    cmd.output().unwrap()
+}
+
 #[test]
 fn an_unknown_compiler_is_refused_naming_the_choices() {
     let dir = tempfile::tempdir().unwrap();
-    let out = omniflow()
-        .args([
-            "run",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.json"),
-        ])
-        .arg("--db")
-        .arg(dir.path().join("o.db"))
-        .env("OMNIFLOW_COMPILER", "turbo")
-        .output()
-        .unwrap();
+    let out = run_hello(dir.path(), None, Some("turbo"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("OMNIFLOW_COMPILER=\"turbo\""), "{stderr}");
@@ -857,17 +872,7 @@ fn run_compiles_cache_misses_with_winch_and_caches_them() {
     let artifacts = || std::fs::read_dir(cache.join("compiled")).unwrap().count();
     let mut counts = Vec::new();
     for _ in 0..2 {
-        let out = omniflow()
-            .args([
-                "run",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.json"),
-            ])
-            .arg("--db")
-            .arg(dir.path().join("o.db"))
-            .env("OMNIFLOW_CACHE_DIR", &cache)
-            .env_remove("OMNIFLOW_COMPILER")
-            .output()
-            .unwrap();
+        let out = run_hello(dir.path(), Some(&cache), None);
         assert!(
             out.status.success(),
             "{}",
@@ -878,17 +883,7 @@ fn run_compiles_cache_misses_with_winch_and_caches_them() {
     // hello uses two built-in pieces: written by the first run, reused.
     assert_eq!(counts, [2, 2]);
     // Cranelift's key differs: an optimized run adds a second artifact.
-    let out = omniflow()
-        .args([
-            "run",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.json"),
-        ])
-        .arg("--db")
-        .arg(dir.path().join("o.db"))
-        .env("OMNIFLOW_CACHE_DIR", &cache)
-        .env("OMNIFLOW_COMPILER", "optimized")
-        .output()
-        .unwrap();
+    let out = run_hello(dir.path(), Some(&cache), Some("optimized"));
     assert!(out.status.success());
     assert_eq!(artifacts(), 4);
 }
