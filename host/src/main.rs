@@ -18,9 +18,10 @@ struct Cli {
 /// Where the embedded database lives and which extra pieces to load.
 #[derive(Debug, Args)]
 struct Local {
-    /// SQLite database: a file path (created when missing) or a `sqlite:` URL.
-    #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database_path)]
-    db: PathBuf,
+    /// Database: a SQLite file path (created when missing), a `sqlite:` URL,
+    /// or a `postgres://` URL (the database must exist; tables are created).
+    #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database)]
+    db: cli::config::Database,
     /// Extra piece components to load next to the built-ins (repeatable).
     #[arg(long = "piece", value_name = "FILE.wasm")]
     pieces: Vec<PathBuf>,
@@ -82,6 +83,34 @@ enum Command {
         /// (else one is generated and printed once).
         #[arg(long, env = "OMNIFLOW_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
+        /// Serve the API only: execute no runs and fire no schedules here
+        /// (`omniflow worker` processes on the same PostgreSQL database do).
+        #[arg(long)]
+        no_workers: bool,
+    },
+    /// Execute queued runs (and fire due schedules) with no HTTP API,
+    /// until SIGINT/SIGTERM: scale-out next to `serve` on one PostgreSQL
+    /// database (on a SQLite file it replaces `serve`).
+    Worker {
+        #[command(flatten)]
+        local: Local,
+        /// Runs executed at once.
+        #[arg(long, default_value_t = 40, env = "OMNIFLOW_WORKERS")]
+        workers: usize,
+        /// On shutdown, how long runs in flight may take to finish before
+        /// they are released to the queue (e.g. `30s`).
+        #[arg(long, default_value = "30s", env = "OMNIFLOW_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
+        shutdown_grace: std::time::Duration,
+        /// Fire no cron schedules here (other processes do).
+        #[arg(long)]
+        no_scheduler: bool,
+    },
+    /// Apply the database's pending migrations (SQLite or PostgreSQL) and
+    /// print what was done; refuses a database newer than this binary.
+    Migrate {
+        /// Database: a SQLite file path, a `sqlite:` URL or a `postgres://` URL.
+        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database)]
+        db: cli::config::Database,
     },
     /// Manage API tokens (only their SHA-256 is stored).
     #[command(subcommand)]
@@ -94,15 +123,15 @@ enum TokenCommand {
     Create {
         /// A label (`ci`, `grafana`).
         name: String,
-        /// SQLite database: a file path or a `sqlite:` URL.
-        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database_path)]
-        db: PathBuf,
+        /// Database: a SQLite file path, a `sqlite:` URL or a `postgres://` URL.
+        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database)]
+        db: cli::config::Database,
     },
     /// List tokens (ids, names, dates; never values).
     List {
-        /// SQLite database: a file path or a `sqlite:` URL.
-        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database_path)]
-        db: PathBuf,
+        /// Database: a SQLite file path, a `sqlite:` URL or a `postgres://` URL.
+        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database)]
+        db: cli::config::Database,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -111,9 +140,9 @@ enum TokenCommand {
     Revoke {
         /// The token id (from `token list`).
         id: i64,
-        /// SQLite database: a file path or a `sqlite:` URL.
-        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database_path)]
-        db: PathBuf,
+        /// Database: a SQLite file path, a `sqlite:` URL or a `postgres://` URL.
+        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database)]
+        db: cli::config::Database,
     },
 }
 
@@ -121,9 +150,9 @@ enum TokenCommand {
 enum RunsCommand {
     /// The most recent runs, newest first.
     List {
-        /// SQLite database: a file path or a `sqlite:` URL.
-        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database_path)]
-        db: PathBuf,
+        /// Database: a SQLite file path, a `sqlite:` URL or a `postgres://` URL.
+        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database)]
+        db: cli::config::Database,
         /// Only runs of this workflow.
         #[arg(long)]
         workflow: Option<String>,
@@ -141,9 +170,9 @@ enum RunsCommand {
     Show {
         /// The run id.
         id: String,
-        /// SQLite database: a file path or a `sqlite:` URL.
-        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database_path)]
-        db: PathBuf,
+        /// Database: a SQLite file path, a `sqlite:` URL or a `postgres://` URL.
+        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database)]
+        db: cli::config::Database,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -192,14 +221,22 @@ enum BenchCommand {
         #[arg(long, default_value_t = 500)]
         iterations: usize,
     },
-    /// N queued single-step runs drained by the server's worker pool.
+    /// N queued single-step runs drained by the server's worker pool (a
+    /// temporary SQLite file); with `--db postgres://...`, by `--processes`
+    /// worker processes on that database.
     Throughput {
         /// Runs to queue before the pool starts.
         #[arg(long, default_value_t = 10_000)]
         runs: usize,
-        /// Runs executed at once (`serve --workers`).
+        /// Runs executed at once per process (`serve --workers`).
         #[arg(long, default_value_t = 40)]
         workers: usize,
+        /// A PostgreSQL database to scale out on (its data is kept).
+        #[arg(long, value_parser = cli::config::database)]
+        db: Option<cli::config::Database>,
+        /// Worker process counts to measure, e.g. `1,2,4` (PostgreSQL only).
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        processes: Vec<usize>,
     },
     /// `omniflow run` of `examples/hello.json` and of one `code` step as a
     /// child process on an empty compiled-piece cache, then on the filled
@@ -271,18 +308,40 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
             workers,
             shutdown_grace,
             admin_token,
+            no_workers,
         } => {
             cli::serve::serve(cli::serve::ServeArgs {
-                listen,
+                listen: Some(listen),
                 db: local.db,
                 pieces: local.pieces,
-                workers,
+                workers: if no_workers { 0 } else { workers },
+                scheduler: !no_workers,
                 shutdown_grace,
                 admin_token,
                 lease: local.lease,
             })
             .await
         }
+        Command::Worker {
+            local,
+            workers,
+            shutdown_grace,
+            no_scheduler,
+        } => {
+            anyhow::ensure!(workers > 0, "--workers must be at least 1 for a worker");
+            cli::serve::serve(cli::serve::ServeArgs {
+                listen: None,
+                db: local.db,
+                pieces: local.pieces,
+                workers,
+                scheduler: !no_scheduler,
+                shutdown_grace,
+                admin_token: None,
+                lease: local.lease,
+            })
+            .await
+        }
+        Command::Migrate { db } => cli::migrate::migrate(&db).await,
         Command::Token(TokenCommand::Create { name, db }) => cli::token::create(&db, &name).await,
         Command::Token(TokenCommand::List { db, json }) => cli::token::list(&db, json).await,
         Command::Token(TokenCommand::Revoke { id, db }) => cli::token::revoke(&db, id).await,
@@ -295,9 +354,29 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
         Command::Bench(BenchCommand::CodeJs { iterations }) => {
             cli::bench_code::code_js(iterations).await.map(|()| true)
         }
-        Command::Bench(BenchCommand::Throughput { runs, workers }) => {
-            cli::bench::throughput(runs, workers).await.map(|()| true)
-        }
+        Command::Bench(BenchCommand::Throughput {
+            runs,
+            workers,
+            db,
+            processes,
+        }) => match db {
+            Some(cli::config::Database::Postgres(url)) => {
+                cli::bench_scale::throughput(&url, runs, workers.max(1), &processes)
+                    .await
+                    .map(|()| true)
+            }
+            Some(cli::config::Database::Sqlite(_)) => {
+                anyhow::bail!(
+                    "bench throughput --db takes a postgres:// URL (without --db it uses a temporary SQLite file)"
+                )
+            }
+            None if processes != [1] => {
+                anyhow::bail!(
+                    "--processes needs --db postgres://... (processes share the queue through PostgreSQL)"
+                )
+            }
+            None => cli::bench::throughput(runs, workers).await.map(|()| true),
+        },
         Command::Bench(BenchCommand::ColdStart { rounds }) => {
             tokio::task::spawn_blocking(move || cli::bench_cold::cold_start(rounds))
                 .await

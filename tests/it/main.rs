@@ -1,5 +1,6 @@
 //! The one integration-test binary: real wasmtime, real
-//! components built from `pieces/` and `tests/components/`, real SQLite files.
+//! components built from `pieces/` and `tests/components/`, real SQLite files,
+//! real PostgreSQL databases and real `omniflow` processes.
 
 mod api;
 mod cli;
@@ -13,6 +14,7 @@ mod layering;
 mod queue;
 mod readme;
 mod runtime;
+mod scale;
 mod secrets;
 mod store;
 mod support;

@@ -9,10 +9,14 @@
 //! - `<!-- readme-test: fragment -->`: a JSON piece of a workflow (steps, one
 //!   step, grants): it must parse; steps are wrapped into a workflow and validated.
 //! - `<!-- readme-test: fails -->`: the commands must exit non-zero.
+//! - `<!-- readme-test: postgres -->`: run like any block, on a PostgreSQL
+//!   database of its own (see `store::pg`) put in place of the block's
+//!   [`README_POSTGRES_URL`].
 //!
 //! In `sh` blocks: a line starting with `omniflow serve` starts a server in the
 //! background for the rest of its block (stopped after it), on a free port put
-//! in place of the block's `8080`; `<RUN_ID>` is the newest run's id; text
+//! in place of the block's `8080`; a line starting with `omniflow worker`
+//! starts a worker in the background the same way; `<RUN_ID>` is the newest run's id; text
 //! after `  #` is a comment. A JSON block that is a whole workflow is
 //! validated and run (only validated when it grants HTTP: tests never reach
 //! the internet). Everything else must exit 0.
@@ -32,9 +36,13 @@ struct Block {
     text: String,
 }
 
+/// The database URL the README's PostgreSQL examples use.
+const README_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/omniflow";
+
 #[derive(Debug, PartialEq)]
 enum Marker {
     Run,
+    Postgres,
     Skip(String),
     Fragment,
     Fails,
@@ -76,6 +84,8 @@ fn blocks(file: &str) -> Vec<Block> {
                     Marker::Fragment
                 } else if m == "fails" {
                     Marker::Fails
+                } else if m == "postgres" {
+                    Marker::Postgres
                 } else {
                     panic!("{file}:{}: unknown readme-test marker {m:?}", i + 1)
                 }
@@ -207,11 +217,48 @@ fn wait_for_health(port: u16, server: &mut Child, at: &str, server_log: impl Fn(
     }
 }
 
+/// Wait until the background process's log shows `ready`.
+fn wait_for_log(child: &mut Child, log: &Path, ready: &str, at: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(ready) {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{at}: the background command exited early: {status}\n{text}");
+        }
+        assert!(Instant::now() < deadline, "{at}: never ready:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn run_sh(sandbox: &Sandbox, block: &Block) {
     let port = free_port().to_string();
-    let mut server: Option<Child> = None;
-    for line in commands(&block.text) {
+    let mut background: Vec<Child> = Vec::new();
+    let database = (block.marker == Marker::Postgres).then(|| {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(crate::store::pg::postgres_db())
+    });
+    for (n, line) in commands(&block.text).into_iter().enumerate() {
         let mut line = line.replace("8080", &port);
+        if let Some(db) = &database {
+            line = line.replace(README_POSTGRES_URL, &db.url);
+        }
+        if line.starts_with("omniflow worker") {
+            let log_file = sandbox.path().join(format!("worker-{n}.log"));
+            let log = std::fs::File::create(&log_file).unwrap();
+            let mut child = sandbox
+                .command(&format!("exec {line}"))
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            wait_for_log(&mut child, &log_file, "omniflow worker pid", &block.at);
+            background.push(child);
+            continue;
+        }
         if line.contains("<RUN_ID>") {
             let id = sandbox
                 .newest_run()
@@ -230,7 +277,7 @@ fn run_sh(sandbox: &Sandbox, block: &Block) {
             wait_for_health(port.parse().unwrap(), &mut child, &block.at, || {
                 std::fs::read_to_string(&log_file).unwrap_or_default()
             });
-            server = Some(child);
+            background.push(child);
             continue;
         }
         let out = sandbox.command(&line).output().unwrap();
@@ -246,12 +293,13 @@ fn run_sh(sandbox: &Sandbox, block: &Block) {
             _ => assert!(out.status.success(), "{shown}"),
         }
     }
-    if let Some(mut child) = server {
+    for mut child in background {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
         let _ = child.wait();
     }
+    drop(database);
 }
 
 /// A fragment as JSON: one value, or several separated by commas.

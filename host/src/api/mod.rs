@@ -22,6 +22,7 @@ mod auth;
 pub mod dto;
 pub mod dto_system;
 mod error;
+mod follow;
 mod hooks;
 mod names;
 mod openapi;

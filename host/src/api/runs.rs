@@ -12,15 +12,15 @@ use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use tokio::sync::broadcast::error::RecvError;
 
 use super::dto::{
     BatchAccepted, Cancelling, RetriedRuns, RunDocument, RunEventDocument, RunList, RunSummary,
 };
 use super::error::parse_json;
+use super::follow::{Follow, finished_event};
 use super::names::WorkflowName;
 use super::openapi::ErrorBody;
-use super::wait::{event_run, run_document, wait_for_run};
+use super::wait::{run_document, wait_for_run};
 use super::{ApiError, ApiState, Body};
 use crate::engine::RunEvent;
 use crate::store::{Priority, RunFilter, RunId, RunRecord, RunStatus};
@@ -263,14 +263,6 @@ fn sse_event(event: &RunEvent) -> Event {
     Event::default().event(doc.name()).data(data)
 }
 
-fn finished_event(run: &RunRecord) -> RunEvent {
-    RunEvent::RunFinished {
-        run: run.id,
-        status: run.status,
-        error: run.error.clone(),
-    }
-}
-
 /// `GET /runs/{id}/events`: server-sent events until the run finishes
 /// (`run_started`, `step_started`, `step_retrying`, `step_waiting`,
 /// `step_finished`, `run_parked`, `run_finished`). A finished run gets its `run_finished` event at once.
@@ -281,53 +273,19 @@ pub(super) async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let id = run_id(&id)?;
     // Subscribe before reading the status so nothing falls in between.
-    let receiver = state.executor().subscribe();
+    let follow = Follow::new(state.clone(), id);
     let run = existing(&state, id).await?;
-    struct Feed {
-        state: ApiState,
-        receiver: tokio::sync::broadcast::Receiver<RunEvent>,
-        id: RunId,
-        pending: Option<RunEvent>,
-        done: bool,
-    }
-    let feed = Feed {
-        pending: run.status.is_terminal().then(|| finished_event(&run)),
-        state,
-        receiver,
-        id,
-        done: false,
-    };
-    let stream = futures::stream::unfold(feed, |mut feed| async move {
-        if let Some(event) = feed.pending.take() {
-            feed.done = true;
-            return Some((Ok(sse_event(&event)), feed));
+    let first = run.status.is_terminal().then(|| finished_event(&run));
+    let stream = futures::stream::unfold((first, follow), |(mut first, mut follow)| async move {
+        let event = match first.take() {
+            Some(event) => Some(event),
+            None if follow.is_done() => None,
+            None => follow.next().await,
+        }?;
+        if matches!(event, RunEvent::RunFinished { .. }) {
+            follow.finish();
         }
-        if feed.done {
-            return None;
-        }
-        loop {
-            let recheck = tokio::time::sleep(Duration::from_secs(1));
-            tokio::select! {
-                event = feed.receiver.recv() => match event {
-                    Ok(event) if event_run(&event) == feed.id => {
-                        feed.done = matches!(event, RunEvent::RunFinished { .. });
-                        return Some((Ok(sse_event(&event)), feed));
-                    }
-                    Ok(_) | Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => return None,
-                },
-                () = recheck => {
-                    // Executed elsewhere, or we lagged past the finish.
-                    if let Ok(Some(run)) = feed.state.store().get_run(feed.id).await
-                        && run.status.is_terminal()
-                    {
-                        feed.done = true;
-                        return Some((Ok(sse_event(&finished_event(&run))), feed));
-                    }
-                }
-                () = feed.state.shutdown().cancelled() => return None,
-            }
-        }
+        Some((Ok(sse_event(&event)), (first, follow)))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
@@ -355,7 +313,16 @@ pub(super) async fn cancel(
             run.status
         )));
     }
-    // Claimed between our two checks: the pool cancels it as it registers it.
+    // Executing in another process (it learns from the store, at once on
+    // PostgreSQL), or claimed here between our two checks (the pool cancels
+    // it as it registers it).
+    if !state.store().request_cancel(id).await? {
+        let run = existing(&state, id).await?;
+        return Err(ApiError::Conflict(format!(
+            "run {id} is already {}",
+            run.status
+        )));
+    }
     state.queue().request_cancel(id);
     Ok((StatusCode::ACCEPTED, Json(cancelling(id))).into_response())
 }

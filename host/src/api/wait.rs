@@ -7,7 +7,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::dto::RunDocument;
 use super::{ApiError, ApiState};
 use crate::engine::RunEvent;
-use crate::store::{RunId, RunRecord};
+use crate::store::{RunId, RunRecord, Signal};
 
 /// How often a waiter re-reads the store even without an event (the run
 /// may be executed by another process, or our receiver lagged).
@@ -35,6 +35,8 @@ pub(super) async fn wait_for_run(
 ) -> Result<RunRecord, ApiError> {
     // Subscribe before reading, so a finish between the two is not missed.
     let mut events = state.executor().subscribe();
+    // Another process may execute it: its finish is signalled (PostgreSQL).
+    let mut signals = state.store().signals();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let run = state
@@ -57,12 +59,36 @@ pub(super) async fn wait_for_run(
                         break;
                     }
                 },
+                signal = next_signal(&mut signals) => match signal {
+                    Some(Signal::Finished(run)) if run == id => break,
+                    Some(Signal::Resync) | None => break,
+                    Some(_) => continue,
+                },
                 () = tokio::time::sleep_until(recheck.min(deadline)) => break,
                 () = state.shutdown().cancelled() => {
                     return state.store().get_run(id).await?
                         .ok_or_else(|| ApiError::NotFound(format!("run {id}")));
                 }
             }
+        }
+    }
+}
+
+/// The next signal; None when one may have been missed (lagged) or the
+/// channel closed (then the store is read, and signals are off). Pending
+/// forever without signals.
+async fn next_signal(
+    signals: &mut Option<tokio::sync::broadcast::Receiver<Signal>>,
+) -> Option<Signal> {
+    let Some(receiver) = signals.as_mut() else {
+        return std::future::pending().await;
+    };
+    match receiver.recv().await {
+        Ok(signal) => Some(signal),
+        Err(RecvError::Lagged(_)) => None,
+        Err(RecvError::Closed) => {
+            *signals = None;
+            None
         }
     }
 }

@@ -258,25 +258,44 @@ pub fn key_file_for(db: &Path) -> PathBuf {
 /// cipher is returned for the secrets API. Without it (the local CLI) a
 /// missing key only matters when the store holds secrets: they are skipped
 /// with a warning saying where the key should be.
+///
+/// `key_file` is `None` for a database shared by several machines
+/// (PostgreSQL): the key then comes only from `OMNIFLOW_SECRET_KEY`, which
+/// every process must share; without it stored secrets are skipped with a
+/// warning and the secrets API is off.
 pub async fn for_process(
     store: &dyn crate::store::Store,
-    key_file: &Path,
+    key_file: Option<&Path>,
     create_key: bool,
 ) -> Result<(Secrets, Option<SecretCipher>), SecretsError> {
     let secrets = Secrets::from_env();
-    let have_key = std::env::var_os("OMNIFLOW_SECRET_KEY").is_some() || key_file.exists();
-    if !create_key && !have_key {
-        let sealed = store.sealed_secrets().await?;
-        if !sealed.is_empty() {
-            tracing::warn!(
-                "{} stored secret(s) cannot be used: no key (set OMNIFLOW_SECRET_KEY or provide {})",
-                sealed.len(),
-                key_file.display()
-            );
+    let cipher = if std::env::var_os("OMNIFLOW_SECRET_KEY").is_some() {
+        SecretCipher::from_env().map_err(SecretsError::Key)?
+    } else {
+        match key_file {
+            Some(file) if create_key || file.exists() => {
+                SecretCipher::from_env_or_file(file).map_err(SecretsError::Key)?
+            }
+            _ => {
+                let sealed = store.sealed_secrets().await?;
+                if !sealed.is_empty() {
+                    let fix = match key_file {
+                        Some(file) => {
+                            format!("set OMNIFLOW_SECRET_KEY or provide {}", file.display())
+                        }
+                        None => "set OMNIFLOW_SECRET_KEY, the same in every process sharing \
+                                 the database"
+                            .to_owned(),
+                    };
+                    tracing::warn!(
+                        "{} stored secret(s) cannot be used: no key ({fix})",
+                        sealed.len()
+                    );
+                }
+                return Ok((secrets, None));
+            }
         }
-        return Ok((secrets, None));
-    }
-    let cipher = SecretCipher::from_env_or_file(key_file).map_err(SecretsError::Key)?;
+    };
     secrets.load_stored(store, &cipher).await?;
     Ok((secrets, Some(cipher)))
 }
@@ -315,6 +334,15 @@ impl SecretCipher {
         let bytes = hex::decode(hex_key.trim()).map_err(|_| {
             "the secret key (OMNIFLOW_SECRET_KEY or key file) must be 64 hex characters".to_string()
         })?;
+        Self::from_key(&bytes)
+    }
+
+    /// The key from `OMNIFLOW_SECRET_KEY` (64 hex characters) alone.
+    pub fn from_env() -> Result<Self, String> {
+        let hex_key = std::env::var("OMNIFLOW_SECRET_KEY")
+            .map_err(|_| "OMNIFLOW_SECRET_KEY is not set".to_string())?;
+        let bytes = hex::decode(hex_key.trim())
+            .map_err(|_| "OMNIFLOW_SECRET_KEY must be 64 hex characters".to_string())?;
         Self::from_key(&bytes)
     }
 

@@ -139,7 +139,7 @@ async fn bench_executor(
     parallel: usize,
 ) -> Result<omniflow::engine::Executor> {
     super::setup::executor(
-        &dir.join("bench.db"),
+        &super::config::Database::Sqlite(dir.join("bench.db")),
         &[],
         omniflow::engine::ExecutorConfig {
             max_parallel_steps: parallel,

@@ -59,19 +59,58 @@ fn set_env(key: &str, value: &str) {
     unsafe { std::env::set_var(key, value) }
 }
 
-/// `--db` / `OMNIFLOW_DATABASE_URL`: a SQLite file path, or a `sqlite:` URL
+/// Where a command's store lives (`--db` / `OMNIFLOW_DATABASE_URL`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Database {
+    /// A SQLite file (the embedded default).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, by URL (`postgres://user@host:5432/db`).
+    Postgres(String),
+}
+
+impl Database {
+    /// What [`omniflow::store::open`] takes.
+    pub(crate) fn url(&self) -> String {
+        match self {
+            Database::Sqlite(path) => path.to_string_lossy().into_owned(),
+            Database::Postgres(url) => url.clone(),
+        }
+    }
+
+    /// The key file of the stored secrets when `OMNIFLOW_SECRET_KEY` is
+    /// unset: next to a SQLite file; none for PostgreSQL, whose processes
+    /// run on several machines and must share `OMNIFLOW_SECRET_KEY`.
+    pub(crate) fn key_file(&self) -> Option<PathBuf> {
+        match self {
+            Database::Sqlite(path) => Some(omniflow::capabilities::secrets::key_file_for(path)),
+            Database::Postgres(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Database {
+    /// The path, or the URL without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "{}", path.display()),
+            Database::Postgres(url) => f.write_str(&omniflow::store::postgres::redacted(url)),
+        }
+    }
+}
+
+/// `--db` / `OMNIFLOW_DATABASE_URL`: a SQLite file path, a `sqlite:` URL
 /// (`sqlite:omniflow.db`, `sqlite:///var/lib/omniflow.db`, query options
-/// ignored). A `postgres://` URL is refused with a clear message until that
-/// backend exists.
-pub(crate) fn database_path(text: &str) -> Result<PathBuf, String> {
+/// ignored), or a `postgres://` / `postgresql://` URL.
+pub(crate) fn database(text: &str) -> Result<Database, String> {
     let text = text.trim();
     if text.is_empty() {
-        return Err("the database is empty: give a file path such as omniflow.db".into());
+        return Err(
+            "the database is empty: give a file path such as omniflow.db or a postgres:// URL"
+                .into(),
+        );
     }
     if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-        return Err(
-            "PostgreSQL is not supported yet: use a SQLite file path or a sqlite: URL".into(),
-        );
+        return Ok(Database::Postgres(text.to_owned()));
     }
     let path = match text.strip_prefix("sqlite:") {
         Some(rest) => {
@@ -86,12 +125,12 @@ pub(crate) fn database_path(text: &str) -> Result<PathBuf, String> {
         }
         None if text.contains("://") => {
             return Err(format!(
-                "{text:?}: unknown database URL scheme (use a file path or a sqlite: URL)"
+                "{text:?}: unknown database URL scheme (use a file path, a sqlite: URL or a postgres:// URL)"
             ));
         }
         None => text,
     };
-    Ok(PathBuf::from(path))
+    Ok(Database::Sqlite(PathBuf::from(path)))
 }
 
 #[cfg(test)]
@@ -100,20 +139,18 @@ mod tests {
 
     #[test]
     fn database_urls_and_paths() {
-        assert_eq!(database_path("omniflow.db"), Ok("omniflow.db".into()));
-        assert_eq!(database_path("sqlite:x.db"), Ok("x.db".into()));
-        assert_eq!(database_path("sqlite://x.db?mode=rwc"), Ok("x.db".into()));
-        assert_eq!(
-            database_path("sqlite:///var/lib/o.db"),
-            Ok("/var/lib/o.db".into())
-        );
-        assert!(
-            database_path("postgres://u@h/db")
-                .unwrap_err()
-                .contains("PostgreSQL")
-        );
-        assert!(database_path("mysql://h/db").is_err());
-        assert!(database_path("sqlite::memory:").is_err());
-        assert!(database_path(" ").is_err());
+        let file = |p: &str| Ok(Database::Sqlite(p.into()));
+        assert_eq!(database("omniflow.db"), file("omniflow.db"));
+        assert_eq!(database("sqlite:x.db"), file("x.db"));
+        assert_eq!(database("sqlite://x.db?mode=rwc"), file("x.db"));
+        assert_eq!(database("sqlite:///var/lib/o.db"), file("/var/lib/o.db"));
+        let pg = database("postgres://u:pw@h/db").unwrap();
+        assert_eq!(pg, Database::Postgres("postgres://u:pw@h/db".into()));
+        assert!(pg.key_file().is_none());
+        assert!(!pg.to_string().contains("pw"), "{pg}");
+        assert!(database("postgresql://h/db").is_ok());
+        assert!(database("mysql://h/db").unwrap_err().contains("scheme"));
+        assert!(database("sqlite::memory:").is_err());
+        assert!(database(" ").is_err());
     }
 }

@@ -3,7 +3,9 @@
 pub(crate) mod bench;
 pub(crate) mod bench_code;
 pub(crate) mod bench_cold;
+pub(crate) mod bench_scale;
 pub(crate) mod config;
+pub(crate) mod migrate;
 pub(crate) mod piece;
 pub(crate) mod run;
 pub(crate) mod runs;

@@ -16,7 +16,7 @@ use super::setup::{executor, parse_var, read_workflow, registry};
 
 pub(crate) struct RunArgs {
     pub(crate) file: PathBuf,
-    pub(crate) db: PathBuf,
+    pub(crate) db: super::config::Database,
     pub(crate) vars: Vec<String>,
     pub(crate) json: bool,
     pub(crate) pieces: Vec<PathBuf>,

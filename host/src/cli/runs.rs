@@ -1,7 +1,7 @@
 //! `omniflow runs list|show`, and the run summary/JSON shared with `run`
 //! (the JSON is the API's run document, `api::dto::RunDocument`).
 
-use std::path::Path;
+use super::config::Database;
 
 use anyhow::{Context, Result};
 use omniflow::api::dto::RunDocument;
@@ -120,13 +120,13 @@ fn attempts_cell(step: &omniflow::store::StepRecord, for_each: bool) -> String {
 }
 
 pub(crate) async fn list(
-    db: &Path,
+    db: &Database,
     workflow: Option<String>,
     status: Option<String>,
     limit: u32,
     json: bool,
 ) -> Result<bool> {
-    let store = omniflow::store::open(&db.to_string_lossy()).await?;
+    let store = super::setup::open_store(db).await?;
     let status = status
         .map(|s| {
             s.parse::<RunStatus>()
@@ -163,11 +163,11 @@ pub(crate) async fn list(
     Ok(true)
 }
 
-pub(crate) async fn show(db: &Path, id: &str, json: bool, logs: bool) -> Result<bool> {
+pub(crate) async fn show(db: &Database, id: &str, json: bool, logs: bool) -> Result<bool> {
     let id: RunId = id
         .parse()
         .with_context(|| format!("{id:?} is not a run id (UUID)"))?;
-    let store = omniflow::store::open(&db.to_string_lossy()).await?;
+    let store = super::setup::open_store(db).await?;
     if json {
         println!(
             "{}",
@@ -183,7 +183,7 @@ pub(crate) async fn show(db: &Path, id: &str, json: bool, logs: bool) -> Result<
 /// behind (lease expired, or none, and not parked for later). Refused while
 /// a server holds the database: it resumes those runs itself.
 pub(crate) async fn resume(
-    db: &Path,
+    db: &Database,
     pieces: &[std::path::PathBuf],
     lease: std::time::Duration,
 ) -> Result<bool> {
@@ -197,7 +197,7 @@ pub(crate) async fn resume(
         eprintln!(
             "a server ({holder}) is running on {}: it resumes interrupted runs itself \
              (runs resume is for when no server runs)",
-            db.display()
+            db
         );
         return Ok(false);
     }

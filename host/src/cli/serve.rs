@@ -1,4 +1,6 @@
-//! `omniflow serve`: API + worker pool on one SQLite file until SIGINT/SIGTERM.
+//! `omniflow serve` (API + worker pool + scheduler, or the API alone with
+//! `--no-workers`) and `omniflow worker` (workers + scheduler, no API),
+//! until SIGINT/SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,10 +16,14 @@ use super::setup;
 
 /// What `serve` was asked to do.
 pub(crate) struct ServeArgs {
-    pub(crate) listen: SocketAddr,
-    pub(crate) db: PathBuf,
+    /// Where the API listens; None: no API (`omniflow worker`).
+    pub(crate) listen: Option<SocketAddr>,
+    pub(crate) db: super::config::Database,
     pub(crate) pieces: Vec<PathBuf>,
+    /// Runs executed at once; 0: none here (`serve --no-workers`).
     pub(crate) workers: usize,
+    /// Fire due cron schedules here.
+    pub(crate) scheduler: bool,
     pub(crate) shutdown_grace: Duration,
     pub(crate) admin_token: Option<String>,
     pub(crate) lease: Duration,
@@ -60,7 +66,9 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<bool> {
     )
     .await?;
     let config = ServerConfig {
-        listen: args.listen,
+        listen: args.listen.unwrap_or(ServerConfig::default().listen),
+        serve_api: args.listen.is_some(),
+        run_scheduler: args.scheduler,
         pool: PoolConfig {
             workers: args.workers,
             shutdown_grace: args.shutdown_grace,
@@ -104,12 +112,22 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<bool> {
             server.requeued_at_start()
         );
     }
-    eprintln!(
-        "omniflow serving on http://{}  (database {}, {} workers)",
-        server.local_addr(),
-        args.db.display(),
-        args.workers
-    );
+    let schedules = if args.scheduler { "on" } else { "off" };
+    if server.serves_api() {
+        eprintln!(
+            "omniflow serving on http://{}  (database {}, {} workers, scheduler {schedules})",
+            server.local_addr(),
+            args.db,
+            args.workers
+        );
+    } else {
+        eprintln!(
+            "omniflow worker pid {} running  (database {}, {} workers, scheduler {schedules})",
+            std::process::id(),
+            args.db,
+            args.workers
+        );
+    }
     stop_signal().await;
     eprintln!(
         "shutting down: finishing runs in flight (up to {:?})...",

@@ -1,6 +1,8 @@
 //! Assembling runtime + pieces + store into an executor for a command.
 
 use std::path::{Path, PathBuf};
+
+use super::config::Database;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -54,7 +56,7 @@ pub(crate) fn runtime_config(default: Compiler) -> Result<RuntimeConfig> {
 /// cache misses compile with `compiler` unless `OMNIFLOW_COMPILER` says
 /// otherwise.
 pub(crate) async fn executor(
-    db: &Path,
+    db: &Database,
     extra_pieces: &[PathBuf],
     config: ExecutorConfig,
     compiler: Compiler,
@@ -73,7 +75,7 @@ pub(crate) async fn executor(
 /// listed in `OMNIFLOW_SECRETS_FROM_ENV`, and `./.env`. With `serve`, the
 /// cipher for the secrets API comes back too.
 pub(crate) async fn executor_with_secrets(
-    db: &Path,
+    db: &Database,
     extra_pieces: &[PathBuf],
     mut config: ExecutorConfig,
     compiler: Compiler,
@@ -81,13 +83,19 @@ pub(crate) async fn executor_with_secrets(
 ) -> Result<(Executor, Option<SecretCipher>)> {
     let runtime = Arc::new(Runtime::new(runtime_config(compiler)?)?);
     let registry = registry(&runtime, extra_pieces).await?;
-    let store = omniflow::store::open(&db.to_string_lossy())
-        .await
-        .with_context(|| format!("opening the database {}", db.display()))?;
+    let store = open_store(db).await?;
+    let key_file = db.key_file();
     let (secrets, cipher) =
-        secrets::for_process(store.as_ref(), &secrets::key_file_for(db), serve).await?;
+        secrets::for_process(store.as_ref(), key_file.as_deref(), serve).await?;
     config.secrets = secrets;
     Ok((Executor::new(runtime, registry, store, config), cipher))
+}
+
+/// Open (creating or migrating) the store a command names.
+pub(crate) async fn open_store(db: &Database) -> Result<Arc<dyn omniflow::store::Store>> {
+    omniflow::store::open(&db.url())
+        .await
+        .with_context(|| format!("opening the database {db}"))
 }
 
 pub(crate) fn read_workflow(file: &Path) -> Result<Workflow> {

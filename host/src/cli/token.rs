@@ -1,17 +1,12 @@
 //! `omniflow token create|list|revoke`: API tokens (only hashes are stored).
 
-use std::path::Path;
+use anyhow::Result;
 
-use anyhow::{Context, Result};
-
-async fn open(db: &Path) -> Result<std::sync::Arc<dyn omniflow::store::Store>> {
-    omniflow::store::open(&db.to_string_lossy())
-        .await
-        .with_context(|| format!("opening the database {}", db.display()))
-}
+use super::config::Database;
+use super::setup::open_store as open;
 
 /// Create a token named `name`; print it once.
-pub(crate) async fn create(db: &Path, name: &str) -> Result<bool> {
+pub(crate) async fn create(db: &Database, name: &str) -> Result<bool> {
     anyhow::ensure!(!name.trim().is_empty(), "the token name is empty");
     let store = open(db).await?;
     let token = omniflow::api::generate_token();
@@ -27,7 +22,7 @@ pub(crate) async fn create(db: &Path, name: &str) -> Result<bool> {
 }
 
 /// List tokens (never their values).
-pub(crate) async fn list(db: &Path, json: bool) -> Result<bool> {
+pub(crate) async fn list(db: &Database, json: bool) -> Result<bool> {
     let store = open(db).await?;
     let tokens = store.list_tokens().await?;
     if json {
@@ -48,7 +43,7 @@ pub(crate) async fn list(db: &Path, json: bool) -> Result<bool> {
 }
 
 /// Revoke token `id`.
-pub(crate) async fn revoke(db: &Path, id: i64) -> Result<bool> {
+pub(crate) async fn revoke(db: &Database, id: i64) -> Result<bool> {
     let store = open(db).await?;
     if store.revoke_token(id).await? {
         eprintln!("token {id} revoked");

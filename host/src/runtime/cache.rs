@@ -1,7 +1,8 @@
 //! Compiled components cached on disk, keyed by piece digest + engine
 //! compatibility hash, so a second start does not recompile.
 //!
-//! Files are written atomically (temp file + rename). The cache directory is
+//! Files are written atomically (temp file + rename), and each under an
+//! OS file lock so processes sharing the directory compile a piece once. The cache directory is
 //! trusted like the binary itself: it belongs to the operator, and only this
 //! module writes it. This is the one place in the host with `unsafe`.
 
@@ -66,8 +67,14 @@ impl ArtifactCache {
         digest: &PieceDigest,
         bytes: &[u8],
     ) -> wasmtime::Result<Component> {
-        let artifact = engine.precompile_component(bytes)?;
         let path = self.path(digest);
+        // Processes sharing the cache (several workers started together)
+        // compile each piece once: the others wait on the lock, then load.
+        let _turn = self.compile_turn(&path);
+        if let Some(component) = self.load(engine, digest) {
+            return Ok(component);
+        }
+        let artifact = engine.precompile_component(bytes)?;
         match self.write_atomically(&path, &artifact) {
             Ok(()) => {
                 drop(artifact);
@@ -89,6 +96,22 @@ impl ArtifactCache {
                 }
             }
         }
+    }
+
+    /// An exclusive OS lock on `<artifact>.lock` (blocking; None when the
+    /// directory cannot hold one: compiling without it is only slower).
+    fn compile_turn(&self, artifact: &Path) -> Option<std::fs::File> {
+        std::fs::create_dir_all(&self.dir).ok()?;
+        let mut name = artifact.file_name().unwrap_or_default().to_os_string();
+        name.push(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(artifact.with_file_name(name))
+            .ok()?;
+        file.lock().ok()?;
+        Some(file)
     }
 
     fn write_atomically(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -1,16 +1,21 @@
-//! `omniflow serve` as a library: the HTTP API ([`crate::api`]) and the
-//! worker pool ([`queue`]) over one executor, in one process.
+//! `omniflow serve` and `omniflow worker` as a library: the HTTP API
+//! ([`crate::api`]), the worker pool ([`queue`]) and the cron scheduler
+//! over one executor, in one process; each part can be switched off
+//! ([`ServerConfig::serve_api`], [`PoolConfig::workers`] = 0,
+//! [`ServerConfig::run_scheduler`]), so on PostgreSQL any mix of API-only
+//! nodes, workers and full servers shares one database.
 //!
 //! Recipe ([`Server::start`]):
 //! 0. take the database's server lock ([`QueueStore::lock_for_server`]:
-//!    for a SQLite file an OS lock on `<file>.lock`), so a second server
-//!    on the same file is refused with a clear message; it is held until
-//!    the server has wound down;
-//! 1. make sure an API token exists (first start: the configured admin
-//!    token, else a generated one the caller prints once);
-//! 2. put runs whose lease expired (a crashed process's) back in the
-//!    queue; runs under a live lease (another process, e.g. an `omniflow
-//!    run` executing its own run) are left alone;
+//!    for a SQLite file an exclusive OS lock on `<file>.lock`, so a second
+//!    server on the same file is refused with a clear message; for
+//!    PostgreSQL a shared advisory lock that only announces the process);
+//!    it is held until the server has wound down;
+//! 1. with the API: make sure an API token exists (first start: the
+//!    configured admin token, else a generated one the caller prints once);
+//! 2. with workers: put runs whose lease expired (a crashed process's) back
+//!    in the queue; runs under a live lease (another process, e.g. an
+//!    `omniflow run` executing its own run) are left alone;
 //! 3. bind the listener, start the worker pool and the cron scheduler
 //!    ([`crate::triggers::schedule`]), serve the router;
 //! 4. on shutdown: stop accepting connections and claiming runs, let runs in
@@ -52,6 +57,12 @@ pub struct ServerConfig {
     pub clock: Arc<dyn Clock>,
     /// How often the scheduler looks for due schedules.
     pub schedule_tick: Duration,
+    /// Serve the HTTP API (false: `omniflow worker`, which only executes).
+    pub serve_api: bool,
+    /// Fire due cron schedules here (false: `--no-scheduler`, or an
+    /// API-only node). Any number of processes may: each fire time is
+    /// claimed once in the database.
+    pub run_scheduler: bool,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +74,8 @@ impl Default for ServerConfig {
             admin_token: None,
             clock: Arc::new(SystemClock),
             schedule_tick: Duration::from_secs(1),
+            serve_api: true,
+            run_scheduler: true,
         }
     }
 }
@@ -89,7 +102,8 @@ pub enum ServerError {
 
 /// A running server.
 pub struct Server {
-    local_addr: SocketAddr,
+    local_addr: Option<SocketAddr>,
+    listen: SocketAddr,
     generated_admin_token: Option<String>,
     requeued_at_start: u64,
     shutdown: CancellationToken,
@@ -106,18 +120,26 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let store = executor.store().clone();
         let lock = store.lock_for_server().await?;
-        let (token, generated) = match &config.admin_token {
-            Some(token) => (token.clone(), false),
-            None => (api::generate_token(), true),
+        let generated_admin_token = if config.serve_api {
+            let (token, generated) = match &config.admin_token {
+                Some(token) => (token.clone(), false),
+                None => (api::generate_token(), true),
+            };
+            let created = store
+                .create_first_token("admin", &api::hash_token(&token))
+                .await?
+                .is_some();
+            (created && generated).then_some(token)
+        } else {
+            None
         };
-        let created = store
-            .create_first_token("admin", &api::hash_token(&token))
-            .await?
-            .is_some();
-        let generated_admin_token = (created && generated).then_some(token);
-        let requeued_at_start = store
-            .requeue_expired_leases(std::time::SystemTime::now())
-            .await?;
+        let requeued_at_start = if config.pool.workers > 0 {
+            store
+                .requeue_expired_leases(std::time::SystemTime::now())
+                .await?
+        } else {
+            0
+        };
         if requeued_at_start > 0 {
             tracing::warn!(
                 runs = requeued_at_start,
@@ -125,16 +147,23 @@ impl Server {
             );
         }
 
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
+        let listener = if config.serve_api {
+            let listener =
+                tokio::net::TcpListener::bind(config.listen)
+                    .await
+                    .map_err(|source| ServerError::Bind {
+                        addr: config.listen,
+                        source,
+                    })?;
+            let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
                 addr: config.listen,
                 source,
             })?;
-        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+            Some((listener, local_addr))
+        } else {
+            None
+        };
+        let local_addr = listener.as_ref().map(|(_, addr)| *addr);
 
         let shutdown = CancellationToken::new();
         let pool = WorkerPool::start(
@@ -146,11 +175,13 @@ impl Server {
         let scheduler =
             Scheduler::new(store.clone(), config.clock.clone(), Arc::new(queue.clone()));
         scheduler.sync_all().await?;
-        tokio::spawn(
-            scheduler
-                .clone()
-                .run(config.schedule_tick, shutdown.child_token()),
-        );
+        if config.run_scheduler {
+            tokio::spawn(
+                scheduler
+                    .clone()
+                    .run(config.schedule_tick, shutdown.child_token()),
+            );
+        }
         if let Some(cipher) = &config.api.secret_cipher {
             // Secrets stored through the API, decrypted into memory once
             // (`omniflow serve` has loaded them already; a no-op then).
@@ -168,9 +199,15 @@ impl Server {
         );
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
-            let served = api::serve(listener, state, stop)
-                .await
-                .map_err(ServerError::Serve);
+            let served = match listener {
+                Some((listener, _)) => api::serve(listener, state, stop)
+                    .await
+                    .map_err(ServerError::Serve),
+                None => {
+                    stop.cancelled().await;
+                    Ok(())
+                }
+            };
             pool.join().await;
             // The database is free for another server once we wound down.
             drop(lock);
@@ -178,6 +215,7 @@ impl Server {
         });
         Ok(Server {
             local_addr,
+            listen: config.listen,
             generated_admin_token,
             requeued_at_start,
             shutdown,
@@ -187,9 +225,15 @@ impl Server {
         })
     }
 
-    /// The bound address (the real port when `listen` said 0).
+    /// The bound address (the real port when `listen` said 0); the
+    /// configured one when the API is off ([`ServerConfig::serve_api`]).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.local_addr.unwrap_or(self.listen)
+    }
+
+    /// Whether this process serves the HTTP API.
+    pub fn serves_api(&self) -> bool {
+        self.local_addr.is_some()
     }
 
     /// The admin token generated on this (first) start, to be shown once.

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::engine::{Driven, EngineError, Executor};
-use crate::store::{ClaimedRun, Lease, RunId, StoreError, rfc3339};
+use crate::store::{ClaimedRun, Lease, RunId, Signal, StoreError, rfc3339};
 
 /// Most runs one claim takes (bounded by the free permits).
 const CLAIM_BATCH: usize = 64;
@@ -38,7 +38,9 @@ const CLAIM_BATCH: usize = 64;
 /// Knobs of the pool.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
-    /// Runs executed at once (each may run several steps in parallel).
+    /// Runs executed at once (each may run several steps in parallel);
+    /// 0: none here (an API-only node, `serve --no-workers`: the pool
+    /// claims nothing and other processes execute the runs).
     pub workers: usize,
     /// How long a claim is valid without a heartbeat.
     pub lease: Duration,
@@ -187,7 +189,7 @@ impl WorkerPool {
                 std::process::id(),
                 uuid::Uuid::now_v7().simple()
             ),
-            capacity: config.workers.max(1),
+            capacity: config.workers,
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
             executions: std::sync::atomic::AtomicU64::new(0),
@@ -195,6 +197,9 @@ impl WorkerPool {
             alive: AtomicBool::new(true),
         });
         let handle = QueueHandle { shared };
+        if let Some(signals) = executor.store().signals() {
+            tokio::spawn(forward_signals(signals, handle.clone(), shutdown.clone()));
+        }
         let task = tokio::spawn(dispatch(executor, config, shutdown, handle.clone()));
         WorkerPool { handle, task }
     }
@@ -208,6 +213,32 @@ impl WorkerPool {
     pub async fn join(self) {
         if let Err(e) = self.task.await {
             tracing::error!("the worker pool task failed: {e}");
+        }
+    }
+}
+
+/// Act on what other processes sharing the database signal: new runs wake
+/// the dispatcher, a cancel request stops the run if it executes here.
+async fn forward_signals(
+    mut signals: tokio::sync::broadcast::Receiver<Signal>,
+    handle: QueueHandle,
+    stop: CancellationToken,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let signal = tokio::select! {
+            () = stop.cancelled() => return,
+            signal = signals.recv() => signal,
+        };
+        match signal {
+            Ok(Signal::Queued | Signal::Resync) | Err(RecvError::Lagged(_)) => handle.wake(),
+            Ok(Signal::Cancel(run)) => {
+                if handle.cancel(run) {
+                    tracing::info!(run = %run, "cancelled at another process's request");
+                }
+            }
+            Ok(Signal::Finished(_)) => {}
+            Err(RecvError::Closed) => return,
         }
     }
 }
@@ -256,6 +287,19 @@ async fn heartbeat(
             }
             Err(e) => tracing::warn!("extending leases: {e}"),
         }
+        // Cancels asked through another process (or missed signals).
+        let ids: Vec<RunId> = leases.iter().map(|l| l.run).collect();
+        match store.cancel_requested(&ids).await {
+            Ok(cancelled) => {
+                let running = lock(&shared.running);
+                for id in cancelled {
+                    if let Some(e) = running.get(&id) {
+                        e.token.cancel();
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("reading cancel requests: {e}"),
+        }
         match store.requeue_expired_leases(now).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
@@ -274,6 +318,12 @@ async fn dispatch(
     handle: QueueHandle,
 ) {
     let shared = handle.shared.clone();
+    if shared.capacity == 0 {
+        // No workers here: other processes execute the runs.
+        shutdown.cancelled().await;
+        shared.alive.store(false, Ordering::SeqCst);
+        return;
+    }
     let permits = Arc::new(Semaphore::new(shared.capacity));
     let stop_heartbeat = CancellationToken::new();
     let beat = tokio::spawn(heartbeat(

@@ -39,8 +39,10 @@
 mod canonical;
 mod decode;
 mod error;
+mod migrate;
 pub mod postgres;
 mod records;
+mod signals;
 pub mod sqlite;
 mod time;
 mod traits;
@@ -49,12 +51,15 @@ use std::sync::Arc;
 
 pub(crate) use canonical::canonical_json;
 pub use error::StoreError;
+pub use migrate::{MigrationReport, migrate};
 pub use postgres::PgStore;
 pub use records::{
     ApiToken, AttemptRecord, ClaimedRun, Lease, NewRun, ParseEnumError, Priority, QueueStats,
     RunFilter, RunId, RunRecord, RunStatus, ScheduleRecord, SealedSecret, ServerLock, StepRecord,
     StepStatus, StoredWorkflow,
 };
+pub use signals::Signal;
+pub(crate) use signals::{CANCEL_CHANNEL, QUEUE_CHANNEL, RUN_CHANNEL};
 pub use sqlite::SqliteStore;
 pub(crate) use time::elapsed_ms;
 pub use time::{now_rfc3339, rfc3339};
@@ -72,8 +77,13 @@ pub use traits::{
 /// - `postgres://...` / `postgresql://...`: a PostgreSQL database (which
 ///   must exist; the tables are created on first open).
 pub async fn open(url_or_path: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if url_or_path.starts_with("postgres://") || url_or_path.starts_with("postgresql://") {
+    if is_postgres_url(url_or_path) {
         return Ok(Arc::new(PgStore::open(url_or_path).await?));
     }
     Ok(Arc::new(SqliteStore::open(url_or_path).await?))
+}
+
+/// Whether `url_or_path` names a PostgreSQL database.
+pub(crate) fn is_postgres_url(url_or_path: &str) -> bool {
+    url_or_path.starts_with("postgres://") || url_or_path.starts_with("postgresql://")
 }

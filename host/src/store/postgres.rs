@@ -44,6 +44,7 @@ macro_rules! ts {
     };
 }
 
+mod listen;
 mod lock;
 mod queue;
 mod rows;
@@ -56,12 +57,16 @@ mod webhooks;
 mod workflows;
 
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::broadcast;
 
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::{RunId, RunStore, StoreError};
+use super::migrate::{self, MigrationReport};
+use super::{RunId, RunStore, Signal, StoreError};
 use rows::sql_error;
 
 /// Connections in the pool of one process.
@@ -76,6 +81,10 @@ pub struct PgStore {
     pool: PgPool,
     /// How to connect: the server lock opens a connection of its own (`lock.rs`).
     options: PgConnectOptions,
+    /// The broadcast of `LISTEN` signals while anyone subscribes (`listen.rs`).
+    signals: Arc<Mutex<Option<broadcast::Sender<Signal>>>>,
+    /// The migrations applied when it was opened.
+    migrated: MigrationReport,
 }
 
 impl PgStore {
@@ -95,11 +104,25 @@ impl PgStore {
             .connect_with(options.clone())
             .await
             .map_err(sql_error("connect to PostgreSQL"))?;
-        sqlx::migrate!("../migrations/postgres")
+        let migrator = sqlx::migrate!("../migrations/postgres");
+        let before = applied_versions(&pool).await?;
+        migrate::refuse_newer(&migrator, &before)?;
+        migrator
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        Ok(PgStore { pool, options })
+        let after = applied_versions(&pool).await?;
+        Ok(PgStore {
+            migrated: migrate::report("postgres", &migrator, &before, &after),
+            pool,
+            options,
+            signals: Arc::default(),
+        })
+    }
+
+    /// What opening this store applied ([`super::migrate`]).
+    pub fn migration_report(&self) -> MigrationReport {
+        self.migrated.clone()
     }
 
     /// Close every connection, waiting for them to be returned. Later calls fail
@@ -118,8 +141,23 @@ impl PgStore {
     }
 }
 
+/// The migration versions applied to the database (none when it is new).
+async fn applied_versions(pool: &PgPool) -> Result<Vec<i64>, StoreError> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await
+        .map_err(sql_error("read the schema version"))?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+        .fetch_all(pool)
+        .await
+        .map_err(sql_error("read the schema version"))
+}
+
 /// `url` without its password, for messages.
-fn redacted(url: &str) -> String {
+pub fn redacted(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
             let _ = parsed.set_password(Some("***"));

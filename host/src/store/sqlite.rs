@@ -46,6 +46,7 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+use super::migrate::{self, MigrationReport};
 use super::{RunId, RunStore, StoreError};
 use conn::{Gate, WriteConn, WriteTx};
 use rows::sql_error;
@@ -73,6 +74,8 @@ pub struct SqliteStore {
     /// The database file (`None` in memory): its server lock file is
     /// `<file>.lock` (`lock.rs`).
     file: Option<std::path::PathBuf>,
+    /// The migrations applied when it was opened.
+    migrated: MigrationReport,
 }
 
 /// Apply the embedded migrations.
@@ -84,12 +87,17 @@ pub struct SqliteStore {
 /// rolls back whole. Running the migrator again re-reads
 /// `_sqlx_migrations`, sees N applied and carries on, so a failure is retried
 /// once per migration before it counts.
-async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+async fn migrate(pool: &SqlitePool) -> Result<MigrationReport, StoreError> {
     let migrator = sqlx::migrate!("../migrations/sqlite");
+    let before = applied_versions(pool).await;
+    migrate::refuse_newer(&migrator, &before)?;
     let mut tries_left = migrator.iter().count() + 1;
     loop {
         match migrator.run(pool).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                let after = applied_versions(pool).await;
+                return Ok(migrate::report("sqlite", &migrator, &before, &after));
+            }
             Err(e) if tries_left == 0 => return Err(StoreError::Migration(e.to_string())),
             Err(e) => {
                 tracing::debug!("migration failed, retrying (another opener?): {e}");
@@ -98,6 +106,14 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
             }
         }
     }
+}
+
+/// The migration versions applied to the database (none when it is new).
+async fn applied_versions(pool: &SqlitePool) -> Vec<i64> {
+    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default()
 }
 
 impl SqliteStore {
@@ -160,7 +176,7 @@ impl SqliteStore {
                 },
             }
         };
-        migrate(&pool).await?;
+        let migrated = migrate(&pool).await?;
         let own = if in_memory {
             None
         } else {
@@ -177,7 +193,13 @@ impl SqliteStore {
             pool,
             write_gate,
             file,
+            migrated,
         })
+    }
+
+    /// What opening this store applied ([`super::migrate`]).
+    pub fn migration_report(&self) -> MigrationReport {
+        self.migrated.clone()
     }
 
     /// Close every connection, waiting for them to be returned. Later calls fail

@@ -6,7 +6,8 @@ use std::time::SystemTime;
 
 use super::{
     ApiToken, AttemptRecord, ClaimedRun, Lease, NewRun, QueueStats, RunFilter, RunId, RunRecord,
-    RunStatus, ScheduleRecord, SealedSecret, ServerLock, StepRecord, StoreError, StoredWorkflow,
+    RunStatus, ScheduleRecord, SealedSecret, ServerLock, Signal, StepRecord, StoreError,
+    StoredWorkflow,
 };
 
 /// Workflow definitions and their versions.
@@ -201,13 +202,32 @@ pub trait QueueStore: Send + Sync {
     /// many. Runs under a live lease are left alone, whoever holds them.
     async fn requeue_expired_leases(&self, now: SystemTime) -> Result<u64, StoreError>;
 
-    /// Hold this database for one server process, for as long as the
-    /// returned lock lives (it goes with the process however that ends): a
-    /// second server on the same database gets [`StoreError::Locked`] with
-    /// a message naming the holder. How it is held is the backend's
+    /// Ask whoever executes run `id` to cancel it: records the request
+    /// (seen by that process's heartbeat, [`QueueStore::cancel_requested`])
+    /// and, on a shared backend, signals it at once ([`Signal::Cancel`]).
+    /// False when the run is already finished.
+    async fn request_cancel(&self, id: RunId) -> Result<bool, StoreError>;
+
+    /// Which of `runs` someone asked to cancel ([`QueueStore::request_cancel`]).
+    async fn cancel_requested(&self, runs: &[RunId]) -> Result<Vec<RunId>, StoreError>;
+
+    /// Signals from the processes sharing this database (new runs, finished
+    /// runs, cancel requests), or None for a backend only one process
+    /// uses at a time (SQLite: that process wakes itself). Each call is a
+    /// new subscriber; the first starts listening.
+    fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>> {
+        None
+    }
+
+    /// Mark this database as served by this process, for as long as the
+    /// returned lock lives (it goes with the process however that ends).
+    /// A single-node backend makes it exclusive
     /// ([`SqliteStore`](super::SqliteStore): an OS lock on a file next to
-    /// the database); backends without one return [`ServerLock::none`] and
-    /// rely on fencing alone.
+    /// the database; a second server gets [`StoreError::Locked`] naming the
+    /// holder); a shared backend ([`PgStore`](super::PgStore): a shared
+    /// advisory lock) lets any number of servers and workers hold it and
+    /// relies on SKIP LOCKED claims and fencing; backends without one
+    /// return [`ServerLock::none`].
     async fn lock_for_server(&self) -> Result<ServerLock, StoreError>;
 
     /// Whether a live server holds this database ([`QueueStore::lock_for_server`]):

@@ -8,6 +8,11 @@
 //! ([`ScheduleStore::fire_schedule`](crate::store::ScheduleStore::fire_schedule)):
 //! however many schedulers tick at once, each fire time yields at most one run.
 //!
+//! Each fire time handled on time (within [`MISSED_AFTER`]) moves the
+//! schedule to the fire time after it, so every instant of the expression
+//! fires once even when ticks come late (several processes tick; any may
+//! handle a fire time, exactly one does).
+//!
 //! Missed-fire policy: a fire time more than [`MISSED_AFTER`] in the past
 //! when it is handled was missed (the server was down). Whatever the number
 //! of missed fire times, `run_once` (the default) queues ONE catch-up run
@@ -226,7 +231,13 @@ impl Scheduler {
                 self.store.sync_schedule(name, None).await?;
                 continue;
             };
-            let next = match next_fire(&schedule.cron, &schedule.timezone, now) {
+            let fire_at = humantime::parse_rfc3339_weak(&schedule.next_fire_at).unwrap_or(now);
+            let missed = now.duration_since(fire_at).unwrap_or_default() > MISSED_AFTER;
+            // On time (even a tick late), the next fire time is the one after
+            // this one, so no fire time is skipped; after missed ones, the
+            // first one after now.
+            let after = if missed { now } else { fire_at };
+            let next = match next_fire(&schedule.cron, &schedule.timezone, after) {
                 Ok(next) => next,
                 Err(e) => {
                     tracing::warn!(workflow = %name, "dropping an unusable schedule: {e}");
@@ -234,8 +245,6 @@ impl Scheduler {
                     continue;
                 }
             };
-            let fire_at = humantime::parse_rfc3339_weak(&schedule.next_fire_at).unwrap_or(now);
-            let missed = now.duration_since(fire_at).unwrap_or_default() > MISSED_AFTER;
             let run = (!missed || schedule.missed != "skip").then(|| {
                 let payload =
                     serde_json::json!({ "fire_time": schedule.next_fire_at, "missed": missed });

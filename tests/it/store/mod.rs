@@ -16,7 +16,7 @@
 //! PostgreSQL's in `pg.rs`.
 
 mod leases;
-mod pg;
+pub(crate) mod pg;
 mod runs;
 mod server;
 
@@ -32,16 +32,16 @@ use serde_json::json;
 
 /// A fresh, empty database of one backend. Handles opened on it see the
 /// same data, as separate processes would; it lives as long as this value.
-struct TestDb {
+pub(crate) struct TestDb {
     /// What [`store::open`] takes to reach it.
-    url: String,
+    pub(crate) url: String,
     /// Whatever must outlive the database (a temporary directory).
     _guard: Box<dyn Any + Send>,
 }
 
 impl TestDb {
     /// A new handle on the database.
-    async fn open(&self) -> Arc<dyn Store> {
+    pub(crate) async fn open(&self) -> Arc<dyn Store> {
         store::open(&self.url).await.expect("open store")
     }
 

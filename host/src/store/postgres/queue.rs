@@ -26,8 +26,8 @@ use super::rows::{RUN_COLUMNS, get, parse_text, run_from_row, sql_error};
 use super::runs::insert_run;
 use crate::store::decode::{claimed_from_row, count, not_claimable};
 use crate::store::{
-    ClaimedRun, Lease, NewRun, Priority, QueueStats, QueueStore, RunId, RunRecord, RunStatus,
-    ServerLock, StoreError, elapsed_ms, now_rfc3339, rfc3339,
+    CANCEL_CHANNEL, ClaimedRun, Lease, NewRun, Priority, QueueStats, QueueStore, RunId, RunRecord,
+    RunStatus, ServerLock, Signal, StoreError, elapsed_ms, now_rfc3339, rfc3339,
 };
 
 /// What a claim returns besides [`RUN_COLUMNS`]: the new lease epoch, and
@@ -256,6 +256,55 @@ impl QueueStore for PgStore {
 
     async fn server_holding_lock(&self) -> Result<Option<String>, StoreError> {
         self.probe_server_lock().await
+    }
+
+    async fn request_cancel(&self, id: RunId) -> Result<bool, StoreError> {
+        let op = "request cancel";
+        let mut tx = self.pool.begin().await.map_err(sql_error(op))?;
+        let changed = sqlx::query(
+            "UPDATE runs SET cancel_requested = TRUE \
+             WHERE id = $1::uuid AND status IN ('queued', 'running')",
+        )
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_error(op))?
+        .rows_affected();
+        if changed > 0 {
+            // Delivered at commit, to every process listening.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CANCEL_CHANNEL)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(sql_error(op))?;
+        }
+        tx.commit().await.map_err(sql_error(op))?;
+        Ok(changed > 0)
+    }
+
+    async fn cancel_requested(&self, runs: &[RunId]) -> Result<Vec<RunId>, StoreError> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = runs.iter().map(RunId::to_string).collect();
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT id::text FROM runs WHERE cancel_requested AND id = ANY($1::uuid[])",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error("read cancel requests"))?;
+        rows.iter()
+            .map(|id| {
+                id.parse()
+                    .map_err(|_| StoreError::Corrupt(format!("run id {id:?}")))
+            })
+            .collect()
+    }
+
+    fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>> {
+        Some(self.subscribe())
     }
 
     async fn cancel_queued_run(&self, id: RunId) -> Result<bool, StoreError> {

@@ -255,6 +255,46 @@ impl QueueStore for SqliteStore {
         self.probe_server_lock().await
     }
 
+    async fn request_cancel(&self, id: RunId) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write("request cancel").await?;
+        let changed = sqlx::query(
+            "UPDATE runs SET cancel_requested = 1 \
+             WHERE id = ?1 AND status IN ('queued', 'running')",
+        )
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_error("request cancel"))?
+        .rows_affected();
+        tx.commit().await.map_err(sql_error("request cancel"))?;
+        Ok(changed > 0)
+    }
+
+    async fn cancel_requested(&self, runs: &[RunId]) -> Result<Vec<RunId>, StoreError> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT id FROM runs WHERE cancel_requested = 1 AND id IN (",
+        );
+        let mut ids = query.separated(", ");
+        for run in runs {
+            ids.push_bind(run.to_string());
+        }
+        query.push(")");
+        let rows: Vec<String> = query
+            .build_query_scalar()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error("read cancel requests"))?;
+        rows.iter()
+            .map(|id| {
+                id.parse()
+                    .map_err(|_| StoreError::Corrupt(format!("run id {id:?}")))
+            })
+            .collect()
+    }
+
     async fn cancel_queued_run(&self, id: RunId) -> Result<bool, StoreError> {
         let mut tx = self.begin_write("cancel run").await?;
         let row = sqlx::query("SELECT status, created_at FROM runs WHERE id = ?1")
