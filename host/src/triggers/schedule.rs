@@ -26,7 +26,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::{RunRequest, TriggerKind, new_run};
@@ -114,7 +114,12 @@ pub fn next_fire(
     let tz: chrono_tz::Tz = timezone
         .parse()
         .map_err(|_| ScheduleError::TimeZone(timezone.to_owned()))?;
-    let local = DateTime::<Utc>::from(after).with_timezone(&tz);
+    // Whole seconds: the expression's resolution (a fire time keeps no
+    // milliseconds of the moment it was computed at).
+    let local = DateTime::<Utc>::from(after)
+        .with_nanosecond(0)
+        .unwrap_or_else(|| DateTime::<Utc>::from(after))
+        .with_timezone(&tz);
     let next = pattern
         .find_next_occurrence(&local, false)
         .map_err(|_| ScheduleError::NeverFires(cron.to_owned()))?;

@@ -341,3 +341,28 @@ async fn a_second_server_lock_on_one_file_is_refused_until_the_first_is_dropped(
     let again = b.lock_for_server().await.unwrap();
     drop(again);
 }
+
+#[tokio::test]
+async fn sqlite_migrate_reports_and_a_newer_schema_is_refused() {
+    let (_dir, path) = temp_db();
+    let url = path.to_string_lossy().to_string();
+    let report = store::migrate(&url).await.unwrap();
+    assert_eq!(report.backend, "sqlite");
+    assert!(report.applied.len() >= 6, "{report:?}");
+    assert!(store::migrate(&url).await.unwrap().applied.is_empty());
+    let conn = SqliteStore::open(&url).await.unwrap();
+    conn.close().await;
+    let mut raw = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite:{url}"))
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', 1, x'00', 0)",
+    )
+    .execute(&mut raw)
+    .await
+    .unwrap();
+    let err = store::open(&url).await.err().expect("refused");
+    assert!(matches!(err, StoreError::Migration(_)), "{err:?}");
+    assert!(err.to_string().contains("version 9999"), "{err}");
+}

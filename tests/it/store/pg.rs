@@ -150,3 +150,110 @@ async fn reopening_a_migrated_database_is_idempotent() {
     let again = db.open().await;
     assert!(again.list_workflows().await.unwrap().is_empty());
 }
+
+/// Claims skip what another transaction holds instead of waiting for it
+/// (`SKIP LOCKED`): with the oldest queued run locked by another session, a
+/// claim returns the next one at once. (Checked to fail without `SKIP
+/// LOCKED`: the claim then waits for the lock and times out here.)
+#[tokio::test]
+async fn a_claim_skips_runs_another_transaction_holds() {
+    use std::time::{Duration, SystemTime};
+
+    use omniflow::store::Priority;
+
+    let db = postgres_db().await;
+    let store = db.with_flow().await;
+    let first = store
+        .create_run(super::new_run("flow", Priority::Normal))
+        .await
+        .unwrap();
+    let second = store
+        .create_run(super::new_run("flow", Priority::Normal))
+        .await
+        .unwrap();
+    let mut other = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut tx = other.begin().await.unwrap();
+    sqlx::query("SELECT id FROM runs WHERE id = $1::uuid FOR UPDATE")
+        .bind(first.id.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let lease = SystemTime::now() + Duration::from_secs(60);
+    let claimed = tokio::time::timeout(
+        Duration::from_secs(3),
+        store.claim_next_runs("worker", lease, 10),
+    )
+    .await
+    .expect("the claim waited for the other transaction's lock")
+    .unwrap();
+    let ids: Vec<_> = claimed.iter().map(|c| c.run.id).collect();
+    assert_eq!(ids, [second.id]);
+    tx.rollback().await.unwrap();
+    let rest = store.claim_next_runs("worker", lease, 10).await.unwrap();
+    assert_eq!(rest.iter().map(|c| c.run.id).collect::<Vec<_>>(), [first.id]);
+}
+
+/// Another process's changes arrive as signals: a queued run, a finished
+/// run (its id), a cancel request (its id).
+#[tokio::test]
+async fn queue_changes_are_signalled_to_other_processes() {
+    use std::time::{Duration, SystemTime};
+
+    use omniflow::store::{Priority, RunStatus, Signal};
+
+    let db = postgres_db().await;
+    let listener = db.open().await;
+    let mut signals = listener.signals().expect("PostgreSQL has signals");
+    let writer = db.with_flow().await;
+    let mut next = async || loop {
+        let signal = tokio::time::timeout(Duration::from_secs(5), signals.recv())
+            .await
+            .expect("no signal within 5 s")
+            .unwrap();
+        if signal != Signal::Resync {
+            return signal;
+        }
+    };
+    let run = writer
+        .create_run(super::new_run("flow", Priority::Normal))
+        .await
+        .unwrap();
+    assert_eq!(next().await, Signal::Queued);
+    let claimed = writer
+        .claim_next_runs("w", SystemTime::now() + Duration::from_secs(60), 1)
+        .await
+        .unwrap();
+    assert!(writer.request_cancel(run.id).await.unwrap());
+    assert_eq!(next().await, Signal::Cancel(run.id));
+    assert_eq!(writer.cancel_requested(&[run.id]).await.unwrap(), [run.id]);
+    writer
+        .finish_run(&claimed[0].lease, RunStatus::Cancelled, Some("cancelled"))
+        .await
+        .unwrap();
+    assert_eq!(next().await, Signal::Finished(run.id));
+    assert!(!writer.request_cancel(run.id).await.unwrap(), "already finished");
+}
+
+/// A database migrated by a newer OmniFlow is refused before anything
+/// changes; `migrate` reports what it applied.
+#[tokio::test]
+async fn a_newer_schema_is_refused_and_migrate_reports() {
+    let db = postgres_db().await;
+    let report = store::migrate(&db.url).await.unwrap();
+    assert_eq!(report.backend, "postgres");
+    assert!(report.applied.len() >= 6, "{report:?}");
+    let again = store::migrate(&db.url).await.unwrap();
+    assert!(again.applied.is_empty());
+    assert_eq!(again.version, report.version);
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', TRUE, '\\x00', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let err = store::open(&db.url).await.err().expect("refused");
+    assert!(matches!(err, StoreError::Migration(_)), "{err:?}");
+    assert!(err.to_string().contains("version 9999"), "{err}");
+}
