@@ -40,6 +40,39 @@ struct Node {
 }
 
 impl Node {
+    /// Start `omniflow serve --no-workers` (the API alone) on `db`,
+    /// listening on `port` with the admin token `token`.
+    fn api(dir: &Path, db: &TestDb, port: u16, token: &str) -> Node {
+        let log = dir.join("api.log");
+        let stderr = File::create(&log).expect("creating the API's log");
+        let child = Command::new(BIN)
+            .args([
+                "serve",
+                "--no-workers",
+                "--db",
+                &db.url,
+                "--admin-token",
+                token,
+            ])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--piece")
+            .arg(guest_dir().join("flaky.wasm"))
+            .env("OMNIFLOW_CACHE_DIR", cache_dir())
+            .env("OMNIFLOW_LOG", "warn")
+            .env_remove("OMNIFLOW_DATABASE_URL")
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("starting omniflow serve");
+        Node {
+            name: "api".to_owned(),
+            child,
+            log,
+        }
+    }
+
     /// Start `omniflow worker` on `db` (2 s lease, the `flaky` test piece
     /// loaded), logging warnings to `<dir>/<name>.log`.
     fn worker(dir: &Path, db: &TestDb, name: &str, extra: &[&str]) -> Node {
@@ -602,4 +635,149 @@ async fn three_schedulers_fire_each_second_once() {
         gaps.is_empty(),
         "fire times skipped: {gaps:?} in {seconds:?}"
     );
+}
+
+/// The events of one SSE stream, as (event name, data) pairs, read until
+/// `run_finished` (or 30 s).
+async fn read_events(response: reqwest::Response) -> Vec<(String, Value)> {
+    use futures::StreamExt;
+    let mut stream = response.bytes_stream();
+    let mut text = String::new();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Ok(Some(chunk)) = tokio::time::timeout_at(deadline, stream.next()).await {
+        text.push_str(&String::from_utf8_lossy(
+            &chunk.expect("reading the stream"),
+        ));
+        while let Some(end) = text.find("\n\n") {
+            let frame: String = text.drain(..end + 2).collect();
+            let name = frame.lines().find_map(|l| l.strip_prefix("event: "));
+            let data = frame.lines().find_map(|l| l.strip_prefix("data: "));
+            if let (Some(name), Some(data)) = (name, data) {
+                events.push((
+                    name.to_owned(),
+                    serde_json::from_str(data).unwrap_or(Value::Null),
+                ));
+                if name == "run_finished" {
+                    return events;
+                }
+            }
+        }
+    }
+    events
+}
+
+/// An API-only node (`serve --no-workers`) and a worker in another
+/// process: a run triggered through the API is executed by the worker, its
+/// SSE stream on the API node shows its steps finish, a cancel sent to the
+/// API node stops it in the worker, and `?wait=` answers with the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_node_streams_and_cancels_runs_a_worker_executes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = postgres_db().await;
+    let port = crate::cli::free_port();
+    let token = "scale-test-token";
+    let mut api = Node::api(dir.path(), &db, port, token);
+    let _worker = Node::worker(dir.path(), &db, "w", &["--workers", "4"]);
+    let base = format!("http://127.0.0.1:{port}/api/v1");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client.get(format!("{base}/health")).send().await.is_err() {
+        api.assert_alive();
+        assert!(Instant::now() < deadline, "the API never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let post = |path: &str| client.post(format!("{base}{path}")).bearer_auth(token);
+    let definition = json!({"name": "slowcancel", "vars": {"n": 0}, "steps": [
+        slow("s1", &[], 100), slow("s2", &["s1"], 20_000), transform("s3", &["s2"])
+    ]});
+    let saved = post("/workflows").json(&definition).send().await.unwrap();
+    assert!(
+        saved.status().is_success(),
+        "{}",
+        saved.text().await.unwrap()
+    );
+
+    let queued: Value = post("/workflows/slowcancel/runs")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = queued["id"].as_str().expect("a run id").to_owned();
+    let stream = client
+        .get(format!("{base}/runs/{id}/events"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert!(stream.status().is_success());
+    let events = tokio::spawn(read_events(stream));
+    // Cancel once s1 finished (the worker is in s2's 20 s sleep).
+    let mut conn = connect(&db).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM step_runs WHERE run_id = $1::uuid AND step_id = 's1' AND status = 'succeeded'",
+        )
+        .bind(&id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if done == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "s1 never finished\n{}",
+            api.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cancel = post(&format!("/runs/{id}/cancel")).send().await.unwrap();
+    assert_eq!(
+        cancel.status().as_u16(),
+        202,
+        "{}",
+        cancel.text().await.unwrap()
+    );
+    let started = Instant::now();
+    let events = events.await.unwrap();
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    let s1 = events
+        .iter()
+        .any(|(n, d)| n == "step_finished" && d["step"] == "s1" && d["status"] == "succeeded");
+    assert!(
+        s1,
+        "no step_finished for s1 from the other process: {events:?}"
+    );
+    let (last, data) = events.last().expect("events");
+    assert_eq!(last, "run_finished", "{names:?}");
+    assert_eq!(data["status"], "cancelled", "{data}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the cancel took {:?} to reach the worker",
+        started.elapsed()
+    );
+
+    // A second run, waited for through the API node.
+    let fast = json!({"name": "fast", "vars": {"n": 0}, "steps": [transform("a", &[])]});
+    assert!(
+        post("/workflows")
+            .json(&fast)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let waited: Value = post("/workflows/fast/runs?wait=30s")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(waited["status"], "succeeded", "{waited}");
 }

@@ -190,7 +190,10 @@ async fn a_claim_skips_runs_another_transaction_holds() {
     assert_eq!(ids, [second.id]);
     tx.rollback().await.unwrap();
     let rest = store.claim_next_runs("worker", lease, 10).await.unwrap();
-    assert_eq!(rest.iter().map(|c| c.run.id).collect::<Vec<_>>(), [first.id]);
+    assert_eq!(
+        rest.iter().map(|c| c.run.id).collect::<Vec<_>>(),
+        [first.id]
+    );
 }
 
 /// Another process's changes arrive as signals: a queued run, a finished
@@ -231,7 +234,10 @@ async fn queue_changes_are_signalled_to_other_processes() {
         .await
         .unwrap();
     assert_eq!(next().await, Signal::Finished(run.id));
-    assert!(!writer.request_cancel(run.id).await.unwrap(), "already finished");
+    assert!(
+        !writer.request_cancel(run.id).await.unwrap(),
+        "already finished"
+    );
 }
 
 /// A database migrated by a newer OmniFlow is refused before anything
