@@ -62,6 +62,9 @@ enum Command {
     /// Work with piece components (`.wasm`).
     #[command(subcommand)]
     Piece(PieceCommand),
+    /// Work with saved workflows.
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
     /// Benchmarks; print `workload metric value` lines.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -188,7 +191,54 @@ enum RunsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum WorkflowCommand {
+    /// Save the newest definition again, pinning every piece reference to
+    /// the newest installed version that matches (a new version when a pin
+    /// changes; runs of older versions keep their pins).
+    Upgrade {
+        /// The workflow's name.
+        name: String,
+        /// Database: a SQLite file path, a `sqlite:` URL or a `postgres://` URL.
+        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database)]
+        db: cli::config::Database,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum PieceCommand {
+    /// Install a piece (`.wasm`) into the database: validated, compiled and
+    /// stored by digest; every process sharing the database can use it.
+    Install {
+        /// The component file.
+        file: PathBuf,
+        /// Replace the same name@version installed with other bytes.
+        #[arg(long)]
+        replace: bool,
+        /// Database: a SQLite file path, a `sqlite:` URL or a `postgres://` URL.
+        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database)]
+        db: cli::config::Database,
+    },
+    /// Installed pieces: every version with its digest.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Database: a SQLite file path, a `sqlite:` URL or a `postgres://` URL.
+        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database)]
+        db: cli::config::Database,
+    },
+    /// Remove NAME@VERSION (refused while a workflow version pins it).
+    Remove {
+        /// `sentiment@0.1.0`
+        reference: String,
+        /// Remove even though workflow versions pin it (their runs then fail
+        /// with piece-missing).
+        #[arg(long)]
+        force: bool,
+        /// Database: a SQLite file path, a `sqlite:` URL or a `postgres://` URL.
+        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database)]
+        db: cli::config::Database,
+    },
     /// Validate a `.wasm` and print its info, actions, schemas, imports and
     /// requested capabilities (non-zero exit if it is not a valid piece).
     Inspect {
@@ -301,6 +351,18 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
         }
         Command::Piece(PieceCommand::Inspect { file, json }) => {
             cli::piece::inspect(&file, json).await
+        }
+        Command::Piece(PieceCommand::Install { file, replace, db }) => {
+            cli::piece::install(&db, &file, replace).await
+        }
+        Command::Piece(PieceCommand::List { json, db }) => cli::piece::list(&db, json).await,
+        Command::Piece(PieceCommand::Remove {
+            reference,
+            force,
+            db,
+        }) => cli::piece::remove(&db, &reference, force).await,
+        Command::Workflow(WorkflowCommand::Upgrade { name, db }) => {
+            cli::piece::upgrade(&db, &name).await
         }
         Command::Serve {
             listen,

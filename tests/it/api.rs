@@ -3,6 +3,7 @@
 //! SQLite files.
 
 mod oneshot;
+mod pieces;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -1341,6 +1342,8 @@ async fn openapi_document_covers_every_route_and_every_documented_route_is_serve
         ("get", "/api/v1/health"),
         ("get", "/api/v1/pieces"),
         ("get", "/api/v1/pieces/{name}"),
+        ("post", "/api/v1/pieces"),
+        ("delete", "/api/v1/pieces/{name}/{version}"),
         ("get", "/api/v1/openapi.json"),
         ("post", "/hooks/{workflow}"),
     ];

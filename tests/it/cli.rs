@@ -82,7 +82,7 @@ fn piece_inspect_rejects_bad_files_with_distinct_messages() {
     for file in [
         random,
         core,
-        guest_dir().join("hostile_sockets.wasm"),
+        guest_dir().join("hostile_import.wasm"),
         guest_dir().join("other-world.wasm"),
     ] {
         let out = omniflow()

@@ -24,6 +24,7 @@ impl TestCatalog {
         let piece = |name: &str, actions: &[(&str, Value)]| PieceSummary {
             name: name.to_owned(),
             version: Version::new(0, 1, 0),
+            digest: format!("{name}-digest"),
             actions: actions
                 .iter()
                 .map(|(action, schema)| {

@@ -269,12 +269,34 @@ async fn a_reused_pool_slot_holds_nothing_from_the_previous_attempt() {
 #[tokio::test]
 async fn forbidden_import_is_refused_at_load_naming_it() {
     let err = runtime()
-        .load(&guest("hostile_sockets"))
+        .load(&guest("hostile_import"))
         .await
         .err()
         .expect("refused");
     assert!(matches!(err, RuntimeError::ForbiddenImport { .. }), "{err}");
-    assert!(err.to_string().contains("wasi:sockets/"), "{err}");
+    assert!(err.to_string().contains("evil:backdoor/door"), "{err}");
+}
+
+/// `wasi:sockets` is linked (Python's runtime imports it) but every
+/// operation is denied: as errors the piece sees, never a trap.
+#[tokio::test]
+async fn every_socket_operation_is_denied_without_a_trap() {
+    let piece = runtime().load(&guest("hostile_sockets")).await.unwrap();
+    let report = runtime().run(&piece, call("run", json!({}))).await;
+    let out = report.outcome.expect("denials are errors, not traps");
+    for op in ["tcp", "udp", "lookup"] {
+        let text = out[op].as_str().unwrap_or_default();
+        assert!(
+            [
+                "access-denied",
+                "not-supported",
+                "permanent-resolver-failure"
+            ]
+            .iter()
+            .any(|denied| text.contains(denied)),
+            "{op}: {out}"
+        );
+    }
 }
 
 #[tokio::test]

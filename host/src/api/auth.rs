@@ -120,6 +120,10 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// The id of the API token a request authenticated with (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TokenId(pub(super) i64);
+
 /// Middleware: let the request through only with an active bearer token.
 pub(super) async fn require_token(
     State(state): State<ApiState>,
@@ -156,7 +160,12 @@ pub(super) async fn require_token(
         ))
         .map_err(failed)?;
     match state.store().active_token(&hash_token(token)).await? {
-        Some(_) => Ok(next.run(request).await),
+        Some(found) => {
+            // Handlers that record who did something (piece installs) read it.
+            let mut request = request;
+            request.extensions_mut().insert(TokenId(found.id));
+            Ok(next.run(request).await)
+        }
         None => Err(failed(ApiError::Unauthorized("unknown or revoked token"))),
     }
 }

@@ -286,6 +286,11 @@ pub struct WorkflowDocument {
     pub created_at: String,
     /// The definition as saved.
     pub definition: Value,
+    /// What each piece reference resolved to when this version was saved
+    /// (`{"transform@^0.1": {"name", "version", "digest"}}`): its runs
+    /// always load those bytes. `{}` for a version saved without pins.
+    #[schema(value_type = Object)]
+    pub pins: Value,
 }
 
 impl From<&StoredWorkflow> for WorkflowDocument {
@@ -295,6 +300,10 @@ impl From<&StoredWorkflow> for WorkflowDocument {
             version: w.version,
             created_at: w.created_at.clone(),
             definition: w.definition.clone(),
+            pins: w
+                .pins
+                .clone()
+                .unwrap_or_else(|| Value::Object(Default::default())),
         }
     }
 }

@@ -78,6 +78,17 @@ pub enum ApiError {
         /// Seconds until the client's window ends.
         retry_after_secs: u64,
     },
+    /// 422 with a code per reason (`not_wasm`, `core_module`,
+    /// `malformed_component`, `forbidden_import`, `wrong_world`,
+    /// `invalid_info`, `compile_limit`): an uploaded piece the loader
+    /// refused. The caller's; nothing was stored.
+    #[error("{message}")]
+    InvalidPiece {
+        /// The reason's code.
+        code: &'static str,
+        /// The loader's message.
+        message: String,
+    },
     /// 503 `unavailable`: the database is busy or down, or the server is
     /// shutting down. Ours; retryable.
     #[error("service unavailable: {0}")]
@@ -95,9 +106,9 @@ impl ApiError {
             ApiError::MalformedBody(_) | ApiError::InvalidRequest(_) | ApiError::InvalidName(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ApiError::InvalidWorkflow(_) | ApiError::ReservedName(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::InvalidWorkflow(_)
+            | ApiError::ReservedName(_)
+            | ApiError::InvalidPiece { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized(_) | ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -127,6 +138,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::RequestTimeout { .. } => "request_timeout",
             ApiError::TooManyRequests { .. } => "too_many_requests",
+            ApiError::InvalidPiece { code, .. } => code,
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -170,6 +182,7 @@ impl From<StoreError> for ApiError {
                 ApiError::Conflict(format!("run {run} is {from} and cannot become {to}"))
             }
             StoreError::Unavailable(message) => ApiError::Unavailable(message),
+            StoreError::Conflict(message) => ApiError::Conflict(message),
             other => ApiError::Internal(other.to_string()),
         }
     }

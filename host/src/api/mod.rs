@@ -26,6 +26,7 @@ mod follow;
 mod hooks;
 mod names;
 mod openapi;
+mod pieces;
 mod runs;
 mod secrets;
 mod serve;
@@ -38,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
@@ -57,6 +58,8 @@ use crate::triggers::schedule::Scheduler;
 pub struct ApiConfig {
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Largest component `POST /pieces` accepts, in bytes (64 MiB).
+    pub piece_limit: usize,
     /// Longest `wait` a trigger may ask for.
     pub max_wait: std::time::Duration,
     /// Encrypts secrets stored through `/secrets` (`None`: those routes
@@ -78,6 +81,7 @@ impl Default for ApiConfig {
     fn default() -> ApiConfig {
         ApiConfig {
             body_limit: 1 << 20,
+            piece_limit: 64 << 20,
             max_wait: Duration::from_secs(300),
             secret_cipher: None,
             header_read_timeout: Duration::from_secs(10),
@@ -201,8 +205,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/stats", get(system::stats))
         .route("/metrics", get(system::metrics))
         .route("/ready", get(system::ready))
-        .route("/pieces", get(system::pieces))
+        .route("/pieces", get(system::pieces).post(pieces::install))
         .route("/pieces/{name}", get(system::piece))
+        .route("/pieces/{name}/{version}", delete(pieces::remove))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

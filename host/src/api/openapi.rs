@@ -17,7 +17,7 @@ use super::dto_system::{
     Health, Problem, ScheduleDocument, ScheduleList, SecretList, SecretName, Stats,
     ValidationReport, WebhookSecret, WorkerLoad,
 };
-use super::{hooks, runs, secrets, system, workflows};
+use super::{hooks, pieces, runs, secrets, system, workflows};
 
 /// Every error: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(utoipa::ToSchema)]
@@ -65,7 +65,7 @@ impl utoipa::Modify for BearerAuth {
         runs::cancel, runs::retry, runs::retry_failed,
         secrets::put, secrets::delete, secrets::list,
         system::health, system::ready, system::stats, system::metrics,
-        system::pieces, system::piece,
+        system::pieces, system::piece, pieces::install, pieces::remove,
         hooks::receive, document,
     ),
     components(schemas(
@@ -73,7 +73,7 @@ impl utoipa::Modify for BearerAuth {
         RunSummary, RunDocument, StepDocument, AttemptDocument, RunList, BatchAccepted,
         RetriedRuns, Cancelling, RunEventDocument, ItemDocument,
         WorkflowDocument, WorkflowList, WorkflowVersions,
-        PieceDocument, ActionDocument, PieceList, PieceVersions,
+        PieceDocument, ActionDocument, PieceList, PieceVersions, pieces::Installed,
         Health, Stats, WorkerLoad, ScheduleList, ScheduleDocument, ValidationReport, Problem,
         WebhookSecret, SecretList, SecretName,
     )),

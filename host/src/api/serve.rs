@@ -35,7 +35,13 @@ pub(super) async fn reject_oversized(
     request: Request,
     next: Next,
 ) -> Response {
-    let limit = state.config().body_limit;
+    let limit = if request.method() == axum::http::Method::POST
+        && request.uri().path() == "/api/v1/pieces"
+    {
+        state.config().piece_limit
+    } else {
+        state.config().body_limit
+    };
     let declared = request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)

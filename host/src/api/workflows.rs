@@ -68,7 +68,7 @@ pub(super) async fn create(
     State(state): State<ApiState>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (workflow, definition) = checked_workflow(&state, &body).await?;
+    let (workflow, _) = checked_workflow(&state, &body).await?;
     if state
         .store()
         .get_workflow(&workflow.name, None)
@@ -80,10 +80,8 @@ pub(super) async fn create(
             workflow.name, workflow.name
         )));
     }
-    let stored = state
-        .store()
-        .save_workflow(&workflow.name, &definition)
-        .await?;
+    // Saved with its pins: every piece reference resolved to exact bytes.
+    let stored = state.executor().save_workflow(&workflow).await?;
     sync_schedule(&state, &stored).await?;
     Ok((StatusCode::CREATED, Json(WorkflowDocument::from(&stored))).into_response())
 }
@@ -95,7 +93,7 @@ pub(super) async fn update(
     WorkflowName(name): WorkflowName,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (workflow, definition) = checked_workflow(&state, &body).await?;
+    let (workflow, _) = checked_workflow(&state, &body).await?;
     if workflow.name != name {
         return Err(ApiError::InvalidRequest(format!(
             "the body names workflow {:?} but the path says {name:?}",
@@ -103,7 +101,8 @@ pub(super) async fn update(
         )));
     }
     let existed = state.store().get_workflow(&name, None).await?.is_some();
-    let stored = state.store().save_workflow(&name, &definition).await?;
+    // Saving again re-resolves the pins (a new version when one changed).
+    let stored = state.executor().save_workflow(&workflow).await?;
     sync_schedule(&state, &stored).await?;
     let status = if existed {
         StatusCode::OK

@@ -1,9 +1,12 @@
-//! `omniflow piece inspect FILE.wasm [--json]`.
+//! `omniflow piece inspect|install|list|remove` and `omniflow workflow upgrade`.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use omniflow::runtime::{Compiler, Runtime};
+use omniflow::store::PieceWrite;
+
+use super::config::Database;
 
 pub(crate) async fn inspect(file: &Path, json: bool) -> Result<bool> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -56,6 +59,115 @@ pub(crate) async fn inspect(file: &Path, json: bool) -> Result<bool> {
         println!("    {}  {}", action.name, action.description);
         println!("      input  {}", action.input_schema);
         println!("      output {}", action.output_schema);
+    }
+    Ok(true)
+}
+
+/// `omniflow piece install FILE.wasm [--replace]`: validate, compile and
+/// store a piece in the database (every process sharing it can use it).
+pub(crate) async fn install(db: &Database, file: &Path, replace: bool) -> Result<bool> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let exec = super::setup::executor(
+        db,
+        &[],
+        omniflow::engine::ExecutorConfig::default(),
+        Compiler::Baseline,
+    )
+    .await?;
+    let (piece, write) = exec
+        .install_piece(&bytes, replace, None)
+        .await
+        .with_context(|| format!("installing {}", file.display()))?;
+    let what = match write {
+        PieceWrite::Installed => "installed",
+        PieceWrite::Replaced => "replaced",
+        PieceWrite::Unchanged => "already installed (same bytes)",
+    };
+    println!(
+        "{}@{} {what}  sha256 {}  {} bytes",
+        piece.name, piece.version, piece.digest, piece.size
+    );
+    Ok(true)
+}
+
+/// `omniflow piece list [--json]`: every installed piece version.
+pub(crate) async fn list(db: &Database, json: bool) -> Result<bool> {
+    let store = super::setup::open_store(db).await?;
+    let pieces = store.list_pieces().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&pieces)?);
+        return Ok(true);
+    }
+    println!(
+        "{:<20} {:<10} {:<8} {:<12} installed",
+        "piece", "version", "builtin", "sha256"
+    );
+    for p in &pieces {
+        println!(
+            "{:<20} {:<10} {:<8} {:<12} {}",
+            p.name,
+            p.version,
+            if p.builtin { "yes" } else { "" },
+            &p.digest[..12.min(p.digest.len())],
+            p.installed_at
+        );
+    }
+    Ok(true)
+}
+
+/// `omniflow piece remove NAME@VERSION [--force]`.
+pub(crate) async fn remove(db: &Database, reference: &str, force: bool) -> Result<bool> {
+    let (name, version) = reference
+        .split_once('@')
+        .with_context(|| format!("{reference:?}: expected NAME@VERSION (e.g. sentiment@0.1.0)"))?;
+    let version: semver::Version = version
+        .parse()
+        .with_context(|| format!("{reference:?}: the version is not an exact semver version"))?;
+    let store = super::setup::open_store(db).await?;
+    if store
+        .remove_piece(name, &version.to_string(), force)
+        .await?
+    {
+        println!("removed {name}@{version}");
+        Ok(true)
+    } else {
+        eprintln!("error: piece {name}@{version} is not installed");
+        Ok(false)
+    }
+}
+
+/// `omniflow workflow upgrade NAME`: save the newest definition again,
+/// resolving every piece reference to the newest installed version (a new
+/// version when a pin changes).
+pub(crate) async fn upgrade(db: &Database, name: &str) -> Result<bool> {
+    let exec = super::setup::executor(
+        db,
+        &[],
+        omniflow::engine::ExecutorConfig::default(),
+        Compiler::Baseline,
+    )
+    .await?;
+    let stored = exec
+        .store()
+        .get_workflow(name, None)
+        .await?
+        .with_context(|| format!("no workflow named {name:?}"))?;
+    let workflow = omniflow::workflow::Workflow::from_json(&stored.definition.to_string())?;
+    let saved = exec.save_workflow(&workflow).await?;
+    if saved.version == stored.version {
+        println!("{name}: pins unchanged (version {})", saved.version);
+    } else {
+        println!("{name}: version {} saved with new pins", saved.version);
+    }
+    if let Some(pins) = saved.pins.as_ref().and_then(|p| p.as_object()) {
+        for (reference, pin) in pins {
+            println!(
+                "  {reference} -> {}@{}  sha256 {}",
+                pin["name"].as_str().unwrap_or_default(),
+                pin["version"].as_str().unwrap_or_default(),
+                pin["digest"].as_str().unwrap_or_default()
+            );
+        }
     }
     Ok(true)
 }

@@ -82,13 +82,23 @@ pub(crate) async fn executor_with_secrets(
     serve: bool,
 ) -> Result<(Executor, Option<SecretCipher>)> {
     let runtime = Arc::new(Runtime::new(runtime_config(compiler)?)?);
-    let registry = registry(&runtime, extra_pieces).await?;
+    let registry = registry(&runtime, &[]).await?;
     let store = open_store(db).await?;
     let key_file = db.key_file();
     let (secrets, cipher) =
         secrets::for_process(store.as_ref(), key_file.as_deref(), serve).await?;
     config.secrets = secrets;
-    Ok((Executor::new(runtime, registry, store, config), cipher))
+    let executor = Executor::new(runtime, registry, store, config);
+    // `--piece FILE`: installed (durably, so versions that pin it keep
+    // finding its bytes), replacing the same name@version.
+    for file in extra_pieces {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        executor
+            .install_piece(&bytes, true, None)
+            .await
+            .with_context(|| format!("loading piece {}", file.display()))?;
+    }
+    Ok((executor, cipher))
 }
 
 /// Open (creating or migrating) the store a command names.

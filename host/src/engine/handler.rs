@@ -35,7 +35,7 @@ pub(super) async fn run_handler(
     let (Some(handler), Some(resolved)) = (handler, resolved) else {
         return;
     };
-    let Some(piece) = exec.registry.get(&resolved.name, &resolved.version) else {
+    let Some(piece) = exec.registry.by_digest(&resolved.digest) else {
         return;
     };
     let mut context = template_context(run, &validated.workflow, std::iter::empty());

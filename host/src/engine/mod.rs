@@ -20,6 +20,7 @@ mod driver;
 mod events;
 mod failure;
 mod handler;
+mod pieces;
 mod queue;
 mod registry;
 mod run;
@@ -33,15 +34,14 @@ use tokio_util::sync::CancellationToken;
 
 pub use driver::Driven;
 pub use events::{ItemOf, RunEvent};
+pub use pieces::INSTALL_COMPILE_LIMIT;
 pub use queue::RunQueue;
 pub use registry::PieceRegistry;
 
 use crate::capabilities::secrets::Secrets;
 use crate::runtime::{Runtime, StepLimits};
-use crate::store::{
-    ClaimedRun, Lease, NewRun, RunId, RunStatus, Store, StoreError, StoredWorkflow,
-};
-use crate::workflow::{ValidationError, Workflow, validate};
+use crate::store::{ClaimedRun, Lease, NewRun, RunId, RunStatus, Store, StoreError};
+use crate::workflow::ValidationError;
 
 /// Why the engine could not accept or drive a run.
 ///
@@ -120,6 +120,8 @@ pub struct Executor {
     /// The lease owner of runs this executor executes itself
     /// (`local-<pid>-<uuid>`; a queue worker has its own).
     local_worker: String,
+    /// Built-in digests already registered in the store (`pieces.rs`).
+    registered_builtins: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Compiled input schemas by (piece digest, action).
@@ -157,7 +159,14 @@ impl Executor {
                 std::process::id(),
                 uuid::Uuid::now_v7().simple()
             ),
+            registered_builtins: std::sync::Mutex::default(),
         }
+    }
+
+    fn registered_builtins(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.registered_builtins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn validated_cache(&self) -> std::sync::MutexGuard<'_, ValidatedCache> {
@@ -190,15 +199,6 @@ impl Executor {
         let _ = self.events.send(event);
     }
 
-    /// Compile the built-in pieces `workflow` uses that are not compiled
-    /// yet (see [`PieceRegistry::prepare`]). Validation needs their schemas.
-    pub async fn prepare_pieces(&self, workflow: &Workflow) -> Result<(), EngineError> {
-        self.registry
-            .prepare(&self.runtime, workflow.piece_names())
-            .await
-            .map_err(EngineError::from)
-    }
-
     /// Compile every built-in piece not compiled yet (several at once).
     pub async fn prepare_all_pieces(&self) -> Result<(), EngineError> {
         self.registry
@@ -223,19 +223,6 @@ impl Executor {
                 &self.local_worker,
                 SystemTime::now() + self.config.lease,
             )
-            .await?)
-    }
-
-    /// Validate `workflow` and save it (a new version if it changed): the
-    /// version a trigger's run pins ([`crate::triggers::start`]).
-    pub async fn save_workflow(&self, workflow: &Workflow) -> Result<StoredWorkflow, EngineError> {
-        self.prepare_pieces(workflow).await?;
-        validate(workflow, self.registry.as_ref()).map_err(EngineError::Invalid)?;
-        let definition = serde_json::from_str::<serde_json::Value>(&workflow.to_json())
-            .map_err(|e| EngineError::NotFound(format!("workflow does not serialize: {e}")))?;
-        Ok(self
-            .store
-            .save_workflow(&workflow.name, &definition)
             .await?)
     }
 

@@ -1,4 +1,11 @@
-//! Installed pieces by name and version; resolves `name@version-req`.
+//! Installed pieces by name and version; resolves `name@version-req`, and
+//! finds pinned bytes by digest.
+//!
+//! Two indexes: by name then version (what a new save resolves `name@req`
+//! against: the newest matching version), and by digest (what a run of a
+//! saved version loads: the exact bytes it pinned, even after that
+//! name@version was replaced or a newer version installed). A piece loaded
+//! only for a pin is in the digest index alone.
 //!
 //! Built-in pieces are registered *pending*: their bytes are known but they
 //! are compiled only when a command first needs them ([`PieceRegistry::prepare`],
@@ -6,7 +13,7 @@
 //! ([`PieceRegistry::prepare_all`], `serve`). A pending piece is compiled at
 //! most once, however many callers wait for it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::OnceCell;
@@ -20,6 +27,10 @@ use crate::workflow::{
 #[derive(Default)]
 pub struct PieceRegistry {
     pieces: RwLock<BTreeMap<String, BTreeMap<Version, Arc<LoadedPiece>>>>,
+    /// Every loaded piece by digest (sha256 hex).
+    by_digest: RwLock<HashMap<String, Arc<LoadedPiece>>>,
+    /// The bytes of loaded built-ins by digest (embedded in the binary).
+    builtin_bytes: RwLock<HashMap<String, &'static [u8]>>,
     /// What validation accepts as step limits (the runtime's ceilings).
     maxima: RwLock<LimitMaxima>,
     /// Built-in pieces not compiled yet, by crate name (= piece name).
@@ -46,6 +57,8 @@ impl PieceRegistry {
     pub fn with_builtins(sources: &'static [(&'static str, &'static [u8])]) -> Self {
         PieceRegistry {
             pieces: RwLock::default(),
+            by_digest: RwLock::default(),
+            builtin_bytes: RwLock::default(),
             maxima: RwLock::default(),
             pending: sources
                 .iter()
@@ -107,6 +120,8 @@ impl PieceRegistry {
                                      only compiled by prepare_all"
                                 );
                             }
+                            write(&self.builtin_bytes)
+                                .insert(piece.digest().hex().to_owned(), pending.bytes);
                             self.add(piece);
                             Ok(())
                         }
@@ -132,12 +147,37 @@ impl PieceRegistry {
 
     /// Register a loaded piece (replaces the same name@version).
     pub fn add(&self, piece: Arc<LoadedPiece>) {
+        self.add_pinned(piece.clone());
         let info = piece.info();
-        let mut pieces = self.pieces.write().unwrap_or_else(|p| p.into_inner());
+        let mut pieces = write(&self.pieces);
         pieces
             .entry(info.name.clone())
             .or_default()
             .insert(info.version.clone(), piece);
+    }
+
+    /// Register a piece by digest only: a pin's bytes, which new saves
+    /// must not resolve to (an older or replaced version).
+    pub fn add_pinned(&self, piece: Arc<LoadedPiece>) {
+        write(&self.by_digest).insert(piece.digest().hex().to_owned(), piece);
+    }
+
+    /// The loaded piece with these bytes (sha256 hex).
+    pub fn by_digest(&self, digest: &str) -> Option<Arc<LoadedPiece>> {
+        read(&self.by_digest).get(digest).cloned()
+    }
+
+    /// The embedded bytes of a built-in piece already loaded, by digest.
+    pub fn builtin_bytes(&self, digest: &str) -> Option<&'static [u8]> {
+        read(&self.builtin_bytes).get(digest).copied()
+    }
+
+    /// Forget `name@version` (removed): new saves no longer resolve to it
+    /// and runs pinning its digest no longer find it here.
+    pub fn remove(&self, name: &str, version: &Version) -> Option<Arc<LoadedPiece>> {
+        let removed = write(&self.pieces).get_mut(name)?.remove(version)?;
+        write(&self.by_digest).remove(removed.digest().hex());
+        Some(removed)
     }
 
     /// The newest version of `name` satisfying `req`.
@@ -177,27 +217,73 @@ impl PieceCatalog for PieceRegistry {
         let Some(versions) = pieces.get(name) else {
             return Err(CatalogMiss::UnknownPiece);
         };
-        let Some((version, piece)) = versions.iter().rev().find(|(v, _)| req.matches(v)) else {
+        let Some((_, piece)) = versions.iter().rev().find(|(v, _)| req.matches(v)) else {
             return Err(CatalogMiss::NoMatchingVersion {
                 available: versions.keys().cloned().collect(),
             });
         };
-        Ok(PieceSummary {
-            name: name.to_string(),
-            version: version.clone(),
-            actions: piece
-                .info()
-                .actions
-                .iter()
-                .map(|a| {
-                    (
-                        a.name.clone(),
-                        ActionSummary {
-                            input_schema: a.input_schema.clone(),
-                        },
-                    )
-                })
-                .collect(),
-        })
+        Ok(summary(piece))
     }
+}
+
+/// What validation needs to know of a loaded piece.
+fn summary(piece: &LoadedPiece) -> PieceSummary {
+    let info = piece.info();
+    PieceSummary {
+        name: info.name.clone(),
+        version: info.version.clone(),
+        digest: piece.digest().hex().to_owned(),
+        actions: info
+            .actions
+            .iter()
+            .map(|a| {
+                (
+                    a.name.clone(),
+                    ActionSummary {
+                        input_schema: a.input_schema.clone(),
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The catalog of a saved version with pins: each pinned reference
+/// resolves to the exact bytes it pinned (loaded beforehand, see
+/// `Executor::load_pins`), or is [`CatalogMiss::Missing`]; a reference
+/// without a pin resolves as usual.
+pub(crate) struct PinnedCatalog<'a> {
+    pub(crate) registry: &'a PieceRegistry,
+    pub(crate) pins: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+impl PieceCatalog for PinnedCatalog<'_> {
+    fn limit_maxima(&self) -> LimitMaxima {
+        self.registry.limit_maxima()
+    }
+
+    fn resolve(&self, name: &str, req: &VersionReq) -> Result<PieceSummary, CatalogMiss> {
+        let Some(pin) = self.pins.get(&format!("{name}@{req}")) else {
+            return PieceCatalog::resolve(self.registry, name, req);
+        };
+        let digest = pin["digest"].as_str().unwrap_or_default();
+        match self.registry.by_digest(digest) {
+            Some(piece) => Ok(summary(&piece)),
+            None => Err(CatalogMiss::Missing {
+                version: pin["version"]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| Version::new(0, 0, 0)),
+                digest: digest.to_owned(),
+            }),
+        }
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
 }

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use super::Executor;
 use super::context::{step_context, template_context};
 use crate::store::{RunRecord, StepRecord, StepStatus, now_rfc3339};
-use crate::workflow::{Dependency, TemplateContext, ValidatedWorkflow, Workflow, validate};
+use crate::workflow::{Dependency, TemplateContext, ValidatedWorkflow};
 
 /// Where a step of the run is.
 #[derive(Debug, Clone)]
@@ -140,18 +140,7 @@ async fn load_and_validate(exec: &Executor, run: &RunRecord) -> Result<Validated
                 run.workflow_name, run.workflow_version
             )
         })?;
-    let workflow =
-        Workflow::from_json(&stored.definition.to_string()).map_err(|e| e.to_string())?;
-    exec.prepare_pieces(&workflow)
-        .await
-        .map_err(|e| e.to_string())?;
-    validate(&workflow, exec.registry.as_ref()).map_err(|errors| {
-        errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    })
+    exec.validate_stored(&stored).await
 }
 
 /// A stored time, or now when absent or unreadable.

@@ -244,12 +244,12 @@ fn before_attempts(
 ) -> Result<Arc<LoadedPiece>, NoAttempt> {
     let step = &plan.workflow.workflow.steps[plan.index];
     let resolved = &plan.workflow.pieces[plan.index];
-    let Some(piece) = exec.registry.get(&resolved.name, &resolved.version) else {
+    let Some(piece) = exec.registry.by_digest(&resolved.digest) else {
         return Err(NoAttempt::Failed(Failed::new(
             FailureClass::PieceMissing,
             format!(
-                "piece {}@{} is not installed",
-                resolved.name, resolved.version
+                "piece {}@{} (sha256 {}) is not installed",
+                resolved.name, resolved.version, resolved.digest
             ),
         )));
     };

@@ -48,6 +48,16 @@ const ALLOWED_IMPORTS: &[&str] = &[
     "wasi:cli/terminal-stderr",
     "wasi:filesystem/types",
     "wasi:filesystem/preopens",
+    // Linked into Python's runtime whether or not a piece uses them; every
+    // operation is denied at run time (`state.rs`: no TCP, no UDP, no name
+    // lookup, no address allowed), as an error the guest sees, never a trap.
+    "wasi:sockets/network",
+    "wasi:sockets/instance-network",
+    "wasi:sockets/tcp",
+    "wasi:sockets/tcp-create-socket",
+    "wasi:sockets/udp",
+    "wasi:sockets/udp-create-socket",
+    "wasi:sockets/ip-name-lookup",
 ];
 
 /// One action as the piece describes it.
@@ -420,6 +430,7 @@ mod tests {
     #[test]
     fn import_names_ignore_versions() {
         assert_eq!(interface_name("wasi:io/streams@0.2.6"), "wasi:io/streams");
-        assert!(!ALLOWED_IMPORTS.contains(&interface_name("wasi:sockets/tcp@0.2.0")));
+        assert!(ALLOWED_IMPORTS.contains(&interface_name("wasi:sockets/tcp@0.2.0")));
+        assert!(!ALLOWED_IMPORTS.contains(&interface_name("evil:backdoor/door")));
     }
 }

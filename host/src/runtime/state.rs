@@ -54,6 +54,7 @@ impl StepState {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
             .build();
         // Host resources are capped in number here and in bytes by `budget`.
         let mut table = ResourceTable::new();

@@ -24,3 +24,20 @@ pub(crate) fn canonical_json(value: &serde_json::Value) -> String {
     }
     sorted(value).to_string()
 }
+
+/// Whether saving `definition` with `pins` would repeat version `newest`:
+/// the same definition (canonical JSON) and the same pins (a save without
+/// pins repeats any version with the same definition).
+pub(crate) fn same_version(
+    newest: &super::StoredWorkflow,
+    definition: &serde_json::Value,
+    pins: Option<&serde_json::Value>,
+) -> bool {
+    canonical_json(&newest.definition) == canonical_json(definition)
+        && pins.is_none_or(|pins| {
+            newest
+                .pins
+                .as_ref()
+                .is_some_and(|old| canonical_json(old) == canonical_json(pins))
+        })
+}

@@ -5,8 +5,8 @@
 use std::str::FromStr;
 
 use super::{
-    AttemptRecord, ClaimedRun, Lease, Priority, RunId, RunRecord, RunStatus, StepRecord,
-    StepStatus, StoreError, StoredWorkflow,
+    AttemptRecord, ClaimedRun, Lease, PieceRecord, Priority, RunId, RunRecord, RunStatus,
+    StepRecord, StepStatus, StoreError, StoredWorkflow,
 };
 
 /// One row of a backend, read column by column (missing or mistyped
@@ -52,7 +52,41 @@ pub(crate) fn workflow_from_row(row: &impl Columns) -> Result<StoredWorkflow, St
         version: row.int("version")?,
         definition: row.json("definition")?,
         created_at: row.text("created_at")?,
+        pins: row.json_opt("pins")?,
     })
+}
+
+pub(crate) fn piece_from_row(row: &impl Columns) -> Result<PieceRecord, StoreError> {
+    Ok(PieceRecord {
+        name: row.text("name")?,
+        version: row.text("version")?,
+        digest: row.text("digest")?,
+        size: row.unsigned("size")?,
+        info: row.json("info")?,
+        capabilities: row.json("capabilities")?,
+        builtin: row.flag("builtin")?,
+        installed_at: row.text("installed_at")?,
+        installed_by: row.int_opt("installed_by")?,
+        replaced_at: row.text_opt("replaced_at")?,
+    })
+}
+
+/// The message of a piece write refused because `name@version` holds
+/// other bytes.
+pub(crate) fn other_bytes(name: &str, version: &str, stored: &str, given: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "piece {name}@{version} is installed with other bytes (sha256 {stored}, this is \
+         {given}): publish a new version, or replace it explicitly (?replace=true, --replace)"
+    ))
+}
+
+/// The message of a removal refused because workflows pin the piece.
+pub(crate) fn pinned_by(name: &str, version: &str, workflows: &[String]) -> StoreError {
+    StoreError::Conflict(format!(
+        "piece {name}@{version} is pinned by workflow(s) {}: save them against another \
+         version first, or force the removal (their runs would then fail with piece-missing)",
+        workflows.join(", ")
+    ))
 }
 
 pub(crate) fn run_from_row(row: &impl Columns) -> Result<RunRecord, StoreError> {

@@ -73,6 +73,11 @@ pub enum StoreError {
     /// The operator's; not retryable while it runs.
     #[error("{0}")]
     Locked(String),
+    /// The write contradicts what is stored (the same piece name@version
+    /// with other bytes; removing a piece workflows pin). The caller's; not
+    /// retryable as is.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl StoreError {

@@ -49,14 +49,14 @@ mod traits;
 
 use std::sync::Arc;
 
-pub(crate) use canonical::canonical_json;
+pub(crate) use canonical::same_version;
 pub use error::StoreError;
 pub use migrate::{MigrationReport, migrate};
 pub use postgres::PgStore;
 pub use records::{
-    ApiToken, AttemptRecord, ClaimedRun, Lease, NewRun, ParseEnumError, Priority, QueueStats,
-    RunFilter, RunId, RunRecord, RunStatus, ScheduleRecord, SealedSecret, ServerLock, StepRecord,
-    StepStatus, StoredWorkflow,
+    ApiToken, AttemptRecord, ClaimedRun, Lease, NewRun, ParseEnumError, PieceRecord, PieceWrite,
+    Priority, QueueStats, RunFilter, RunId, RunRecord, RunStatus, ScheduleRecord, SealedSecret,
+    ServerLock, StepRecord, StepStatus, StoredWorkflow,
 };
 pub use signals::Signal;
 pub(crate) use signals::{CANCEL_CHANNEL, QUEUE_CHANNEL, RUN_CHANNEL};
@@ -64,7 +64,7 @@ pub use sqlite::SqliteStore;
 pub(crate) use time::elapsed_ms;
 pub use time::{now_rfc3339, rfc3339};
 pub use traits::{
-    QueueStore, RunStore, ScheduleStore, SecretStore, Store, TokenStore, WebhookStore,
+    PieceStore, QueueStore, RunStore, ScheduleStore, SecretStore, Store, TokenStore, WebhookStore,
     WorkflowStore,
 };
 

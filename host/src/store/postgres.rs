@@ -46,6 +46,7 @@ macro_rules! ts {
 
 mod listen;
 mod lock;
+mod pieces;
 mod queue;
 mod rows;
 mod runs;

@@ -264,6 +264,11 @@ pub struct StoredWorkflow {
     pub definition: serde_json::Value,
     /// When this version was saved (RFC 3339).
     pub created_at: String,
+    /// The exact piece each `name@req` of the definition resolved to when
+    /// this version was saved: `{"transform@^0.1": {"version": "0.1.0",
+    /// "digest": "<sha256 hex>"}}`; its runs load exactly those bytes.
+    /// None for versions saved without pins (before pinning, or by tools).
+    pub pins: Option<serde_json::Value>,
 }
 
 /// What [`RunStore::create_run`](super::RunStore::create_run) needs to queue a run.
@@ -520,6 +525,43 @@ impl ServerLock {
             _held: Some(Box::new(holder)),
         }
     }
+}
+
+/// An installed piece as stored (`pieces`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PieceRecord {
+    /// `sentiment`
+    pub name: String,
+    /// `0.1.0` (semver text)
+    pub version: String,
+    /// sha256 of the component bytes, lowercase hex.
+    pub digest: String,
+    /// Size of the component in bytes.
+    pub size: u64,
+    /// What the loader read from it: description and actions with their
+    /// input and output schemas.
+    pub info: serde_json::Value,
+    /// What it asks for: `{"http": [...], "secrets": [...]}`.
+    pub capabilities: serde_json::Value,
+    /// Embedded in the binary (registered when a workflow pins it).
+    pub builtin: bool,
+    /// When it was installed (RFC 3339).
+    pub installed_at: String,
+    /// The API token that installed it (None: the CLI, or a built-in).
+    pub installed_by: Option<i64>,
+    /// When other bytes replaced this version's (`?replace=true`).
+    pub replaced_at: Option<String>,
+}
+
+/// What [`PieceStore::put_piece`](super::PieceStore::put_piece) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PieceWrite {
+    /// A new name@version.
+    Installed,
+    /// The same bytes were already installed under that name@version.
+    Unchanged,
+    /// Other bytes replaced that name@version's.
+    Replaced,
 }
 
 /// An API token as stored: only the SHA-256 of the secret is kept.

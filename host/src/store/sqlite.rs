@@ -29,6 +29,7 @@
 
 mod conn;
 mod lock;
+mod pieces;
 mod queue;
 mod rows;
 mod runs;

@@ -5,22 +5,33 @@
 use std::time::SystemTime;
 
 use super::{
-    ApiToken, AttemptRecord, ClaimedRun, Lease, NewRun, QueueStats, RunFilter, RunId, RunRecord,
-    RunStatus, ScheduleRecord, SealedSecret, ServerLock, Signal, StepRecord, StoreError,
-    StoredWorkflow,
+    ApiToken, AttemptRecord, ClaimedRun, Lease, NewRun, PieceRecord, PieceWrite, QueueStats,
+    RunFilter, RunId, RunRecord, RunStatus, ScheduleRecord, SealedSecret, ServerLock, Signal,
+    StepRecord, StoreError, StoredWorkflow,
 };
 
 /// Workflow definitions and their versions.
 #[async_trait::async_trait]
 pub trait WorkflowStore: Send + Sync {
-    /// Save a definition; creates the workflow or a new version. If the
-    /// newest version's definition is identical (compared as canonical JSON
-    /// text: object keys sorted), returns that version instead of creating a
-    /// new one.
+    /// Save a definition without pins ([`WorkflowStore::save_pinned_workflow`]).
     async fn save_workflow(
         &self,
         name: &str,
         definition: &serde_json::Value,
+    ) -> Result<StoredWorkflow, StoreError> {
+        self.save_pinned_workflow(name, definition, None).await
+    }
+
+    /// Save a definition with the pieces it was resolved to (`pins`, see
+    /// [`StoredWorkflow::pins`]); creates the workflow or a new version. If
+    /// the newest version's definition is identical (compared as canonical
+    /// JSON text: object keys sorted) and so are its pins (or none are
+    /// given), returns that version instead of creating a new one.
+    async fn save_pinned_workflow(
+        &self,
+        name: &str,
+        definition: &serde_json::Value,
+        pins: Option<&serde_json::Value>,
     ) -> Result<StoredWorkflow, StoreError>;
 
     /// A version, or the newest when `version` is None.
@@ -340,7 +351,14 @@ pub trait SecretStore: Send + Sync {
 
 /// Everything the engine and the server need from storage.
 pub trait Store:
-    WorkflowStore + RunStore + QueueStore + TokenStore + WebhookStore + ScheduleStore + SecretStore
+    WorkflowStore
+    + RunStore
+    + QueueStore
+    + TokenStore
+    + WebhookStore
+    + ScheduleStore
+    + SecretStore
+    + PieceStore
 {
 }
 
@@ -352,5 +370,46 @@ impl<T> Store for T where
         + WebhookStore
         + ScheduleStore
         + SecretStore
+        + PieceStore
 {
+}
+
+/// Installed pieces: one row per name@version, the bytes once per digest
+/// (every process sharing the database can load any installed piece).
+#[async_trait::async_trait]
+pub trait PieceStore: Send + Sync {
+    /// Store `piece` and its `bytes` (whose sha256 is `piece.digest`). The
+    /// same name@version with the same digest changes nothing
+    /// ([`PieceWrite::Unchanged`]); with other bytes it is
+    /// [`StoreError::Conflict`] unless `replace` (then the row points at
+    /// the new bytes and `replaced_at` records it; versions pinned to the
+    /// old digest keep loading the old bytes).
+    async fn put_piece(
+        &self,
+        piece: &PieceRecord,
+        bytes: &[u8],
+        replace: bool,
+    ) -> Result<PieceWrite, StoreError>;
+
+    /// Every installed piece, by name then version (as text).
+    async fn list_pieces(&self) -> Result<Vec<PieceRecord>, StoreError>;
+
+    /// The bytes with this sha256 digest (hex), if stored.
+    async fn piece_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// The workflows (names, deleted ones left out) with a version that
+    /// pins `name@version`.
+    async fn workflows_pinning(&self, name: &str, version: &str)
+    -> Result<Vec<String>, StoreError>;
+
+    /// Remove `name@version` (false: not installed). Refused with
+    /// [`StoreError::Conflict`] naming the workflows that pin it, unless
+    /// `force`. Its bytes go too (unless another name@version has them), so
+    /// versions pinning them then fail with piece-missing.
+    async fn remove_piece(
+        &self,
+        name: &str,
+        version: &str,
+        force: bool,
+    ) -> Result<bool, StoreError>;
 }

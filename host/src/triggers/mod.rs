@@ -256,6 +256,7 @@ mod tests {
     #[test]
     fn a_run_records_its_kind_payload_and_vars() {
         let workflow = StoredWorkflow {
+            pins: None,
             name: "w".into(),
             version: 3,
             definition: serde_json::json!({}),

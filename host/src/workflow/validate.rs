@@ -63,6 +63,8 @@ pub struct PieceSummary {
     pub name: String,
     /// The resolved version, e.g. `0.1.3`.
     pub version: semver::Version,
+    /// The sha256 (hex) of the component bytes of that version.
+    pub digest: String,
     /// Actions by name.
     pub actions: BTreeMap<String, ActionSummary>,
 }
@@ -83,6 +85,13 @@ pub enum CatalogMiss {
     NoMatchingVersion {
         /// Installed versions, for the error message.
         available: Vec<semver::Version>,
+    },
+    /// The workflow version pins bytes that are no longer installed.
+    Missing {
+        /// The pinned version.
+        version: semver::Version,
+        /// The pinned digest (sha256 hex).
+        digest: String,
     },
 }
 
@@ -119,6 +128,8 @@ pub struct ResolvedPiece {
     pub name: String,
     /// `0.1.3`
     pub version: semver::Version,
+    /// The sha256 (hex) of the bytes it runs.
+    pub digest: String,
 }
 
 /// A workflow that passed [`validate`], with what validation worked out.
@@ -134,6 +145,40 @@ pub struct ValidatedWorkflow {
     pub on_failure: Option<ResolvedPiece>,
     /// The piece version of `on_success`, if any.
     pub on_success: Option<ResolvedPiece>,
+}
+
+impl ValidatedWorkflow {
+    /// What each piece reference (`name@req`, as written) resolved to:
+    /// `{"transform@^0.1": {"name", "version", "digest"}}`, what a saved
+    /// version pins.
+    pub fn pins(&self) -> serde_json::Value {
+        let steps = self
+            .workflow
+            .steps
+            .iter()
+            .map(|s| &s.piece)
+            .zip(self.pieces.iter().map(Some));
+        let handlers = [
+            (&self.workflow.on_failure, &self.on_failure),
+            (&self.workflow.on_success, &self.on_success),
+        ]
+        .into_iter()
+        .filter_map(|(handler, resolved)| Some((&handler.as_ref()?.piece, resolved.as_ref())));
+        let mut pins = serde_json::Map::new();
+        for (reference, resolved) in steps.chain(handlers) {
+            if let Some(resolved) = resolved {
+                pins.insert(
+                    format!("{}@{}", reference.name, reference.version),
+                    serde_json::json!({
+                        "name": resolved.name,
+                        "version": resolved.version.to_string(),
+                        "digest": resolved.digest,
+                    }),
+                );
+            }
+        }
+        serde_json::Value::Object(pins)
+    }
 }
 
 /// Checks everything that can be checked before a run, returning every problem found.
@@ -385,6 +430,18 @@ fn check_call(
             ));
             return None;
         }
+        Err(CatalogMiss::Missing { version, digest }) => {
+            errors.push(ValidationError::new(
+                at,
+                format!(
+                    "piece-missing: this workflow version pins `{}@{version}` (sha256 {digest}), \
+                     which is no longer installed; install it again, or save the workflow \
+                     against an installed version",
+                    piece.name
+                ),
+            ));
+            return None;
+        }
         Err(CatalogMiss::NoMatchingVersion { available }) => {
             let available = if available.is_empty() {
                 "none installed".to_owned()
@@ -405,6 +462,7 @@ fn check_call(
     let resolved = ResolvedPiece {
         name: summary.name.clone(),
         version: summary.version.clone(),
+        digest: summary.digest.clone(),
     };
     let Some(action_summary) = summary.actions.get(action) else {
         let actions: Vec<&str> = summary.actions.keys().map(String::as_str).collect();

@@ -17,6 +17,7 @@
 
 mod leases;
 pub(crate) mod pg;
+mod pieces;
 mod runs;
 mod server;
 
@@ -90,6 +91,7 @@ macro_rules! store_contract {
             #[tokio::test] server::a_cancelled_run_is_retried_from_where_it_stopped,
             #[tokio::test] server::create_runs_is_all_or_nothing,
             #[tokio::test] server::queue_stats_count_queued_by_priority_runs_by_status_and_fuel,
+            #[tokio::test] pieces::pieces_install_once_refuse_other_bytes_and_keep_pinned_ones,
         );
     };
     (@cases $backend:ident, $fresh:expr; $(#[$test:meta] $file:ident :: $case:ident,)*) => {

@@ -25,6 +25,25 @@ const IDLE_CHECK: Duration = Duration::from_secs(5);
 const RETRY: Duration = Duration::from_millis(500);
 
 impl PgStore {
+    /// Tell every listening process (`NOTIFY channel, payload`), in a
+    /// transaction of its own after the change it announces committed.
+    /// Not inside the data's transaction: PostgreSQL serialises the commits
+    /// of notifying transactions on one lock held through their WAL flush,
+    /// which capped the whole queue at one commit per flush (measured: 885
+    /// runs/s with one worker process, 573 with four); a notify-only
+    /// transaction writes no WAL and holds that lock for microseconds. A
+    /// lost notification costs a poll interval, never a run.
+    pub(super) async fn announce(&self, channel: &str, payload: &str) {
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
+            .execute(&self.pool)
+            .await
+        {
+            tracing::debug!(channel, "notify failed (a poll will catch up): {e}");
+        }
+    }
+
     /// A new subscriber to this process's signals (starting the listener).
     pub(super) fn subscribe(&self) -> broadcast::Receiver<Signal> {
         let mut slot = self

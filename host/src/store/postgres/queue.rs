@@ -26,8 +26,9 @@ use super::rows::{RUN_COLUMNS, get, parse_text, run_from_row, sql_error};
 use super::runs::insert_run;
 use crate::store::decode::{claimed_from_row, count, not_claimable};
 use crate::store::{
-    CANCEL_CHANNEL, ClaimedRun, Lease, NewRun, Priority, QueueStats, QueueStore, RunId, RunRecord,
-    RunStatus, ServerLock, Signal, StoreError, elapsed_ms, now_rfc3339, rfc3339,
+    CANCEL_CHANNEL, ClaimedRun, Lease, NewRun, Priority, QUEUE_CHANNEL, QueueStats, QueueStore,
+    RUN_CHANNEL, RunId, RunRecord, RunStatus, ServerLock, Signal, StoreError, elapsed_ms,
+    now_rfc3339, rfc3339,
 };
 
 /// What a claim returns besides [`RUN_COLUMNS`]: the new lease epoch, and
@@ -68,6 +69,9 @@ impl PgStore {
         .await
         .map_err(sql_error(op))?;
         if done.rows_affected() > 0 {
+            if wake_at.is_none() {
+                self.announce(QUEUE_CHANNEL, "").await;
+            }
             return Ok(());
         }
         self.lease_lost(lease.run).await
@@ -104,6 +108,9 @@ impl QueueStore for PgStore {
             records.push(insert_run(&mut *tx, run, None).await?);
         }
         tx.commit().await.map_err(sql_error("create runs"))?;
+        if !records.is_empty() {
+            self.announce(QUEUE_CHANNEL, "").await;
+        }
         Ok(records)
     }
 
@@ -247,6 +254,9 @@ impl QueueStore for PgStore {
         .execute(&self.pool)
         .await
         .map_err(sql_error("requeue expired leases"))?;
+        if done.rows_affected() > 0 {
+            self.announce(QUEUE_CHANNEL, "").await;
+        }
         Ok(done.rows_affected())
     }
 
@@ -270,16 +280,10 @@ impl QueueStore for PgStore {
         .await
         .map_err(sql_error(op))?
         .rows_affected();
-        if changed > 0 {
-            // Delivered at commit, to every process listening.
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(CANCEL_CHANNEL)
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(sql_error(op))?;
-        }
         tx.commit().await.map_err(sql_error(op))?;
+        if changed > 0 {
+            self.announce(CANCEL_CHANNEL, &id.to_string()).await;
+        }
         Ok(changed > 0)
     }
 
@@ -348,6 +352,7 @@ impl QueueStore for PgStore {
         .await
         .map_err(sql_error(op))?;
         tx.commit().await.map_err(sql_error(op))?;
+        self.announce(RUN_CHANNEL, &id.to_string()).await;
         Ok(true)
     }
 
@@ -389,6 +394,7 @@ impl QueueStore for PgStore {
         .map_err(sql_error(op))?;
         let record = run_from_row(&row)?;
         tx.commit().await.map_err(sql_error(op))?;
+        self.announce(QUEUE_CHANNEL, "").await;
         Ok(record)
     }
 

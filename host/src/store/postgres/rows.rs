@@ -46,7 +46,7 @@ pub(super) const ATTEMPT_COLUMNS: &str = concat!(
 );
 /// The columns of `workflow_versions` (as `v`), for [`workflow_from_row`].
 pub(super) const WORKFLOW_COLUMNS: &str = concat!(
-    "v.workflow_name, v.version, v.definition, ",
+    "v.workflow_name, v.version, v.definition, v.pins, ",
     ts!("v.", "created_at")
 );
 

@@ -9,8 +9,8 @@ use super::rows::{
     run_from_row, sql_error, step_from_row,
 };
 use crate::store::{
-    AttemptRecord, Lease, NewRun, RunFilter, RunId, RunRecord, RunStatus, RunStore, StepRecord,
-    StoreError, now_rfc3339, rfc3339,
+    AttemptRecord, Lease, NewRun, QUEUE_CHANNEL, RUN_CHANNEL, RunFilter, RunId, RunRecord,
+    RunStatus, RunStore, StepRecord, StoreError, now_rfc3339, rfc3339,
 };
 
 /// `total_time_ms` of a run ending at parameter `$4` (finished - started,
@@ -21,7 +21,9 @@ const TOTAL_TIME_MS: &str = "GREATEST(0, ROUND(EXTRACT(EPOCH FROM \
 #[async_trait::async_trait]
 impl RunStore for PgStore {
     async fn create_run(&self, run: NewRun) -> Result<RunRecord, StoreError> {
-        insert_run(&self.pool, run, None).await
+        let record = insert_run(&self.pool, run, None).await?;
+        self.announce(QUEUE_CHANNEL, "").await;
+        Ok(record)
     }
 
     async fn get_run(&self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
@@ -156,6 +158,7 @@ impl RunStore for PgStore {
         .map_err(sql_error("finish run"))?
         .rows_affected();
         if updated > 0 {
+            self.announce(RUN_CHANNEL, &lease.run.to_string()).await;
             return Ok(());
         }
         self.lease_lost(lease.run).await

@@ -120,6 +120,9 @@ impl ScheduleStore for PgStore {
             None => None,
         };
         tx.commit().await.map_err(sql_error(op))?;
+        if record.is_some() {
+            self.announce(crate::store::QUEUE_CHANNEL, "").await;
+        }
         Ok(record)
     }
 }

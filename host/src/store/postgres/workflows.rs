@@ -8,7 +8,7 @@ use sqlx::types::Json;
 
 use super::PgStore;
 use super::rows::{WORKFLOW_COLUMNS, sql_error, workflow_from_row};
-use crate::store::{StoreError, StoredWorkflow, WorkflowStore, canonical_json, now_rfc3339};
+use crate::store::{StoreError, StoredWorkflow, WorkflowStore, now_rfc3339, same_version};
 
 impl PgStore {
     /// A deleted workflow is only found with `include_deleted`.
@@ -40,10 +40,11 @@ impl PgStore {
 
 #[async_trait::async_trait]
 impl WorkflowStore for PgStore {
-    async fn save_workflow(
+    async fn save_pinned_workflow(
         &self,
         name: &str,
         definition: &serde_json::Value,
+        pins: Option<&serde_json::Value>,
     ) -> Result<StoredWorkflow, StoreError> {
         let op = "save workflow";
         let now = now_rfc3339();
@@ -67,20 +68,21 @@ impl WorkflowStore for PgStore {
             .map_err(sql_error(op))?;
         let newest = PgStore::workflow_row(&mut *tx, name, None, true).await?;
         if let Some(newest) = &newest
-            && canonical_json(&newest.definition) == canonical_json(definition)
+            && same_version(newest, definition, pins)
         {
             tx.commit().await.map_err(sql_error(op))?;
             return Ok(newest.clone());
         }
         let version = newest.map_or(1, |w| w.version + 1);
         sqlx::query(
-            "INSERT INTO workflow_versions (workflow_name, version, definition, created_at) \
-             VALUES ($1, $2, $3, $4::timestamptz)",
+            "INSERT INTO workflow_versions (workflow_name, version, definition, created_at, pins) \
+             VALUES ($1, $2, $3, $4::timestamptz, $5)",
         )
         .bind(name)
         .bind(version)
         .bind(Json(definition))
         .bind(&now)
+        .bind(pins.map(Json))
         .execute(&mut *tx)
         .await
         .map_err(sql_error("save workflow version"))?;
@@ -90,6 +92,7 @@ impl WorkflowStore for PgStore {
             version,
             definition: definition.clone(),
             created_at: now,
+            pins: pins.cloned(),
         })
     }
 

@@ -2,7 +2,7 @@
 
 use super::SqliteStore;
 use super::rows::{sql_error, workflow_from_row};
-use crate::store::{StoreError, StoredWorkflow, WorkflowStore, canonical_json, now_rfc3339};
+use crate::store::{StoreError, StoredWorkflow, WorkflowStore, now_rfc3339, same_version};
 
 impl SqliteStore {
     /// A deleted workflow is only found with `include_deleted`.
@@ -16,7 +16,7 @@ impl SqliteStore {
         E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
     {
         let row = sqlx::query(
-            "SELECT workflow_name, version, definition, created_at FROM workflow_versions \
+            "SELECT workflow_name, version, definition, created_at, pins FROM workflow_versions \
              WHERE workflow_name = ?1 AND (?2 IS NULL OR version = ?2) \
              AND (?3 OR NOT EXISTS (SELECT 1 FROM workflows w \
                                     WHERE w.name = workflow_name AND w.deleted_at IS NOT NULL)) \
@@ -34,10 +34,11 @@ impl SqliteStore {
 
 #[async_trait::async_trait]
 impl WorkflowStore for SqliteStore {
-    async fn save_workflow(
+    async fn save_pinned_workflow(
         &self,
         name: &str,
         definition: &serde_json::Value,
+        pins: Option<&serde_json::Value>,
     ) -> Result<StoredWorkflow, StoreError> {
         let mut tx = self.begin_write("save workflow").await?;
         let newest = SqliteStore::workflow_row(&mut *tx, name, None, true).await?;
@@ -50,7 +51,7 @@ impl WorkflowStore for SqliteStore {
         .await
         .map_err(sql_error("save workflow"))?;
         if let Some(newest) = &newest
-            && canonical_json(&newest.definition) == canonical_json(definition)
+            && same_version(newest, definition, pins)
         {
             tx.commit().await.map_err(sql_error("save workflow"))?;
             return Ok(newest.clone());
@@ -64,12 +65,14 @@ impl WorkflowStore for SqliteStore {
             .await
             .map_err(sql_error("save workflow"))?;
         sqlx::query(
-            "INSERT INTO workflow_versions (workflow_name, version, definition, created_at) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO workflow_versions (workflow_name, version, definition, created_at, pins) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .bind(name)
         .bind(version)
         .bind(definition.to_string())
         .bind(&now)
+        .bind(pins.map(ToString::to_string))
         .execute(&mut *tx)
         .await
         .map_err(sql_error("save workflow version"))?;
@@ -79,6 +82,7 @@ impl WorkflowStore for SqliteStore {
             version,
             definition: definition.clone(),
             created_at: now,
+            pins: pins.cloned(),
         })
     }
 
@@ -93,7 +97,7 @@ impl WorkflowStore for SqliteStore {
 
     async fn list_workflows(&self) -> Result<Vec<StoredWorkflow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT v.workflow_name, v.version, v.definition, v.created_at FROM workflow_versions v \
+            "SELECT v.workflow_name, v.version, v.definition, v.created_at, v.pins FROM workflow_versions v \
              JOIN workflows w ON w.name = v.workflow_name AND w.deleted_at IS NULL \
              WHERE v.version = (SELECT MAX(version) FROM workflow_versions WHERE workflow_name = v.workflow_name) \
              ORDER BY v.workflow_name",
@@ -106,7 +110,7 @@ impl WorkflowStore for SqliteStore {
 
     async fn workflow_versions(&self, name: &str) -> Result<Vec<StoredWorkflow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT v.workflow_name, v.version, v.definition, v.created_at FROM workflow_versions v \
+            "SELECT v.workflow_name, v.version, v.definition, v.created_at, v.pins FROM workflow_versions v \
              JOIN workflows w ON w.name = v.workflow_name AND w.deleted_at IS NULL \
              WHERE v.workflow_name = ?1 ORDER BY v.version",
         )
