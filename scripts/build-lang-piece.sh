@@ -34,10 +34,11 @@ mkdir -p "$(dirname "$OUT")"
 STAGE="$(mktemp -d "${TMPDIR:-/tmp}/omniflow-piece.XXXXXX")"
 trap 'rm -rf "$STAGE"' EXIT
 
-# Copy the sources (not build outputs, VCS or caches) into a staging directory
+# Copy the sources (not build outputs, tests, VCS or caches) into a staging directory
 # next to the SDK helper, so the component contains nothing else.
 stage_sources() {
-  (cd "$SRC" && find . \( -name .git -o -name node_modules -o -name __pycache__ -o -name '*.wasm' \) -prune \
+  (cd "$SRC" && find . \( -name .git -o -name node_modules -o -name __pycache__ -o -name '*.wasm' \
+     -o -name 'test_*.py' -o -name '*.test.js' -o -name '*.test.mjs' -o -name workflow.json \) -prune \
      -o -type f \( "$@" \) -print0) \
     | (cd "$SRC" && xargs -0 -r cp --parents -t "$STAGE")
 }

@@ -203,7 +203,7 @@ def _schema_text(schema: Any, what: str, action: str) -> str:
         _json.loads(schema)  # must be JSON text already
         return schema
     try:
-        return _json.dumps(schema, allow_nan=False)
+        return _json.dumps(schema, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as e:
         raise TypeError(f"action {action!r}: {what} schema is not JSON: {e}") from None
 

@@ -1,9 +1,10 @@
 """sentiment: a keyword sentiment scorer, an example OmniFlow piece in Python.
 
 Each known word has a weight in [-3, 3]. A negation ("not", "never", "no"...)
-in the three words before a word flips and damps it; an intensifier
-("very", "really"...) right before it multiplies it by 1.5. The sum is
-squashed into [-1, 1] with sum / sqrt(sum^2 + 16).
+in the three words before a word (in the same clause: punctuation stops it)
+flips and damps it; an intensifier ("very", "really"...) right before it
+multiplies it by 1.5. The sum is squashed into [-1, 1] with
+sum / sqrt(sum^2 + 16).
 """
 
 import math
@@ -34,6 +35,7 @@ NEGATIONS = {"not", "no", "never", "none", "nobody", "nothing", "neither", "nor"
 INTENSIFIERS = {"very", "really", "extremely", "so", "super", "incredibly", "totally",
                 "absolutely", "completely", "highly"}
 WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+CLAUSE = re.compile(r"[.,;:!?()\n]+")
 MAX_TEXT = 100_000
 
 piece = Piece("sentiment", "0.1.0", "Keyword sentiment scorer (no model, no network)")
@@ -87,24 +89,28 @@ def score(ctx, input):
         lexicon.update({w.lower(): float(v) for w, v in extra.items()})
     threshold = float(input.get("threshold", 0.05))
 
-    words = WORD.findall(text.lower())
     total = 0.0
     matched = []
-    for i, word in enumerate(words):
-        weight = lexicon.get(word)
-        if weight is None:
-            continue
-        if i > 0 and words[i - 1] in INTENSIFIERS:
-            weight *= 1.5
-        if any(w in NEGATIONS for w in words[max(0, i - 3):i]):
-            weight *= -0.74
-        weight = round(weight, 3)
-        total += weight
-        matched.append({"word": word, "weight": weight})
+    count = 0
+    # A negation reaches at most three words back, never across punctuation.
+    for clause in CLAUSE.split(text.lower()):
+        words = WORD.findall(clause)
+        count += len(words)
+        for i, word in enumerate(words):
+            weight = lexicon.get(word)
+            if weight is None:
+                continue
+            if i > 0 and words[i - 1] in INTENSIFIERS:
+                weight *= 1.5
+            if any(w in NEGATIONS for w in words[max(0, i - 3):i]):
+                weight *= -0.74
+            weight = round(weight, 3)
+            total += weight
+            matched.append({"word": word, "weight": weight})
 
     value = round(total / math.sqrt(total * total + 16), 4) if total else 0.0
     label = "positive" if value >= threshold else "negative" if value <= -threshold else "neutral"
-    log.debug(f"{len(words)} words, {len(matched)} matched, sum {total:.3f}")
+    log.debug(f"{count} words, {len(matched)} matched, sum {total:.3f}")
     return {"score": value, "label": label, "matched": matched}
 
 
