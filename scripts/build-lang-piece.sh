@@ -16,16 +16,20 @@
 #   OMNIFLOW_WIT_DIR   another WIT directory (default: <repo>/wit)
 #
 # Python components import wasi:sockets (componentize-py's runtime links it);
-# the host denies every socket operation at run time.
+# the host denies every socket operation at run time (and componentize-py's
+# standard library has no `socket` module): use omniflow_piece.http.
 set -euo pipefail
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
 [ $# -eq 3 ] || usage
 LANG_NAME="$1" SRC="$2" OUT="$3"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
 WIT="${OMNIFLOW_WIT_DIR:-$REPO/wit}"
 
+case "$LANG_NAME" in python|py|js|javascript) ;; *)
+  echo "build-lang-piece: unknown language '$LANG_NAME' (python or js)" >&2; exit 2 ;;
+esac
 [ -d "$SRC" ] || { echo "build-lang-piece: no directory $SRC" >&2; exit 2; }
 [ -f "$WIT/piece.wit" ] || { echo "build-lang-piece: no $WIT/piece.wit" >&2; exit 2; }
 case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac

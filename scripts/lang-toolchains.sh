@@ -38,7 +38,7 @@ die() { say "error: $*"; exit 1; }
 
 case "$WHAT" in
   python|js|all) ;;
-  -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 0 ;;
+  -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 0 ;;
   *) die "unknown toolchain '$WHAT' (python, js or all)" ;;
 esac
 

@@ -7,7 +7,7 @@
 # For rust, {{sdk_dependency}} is OMNIFLOW_SDK_DEPENDENCY when set, else a
 # path dependency on this checkout's sdk/ ({ path = "<repo>/sdk" }).
 set -euo pipefail
-[ $# -eq 3 ] || { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -eq 3 ] || { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
 lang="$1" name="$2" dest="$3"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 src="$repo/sdk/templates/$lang"
