@@ -42,6 +42,11 @@ case "$WHAT" in
   *) die "unknown toolchain '$WHAT' (python, js or all)" ;;
 esac
 
+# One installer at a time (tests build Python and JS pieces in parallel).
+mkdir -p "$ROOT"
+exec 9>"$ROOT/.install.lock"
+flock 9
+
 APT_UPDATED=0
 apt_install() {
   command -v apt-get >/dev/null || die "missing $*, and no apt-get to install it: install $* yourself"

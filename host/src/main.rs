@@ -218,6 +218,22 @@ enum PieceCommand {
         #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database)]
         db: cli::config::Database,
     },
+    /// Create a piece project (one action, a README with its build command,
+    /// a workflow to try it) in Rust, Python or JavaScript.
+    New {
+        /// The piece name (lowercase letters, digits, dashes).
+        name: String,
+        /// `rust`, `python` or `js`.
+        #[arg(long, default_value = "rust")]
+        lang: String,
+        /// Where (default: a new directory named NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Rust: the `sdk/` directory of an OmniFlow checkout (the SDK is
+        /// not on crates.io yet).
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+    },
     /// Installed pieces: every version with its digest.
     List {
         /// Print JSON.
@@ -356,6 +372,12 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
             cli::piece::install(&db, &file, replace).await
         }
         Command::Piece(PieceCommand::List { json, db }) => cli::piece::list(&db, json).await,
+        Command::Piece(PieceCommand::New {
+            name,
+            lang,
+            dir,
+            sdk_path,
+        }) => cli::piece_new::new(&name, &lang, dir, sdk_path),
         Command::Piece(PieceCommand::Remove {
             reference,
             force,

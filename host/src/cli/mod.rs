@@ -7,6 +7,7 @@ pub(crate) mod bench_scale;
 pub(crate) mod config;
 pub(crate) mod migrate;
 pub(crate) mod piece;
+pub(crate) mod piece_new;
 pub(crate) mod run;
 pub(crate) mod runs;
 pub(crate) mod serve;

@@ -6,7 +6,7 @@ use super::*;
 use crate::support::guest;
 
 impl TestServer {
-    async fn upload(&self, bytes: Vec<u8>, query: &str) -> (StatusCode, Value) {
+    pub(super) async fn upload(&self, bytes: Vec<u8>, query: &str) -> (StatusCode, Value) {
         self.json(
             self.http
                 .post(self.url(&format!("/api/v1/pieces{query}")))
@@ -18,7 +18,7 @@ impl TestServer {
     }
 
     /// Trigger `name` and wait for its output.
-    async fn output_of(&self, name: &str) -> Value {
+    pub(super) async fn output_of(&self, name: &str) -> Value {
         let (status, run) = self
             .json(self.post(
                 &format!("/api/v1/workflows/{name}/runs?wait=30s"),
