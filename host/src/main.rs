@@ -209,7 +209,8 @@ enum PieceCommand {
     /// Install a piece (`.wasm`) into the database: validated, compiled and
     /// stored by digest; every process sharing the database can use it.
     Install {
-        /// The component file.
+        /// The component: a file, or `oci://REGISTRY/REPO:TAG` (pulled and
+        /// checked against its digest).
         file: PathBuf,
         /// Replace the same name@version installed with other bytes.
         #[arg(long)]
@@ -233,6 +234,14 @@ enum PieceCommand {
         /// not on crates.io yet).
         #[arg(long)]
         sdk_path: Option<PathBuf>,
+    },
+    /// Push a piece to an OCI registry (the `wkg` layout: config
+    /// `application/vnd.wasm.config.v0+json`, one `application/wasm` layer).
+    Push {
+        /// The component file (validated like an install first).
+        file: PathBuf,
+        /// `oci://REGISTRY/REPO:TAG`
+        reference: String,
     },
     /// Installed pieces: every version with its digest.
     List {
@@ -372,6 +381,9 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
             cli::piece::install(&db, &file, replace).await
         }
         Command::Piece(PieceCommand::List { json, db }) => cli::piece::list(&db, json).await,
+        Command::Piece(PieceCommand::Push { file, reference }) => {
+            cli::piece::push(&file, &reference).await
+        }
         Command::Piece(PieceCommand::New {
             name,
             lang,

@@ -2,7 +2,7 @@
 
 wit_bindgen::generate!({
     world: "piece",
-    path: "../wit",
+    path: "wit",
     generate_all,
     pub_export_macro: true,
     default_bindings_module: "omniflow_sdk::bindings",

@@ -222,3 +222,40 @@ fn the_layering_check_catches_a_forbidden_import() {
     );
     assert!(violations("runtime", "runtime/x.rs", "use wasmtime_wasi_http::p2;").is_empty());
 }
+
+/// The SDK carries its own copy of the WIT (so `omniflow-sdk` builds outside
+/// this repository, from a package); it must stay identical to `wit/`.
+#[test]
+fn the_sdk_wit_copy_is_identical_to_wit() {
+    fn files(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files(root, &path, out);
+            } else {
+                let relative = path.strip_prefix(root).unwrap().to_path_buf();
+                out.push((relative, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let repo = src().parent().unwrap().parent().unwrap().to_path_buf();
+    let (mut wit, mut copy) = (Vec::new(), Vec::new());
+    files(&repo.join("wit"), &repo.join("wit"), &mut wit);
+    files(&repo.join("sdk/wit"), &repo.join("sdk/wit"), &mut copy);
+    wit.sort();
+    copy.sort();
+    let names = |v: &[(PathBuf, Vec<u8>)]| v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        names(&wit),
+        names(&copy),
+        "sdk/wit lists other files than wit/: copy wit/ over it"
+    );
+    for ((path, a), (_, b)) in wit.iter().zip(&copy) {
+        assert!(
+            a == b,
+            "sdk/wit/{} differs from wit/{}: copy wit/ over sdk/wit",
+            path.display(),
+            path.display()
+        );
+    }
+}

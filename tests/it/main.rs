@@ -11,6 +11,7 @@ mod flows;
 mod host_resources;
 mod http;
 mod layering;
+mod oci;
 mod queue;
 mod readme;
 mod runtime;

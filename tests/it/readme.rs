@@ -155,6 +155,16 @@ impl Sandbox {
         cmd
     }
 
+    /// `line` started in the background, its stderr in `log`.
+    fn background(&self, line: &str, log: &Path) -> Child {
+        let log = std::fs::File::create(log).unwrap();
+        self.command(&format!("exec {line}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
     fn newest_run(&self) -> Option<String> {
         let out = self
             .command("omniflow runs list --json --limit 1")
@@ -248,13 +258,7 @@ fn run_sh(sandbox: &Sandbox, block: &Block) {
         }
         if line.starts_with("omniflow worker") {
             let log_file = sandbox.path().join(format!("worker-{n}.log"));
-            let log = std::fs::File::create(&log_file).unwrap();
-            let mut child = sandbox
-                .command(&format!("exec {line}"))
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap();
+            let mut child = sandbox.background(&line, &log_file);
             wait_for_log(&mut child, &log_file, "omniflow worker pid", &block.at);
             background.push(child);
             continue;
@@ -266,14 +270,8 @@ fn run_sh(sandbox: &Sandbox, block: &Block) {
             line = line.replace("<RUN_ID>", &id);
         }
         if line.starts_with("omniflow serve") {
-            let log = std::fs::File::create(sandbox.path().join("serve.log")).unwrap();
-            let mut child = sandbox
-                .command(&format!("exec {line}"))
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap();
             let log_file = sandbox.path().join("serve.log");
+            let mut child = sandbox.background(&line, &log_file);
             wait_for_health(port.parse().unwrap(), &mut child, &block.at, || {
                 std::fs::read_to_string(&log_file).unwrap_or_default()
             });

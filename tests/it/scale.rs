@@ -185,6 +185,19 @@ async fn queue(store: &Arc<dyn Store>, runs: Vec<NewRun>) -> usize {
     total
 }
 
+/// `count` runs of a saved chain of three `flaky` steps sleeping `sleep_ms` each.
+async fn three_slow_steps(store: &Arc<dyn Store>, sleep_ms: u64, count: usize) -> Vec<NewRun> {
+    let steps = vec![
+        slow("a", &[], sleep_ms),
+        slow("b", &["a"], sleep_ms),
+        slow("c", &["b"], sleep_ms),
+    ];
+    let version = save(store, "three", steps, json!({})).await;
+    (0..count)
+        .map(|n| run("three", version, n, Priority::Normal))
+        .collect()
+}
+
 /// Counts the `omniflow_run` notifications (one per terminal status
 /// written) per run, from before the runs are queued.
 struct FinishCounter {
@@ -413,20 +426,7 @@ async fn workers_killed_mid_run_lose_and_repeat_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = postgres_db().await;
     let store = db.open().await;
-    let version = save(
-        &store,
-        "three",
-        vec![
-            slow("a", &[], 20),
-            slow("b", &["a"], 20),
-            slow("c", &["b"], 20),
-        ],
-        json!({}),
-    )
-    .await;
-    let runs = (0..600)
-        .map(|n| run("three", version, n, Priority::Normal))
-        .collect();
+    let runs = three_slow_steps(&store, 20, 600).await;
     let finished = FinishCounter::start(&db).await;
     let total = queue(&store, runs).await;
 
@@ -548,20 +548,7 @@ async fn dropped_connections_lose_and_repeat_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = postgres_db().await;
     let store = db.open().await;
-    let version = save(
-        &store,
-        "three",
-        vec![
-            slow("a", &[], 10),
-            slow("b", &["a"], 10),
-            slow("c", &["b"], 10),
-        ],
-        json!({}),
-    )
-    .await;
-    let runs = (0..400)
-        .map(|n| run("three", version, n, Priority::Normal))
-        .collect();
+    let runs = three_slow_steps(&store, 10, 400).await;
     let total = queue(&store, runs).await;
     let mut nodes: Vec<Node> = (0..2)
         .map(|i| Node::worker(dir.path(), &db, &format!("w{i}"), &["--workers", "8"]))

@@ -6,6 +6,7 @@ pub(crate) mod bench_cold;
 pub(crate) mod bench_scale;
 pub(crate) mod config;
 pub(crate) mod migrate;
+pub(crate) mod oci;
 pub(crate) mod piece;
 pub(crate) mod piece_new;
 pub(crate) mod run;

@@ -63,17 +63,34 @@ pub(crate) async fn inspect(file: &Path, json: bool) -> Result<bool> {
     Ok(true)
 }
 
-/// `omniflow piece install FILE.wasm [--replace]`: validate, compile and
-/// store a piece in the database (every process sharing it can use it).
-pub(crate) async fn install(db: &Database, file: &Path, replace: bool) -> Result<bool> {
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let exec = super::setup::executor(
+/// An executor for a one-shot piece command (baseline compiler).
+async fn local_executor(db: &Database) -> Result<omniflow::engine::Executor> {
+    super::setup::executor(
         db,
         &[],
         omniflow::engine::ExecutorConfig::default(),
         Compiler::Baseline,
     )
-    .await?;
+    .await
+}
+
+/// `omniflow piece install FILE.wasm [--replace]`: validate, compile and
+/// store a piece in the database (every process sharing it can use it).
+pub(crate) async fn install(db: &Database, file: &Path, replace: bool) -> Result<bool> {
+    let source = file.to_string_lossy();
+    let bytes = if source.starts_with("oci://") {
+        let reference = super::oci::OciRef::parse(&source)?;
+        let bytes = super::oci::pull(&reference).await?;
+        eprintln!(
+            "pulled {reference} ({} bytes, {})",
+            bytes.len(),
+            super::oci::digest_of(&bytes)
+        );
+        bytes
+    } else {
+        std::fs::read(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let exec = local_executor(db).await?;
     let (piece, write) = exec
         .install_piece(&bytes, replace, None)
         .await
@@ -86,6 +103,28 @@ pub(crate) async fn install(db: &Database, file: &Path, replace: bool) -> Result
     println!(
         "{}@{} {what}  sha256 {}  {} bytes",
         piece.name, piece.version, piece.digest, piece.size
+    );
+    Ok(true)
+}
+
+/// `omniflow piece push FILE.wasm oci://REGISTRY/REPO:TAG`: validate the
+/// piece like an install, then push it as a Wasm OCI artifact.
+pub(crate) async fn push(file: &Path, reference: &str) -> Result<bool> {
+    let reference = super::oci::OciRef::parse(reference)?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let runtime = Runtime::new(super::setup::runtime_config(Compiler::Baseline)?)?;
+    let piece = runtime
+        .load(&bytes)
+        .await
+        .with_context(|| format!("{} is not a valid piece", file.display()))?;
+    let info = piece.info();
+    let manifest =
+        super::oci::push(&reference, &bytes, &info.name, &info.version.to_string()).await?;
+    println!(
+        "pushed {}@{} to {reference}  layer {}  manifest {manifest}",
+        info.name,
+        info.version,
+        super::oci::digest_of(&bytes)
     );
     Ok(true)
 }
@@ -140,13 +179,7 @@ pub(crate) async fn remove(db: &Database, reference: &str, force: bool) -> Resul
 /// resolving every piece reference to the newest installed version (a new
 /// version when a pin changes).
 pub(crate) async fn upgrade(db: &Database, name: &str) -> Result<bool> {
-    let exec = super::setup::executor(
-        db,
-        &[],
-        omniflow::engine::ExecutorConfig::default(),
-        Compiler::Baseline,
-    )
-    .await?;
+    let exec = local_executor(db).await?;
     let stored = exec
         .store()
         .get_workflow(name, None)

@@ -71,6 +71,37 @@ pub(crate) fn piece_from_row(row: &impl Columns) -> Result<PieceRecord, StoreErr
     })
 }
 
+/// Run ids read as text.
+pub(crate) fn run_ids(rows: &[String]) -> Result<Vec<RunId>, StoreError> {
+    rows.iter()
+        .map(|id| {
+            id.parse()
+                .map_err(|_| StoreError::Corrupt(format!("run id {id:?}")))
+        })
+        .collect()
+}
+
+/// What storing `piece` does given the digest stored under its
+/// name@version (`stored`): the decision both backends make before writing.
+pub(crate) fn piece_write(
+    stored: Option<&str>,
+    piece: &super::PieceRecord,
+    replace: bool,
+) -> Result<super::PieceWrite, StoreError> {
+    use super::PieceWrite;
+    match stored {
+        Some(digest) if digest == piece.digest => Ok(PieceWrite::Unchanged),
+        Some(digest) if !replace => Err(other_bytes(
+            &piece.name,
+            &piece.version,
+            digest,
+            &piece.digest,
+        )),
+        Some(_) => Ok(PieceWrite::Replaced),
+        None => Ok(PieceWrite::Installed),
+    }
+}
+
 /// The message of a piece write refused because `name@version` holds
 /// other bytes.
 pub(crate) fn other_bytes(name: &str, version: &str, stored: &str, given: &str) -> StoreError {

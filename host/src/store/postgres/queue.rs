@@ -24,7 +24,7 @@ use std::time::SystemTime;
 use super::PgStore;
 use super::rows::{RUN_COLUMNS, get, parse_text, run_from_row, sql_error};
 use super::runs::insert_run;
-use crate::store::decode::{claimed_from_row, count, not_claimable};
+use crate::store::decode::{claimed_from_row, count, not_claimable, run_ids};
 use crate::store::{
     CANCEL_CHANNEL, ClaimedRun, Lease, NewRun, Priority, QUEUE_CHANNEL, QueueStats, QueueStore,
     RUN_CHANNEL, RunId, RunRecord, RunStatus, ServerLock, Signal, StoreError, elapsed_ms,
@@ -299,12 +299,7 @@ impl QueueStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(sql_error("read cancel requests"))?;
-        rows.iter()
-            .map(|id| {
-                id.parse()
-                    .map_err(|_| StoreError::Corrupt(format!("run id {id:?}")))
-            })
-            .collect()
+        run_ids(&rows)
     }
 
     fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>> {

@@ -2,7 +2,7 @@
 
 use super::SqliteStore;
 use super::rows::sql_error;
-use crate::store::decode::{other_bytes, piece_from_row, pinned_by};
+use crate::store::decode::{piece_from_row, piece_write, pinned_by};
 use crate::store::{PieceRecord, PieceStore, PieceWrite, StoreError, now_rfc3339};
 
 const PIECE_COLUMNS: &str = "name, version, digest, size, info, capabilities, builtin, \
@@ -32,19 +32,10 @@ impl PieceStore for SqliteStore {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(sql_error(op))?;
-        let write = match stored {
-            Some(digest) if digest == piece.digest => return Ok(PieceWrite::Unchanged),
-            Some(digest) if !replace => {
-                return Err(other_bytes(
-                    &piece.name,
-                    &piece.version,
-                    &digest,
-                    &piece.digest,
-                ));
-            }
-            Some(_) => PieceWrite::Replaced,
-            None => PieceWrite::Installed,
-        };
+        let write = piece_write(stored.as_deref(), piece, replace)?;
+        if write == PieceWrite::Unchanged {
+            return Ok(write);
+        }
         sqlx::query(
             "INSERT INTO piece_blobs (digest, size, bytes) VALUES (?1, ?2, ?3) \
              ON CONFLICT (digest) DO NOTHING",

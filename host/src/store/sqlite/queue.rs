@@ -22,7 +22,7 @@ use super::SqliteStore;
 use super::conn::WriteConn;
 use super::rows::{RUN_COLUMNS, get, parse_text, run_from_row, sql_error};
 use super::runs::insert_run;
-use crate::store::decode::{claimed_from_row, count, not_claimable};
+use crate::store::decode::{claimed_from_row, count, not_claimable, run_ids};
 use crate::store::{
     ClaimedRun, Lease, NewRun, Priority, QueueStats, QueueStore, RunId, RunRecord, RunStatus,
     ServerLock, StoreError, elapsed_ms, now_rfc3339, rfc3339,
@@ -287,12 +287,7 @@ impl QueueStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(sql_error("read cancel requests"))?;
-        rows.iter()
-            .map(|id| {
-                id.parse()
-                    .map_err(|_| StoreError::Corrupt(format!("run id {id:?}")))
-            })
-            .collect()
+        run_ids(&rows)
     }
 
     async fn cancel_queued_run(&self, id: RunId) -> Result<bool, StoreError> {
