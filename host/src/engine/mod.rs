@@ -92,6 +92,9 @@ pub struct ExecutorConfig {
     /// `runs resume`), renewed every third of it while the run executes. A
     /// process that dies leaves the run to be taken over once it expires.
     pub lease: Duration,
+    /// Longest an uploaded component may take to compile when installed
+    /// ([`Executor::install_piece`]; default [`INSTALL_COMPILE_LIMIT`]).
+    pub install_compile_limit: Duration,
 }
 
 impl Default for ExecutorConfig {
@@ -103,6 +106,7 @@ impl Default for ExecutorConfig {
             secrets: Secrets::empty(),
             park_after: Duration::from_secs(1),
             lease: Duration::from_secs(30),
+            install_compile_limit: INSTALL_COMPILE_LIMIT,
         }
     }
 }

@@ -13,10 +13,11 @@ use crate::runtime::{LoadedPiece, RuntimeError};
 use crate::store::{PieceRecord, PieceWrite, StoredWorkflow, now_rfc3339};
 use crate::workflow::{ValidatedWorkflow, Workflow, validate};
 
-/// Longest an untrusted component may take to compile when installed: a
-/// compile bomb is refused instead of stalling the caller (the compile
-/// thread is left to finish in the background; wasmtime cannot interrupt
-/// it).
+/// Default longest an untrusted component may take to compile when
+/// installed ([`super::ExecutorConfig::install_compile_limit`]): a compile
+/// bomb is refused instead of stalling the caller (the compile runs on a
+/// blocking thread, off the request path, and is left to finish in the
+/// background; wasmtime cannot interrupt it).
 pub const INSTALL_COMPILE_LIMIT: Duration = Duration::from_secs(60);
 
 /// The stored record of a loaded piece.
@@ -44,7 +45,7 @@ fn record(piece: &LoadedPiece, builtin: bool, installed_by: Option<i64>) -> Piec
 
 impl Executor {
     /// Install a piece: validate and compile `bytes` through the loader
-    /// (within [`INSTALL_COMPILE_LIMIT`]), store them durably (see
+    /// (within `install_compile_limit`), store them durably (see
     /// [`crate::store::PieceStore::put_piece`] for `replace`), and make the
     /// piece resolvable here at once (other processes find it in the store
     /// when a workflow names it).
@@ -54,13 +55,12 @@ impl Executor {
         replace: bool,
         installed_by: Option<i64>,
     ) -> Result<(PieceRecord, PieceWrite), EngineError> {
-        let piece = match tokio::time::timeout(INSTALL_COMPILE_LIMIT, self.runtime.load(bytes))
-            .await
-        {
+        let limit = self.config.install_compile_limit;
+        let piece = match tokio::time::timeout(limit, self.runtime.load(bytes)).await {
             Ok(loaded) => loaded?,
             Err(_) => {
                 return Err(EngineError::Piece(RuntimeError::Engine(format!(
-                    "compiling the component took longer than {INSTALL_COMPILE_LIMIT:?}: refused"
+                    "compiling the component took longer than {limit:?}: refused"
                 ))));
             }
         };

@@ -217,3 +217,44 @@ async fn bad_uploads_get_distinct_errors_and_store_nothing() {
         "something was stored"
     );
 }
+
+/// A component that takes longer to compile than the server allows is
+/// refused (`compile_limit`) and nothing is stored: a compile-bomb stand-in
+/// (the limit set below any real compile).
+#[tokio::test]
+async fn a_compile_past_the_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Arc::new(
+        crate::support::executor_in(
+            dir.path(),
+            &[],
+            ExecutorConfig {
+                install_compile_limit: Duration::from_nanos(1),
+                ..ExecutorConfig::default()
+            },
+        )
+        .await,
+    );
+    let server = start_on(dir, exec, config(1, Some(TOKEN))).await;
+    // New bytes (a custom section with a fresh id appended), so nothing
+    // cached can answer before the compile.
+    let mut bytes = guest("versioned_b");
+    let marker = uuid::Uuid::now_v7().simple().to_string();
+    let mut section = vec![b"fresh".len() as u8];
+    section.extend_from_slice(b"fresh");
+    section.extend_from_slice(marker.as_bytes());
+    bytes.push(0); // custom section
+    bytes.push(section.len() as u8); // < 128: one LEB128 byte
+    bytes.extend_from_slice(&section);
+    let (status, body) = server.upload(bytes, "").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "compile_limit", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("longer than"),
+        "{body}"
+    );
+    assert!(server.exec.store().list_pieces().await.unwrap().is_empty());
+}
