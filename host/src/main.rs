@@ -86,6 +86,11 @@ enum Command {
         /// (else one is generated and printed once).
         #[arg(long, env = "OMNIFLOW_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
+        /// Address space a compile of an uploaded piece may use (MiB): it
+        /// runs in a child process with this limit before the server
+        /// compiles the piece itself.
+        #[arg(long, default_value_t = 4096, env = "OMNIFLOW_COMPILE_MEMORY_MB")]
+        compile_memory_mb: u64,
         /// Serve the API only: execute no runs and fire no schedules here
         /// (`omniflow worker` processes on the same PostgreSQL database do).
         #[arg(long)]
@@ -107,6 +112,16 @@ enum Command {
         /// Fire no cron schedules here (other processes do).
         #[arg(long)]
         no_scheduler: bool,
+    },
+    /// Compile a component under an address-space limit (used by `serve`
+    /// on uploads; exit 0 when it compiles).
+    #[command(name = "__compile-check", hide = true)]
+    CompileCheck {
+        /// The component file.
+        file: PathBuf,
+        /// The limit, MiB.
+        #[arg(long)]
+        max_memory_mb: u64,
     },
     /// Apply the database's pending migrations (SQLite or PostgreSQL) and
     /// print what was done; refuses a database newer than this binary.
@@ -405,8 +420,10 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
             shutdown_grace,
             admin_token,
             no_workers,
+            compile_memory_mb,
         } => {
             cli::serve::serve(cli::serve::ServeArgs {
+                compile_memory_mb: Some(compile_memory_mb),
                 listen: Some(listen),
                 db: local.db,
                 pieces: local.pieces,
@@ -434,10 +451,15 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
                 shutdown_grace,
                 admin_token: None,
                 lease: local.lease,
+                compile_memory_mb: None,
             })
             .await
         }
         Command::Migrate { db } => cli::migrate::migrate(&db).await,
+        Command::CompileCheck {
+            file,
+            max_memory_mb,
+        } => cli::piece::compile_check(&file, max_memory_mb),
         Command::Token(TokenCommand::Create { name, db }) => cli::token::create(&db, &name).await,
         Command::Token(TokenCommand::List { db, json }) => cli::token::list(&db, json).await,
         Command::Token(TokenCommand::Revoke { id, db }) => cli::token::revoke(&db, id).await,

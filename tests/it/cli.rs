@@ -993,3 +993,59 @@ fn piece_new_scaffolds_build_inspect_and_run_in_every_language() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("rust, python or js"));
     assert!(!dir.path().join("ok").exists());
 }
+
+/// `serve` compiles an uploaded piece first in a child process under an
+/// address-space limit (`OMNIFLOW_COMPILE_MEMORY_MB`): with 256 MiB a small
+/// piece installs and the 4 MB `code` piece (a compile that needs more) is
+/// refused with `compile_limit`, and the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_an_upload_whose_compile_needs_more_memory_than_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let mut server = omniflow()
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-token",
+            "t0k",
+        ])
+        .arg("--db")
+        .arg(dir.path().join("o.db"))
+        .env("OMNIFLOW_COMPILE_MEMORY_MB", "256")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "serve never listened");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let http = reqwest::Client::new();
+    let upload = |name: &str| {
+        http.post(format!("http://127.0.0.1:{port}/api/v1/pieces"))
+            .bearer_auth("t0k")
+            .header("content-type", "application/wasm")
+            .body(std::fs::read(guest_dir().join(format!("{name}.wasm"))).unwrap())
+            .send()
+    };
+    let small = upload("versioned_a").await.unwrap();
+    let small_status = small.status();
+    let small_body = small.text().await.unwrap();
+    let big = upload("code").await.unwrap();
+    let big_status = big.status();
+    let body: serde_json::Value = big.json().await.unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(small_status.as_u16(), 201, "{small_body}");
+    assert_eq!(big_status.as_u16(), 422, "{body}");
+    assert_eq!(body["error"]["code"], "compile_limit", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("256 MiB"),
+        "{body}"
+    );
+}

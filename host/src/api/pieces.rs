@@ -49,7 +49,7 @@ fn refused(error: RuntimeError) -> ApiError {
         RuntimeError::ForbiddenImport { .. } => "forbidden_import",
         RuntimeError::WrongWorld { .. } => "wrong_world",
         RuntimeError::InvalidInfo(_) => "invalid_info",
-        RuntimeError::Engine(message) if message.contains("took longer than") => "compile_limit",
+        RuntimeError::CompileLimit(_) => "compile_limit",
         _ => return ApiError::Internal(error.to_string()),
     };
     ApiError::InvalidPiece {

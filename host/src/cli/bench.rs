@@ -98,9 +98,10 @@ pub(crate) async fn instantiate(iterations: usize) -> Result<()> {
     Ok(())
 }
 
+/// A fresh private temporary directory (the caller removes it).
 pub(crate) fn tempfile_dir() -> Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!(
-        "omniflow-bench-{}-{}",
+        "omniflow-tmp-{}-{}",
         std::process::id(),
         uuid::Uuid::now_v7()
     ));

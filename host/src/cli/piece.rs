@@ -204,3 +204,76 @@ pub(crate) async fn upgrade(db: &Database, name: &str) -> Result<bool> {
     }
     Ok(true)
 }
+
+/// `omniflow __compile-check FILE --max-memory-mb N` (hidden): compile
+/// FILE with the serving engine's settings in this process, limited to N MiB
+/// of address space; exit 0 when it compiles. `serve` runs it in a child
+/// process before installing an uploaded component, so a compile bomb hits
+/// the child's limit, not the server.
+pub(crate) fn compile_check(file: &Path, max_memory_mb: u64) -> Result<bool> {
+    let limit = max_memory_mb.saturating_mul(1 << 20);
+    rustix::process::setrlimit(
+        rustix::process::Resource::As,
+        rustix::process::Rlimit {
+            current: Some(limit),
+            maximum: Some(limit),
+        },
+    )
+    .context("setting the address-space limit")?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let runtime = Runtime::new(omniflow::runtime::RuntimeConfig {
+        compiler: Compiler::Optimized,
+        pooling: false,
+        cache_dir: None,
+        ..omniflow::runtime::RuntimeConfig::default()
+    })?;
+    runtime
+        .engine()
+        .precompile_component(&bytes)
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    Ok(true)
+}
+
+/// The guard `serve` installs ([`omniflow::engine::CompileGuard`]): the
+/// upload compiled by `__compile-check` in a child process limited to
+/// `max_memory_mb` of address space (killed when the install gives up).
+pub(crate) fn compile_guard(max_memory_mb: u64) -> Result<omniflow::engine::CompileGuard> {
+    let exe = std::env::current_exe().context("finding this binary")?;
+    Ok(omniflow::engine::CompileGuard(std::sync::Arc::new(
+        move |bytes: Vec<u8>| {
+            let exe = exe.clone();
+            Box::pin(async move {
+                let dir = super::bench::tempfile_dir().map_err(|e| e.to_string())?;
+                let file = dir.join("upload.wasm");
+                tokio::fs::write(&file, &bytes)
+                    .await
+                    .map_err(|e| format!("staging the upload: {e}"))?;
+                let out = tokio::process::Command::new(&exe)
+                    .arg("__compile-check")
+                    .arg(&file)
+                    .arg("--max-memory-mb")
+                    .arg(max_memory_mb.to_string())
+                    .env("OMNIFLOW_LOG", "error")
+                    .kill_on_drop(true)
+                    .output()
+                    .await;
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+                let out = out.map_err(|e| format!("starting the compile check: {e}"))?;
+                if out.status.success() {
+                    return Ok(());
+                }
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let why = stderr.lines().last().unwrap_or("").trim().to_owned();
+                Err(format!(
+                    "compiling it in a process limited to {max_memory_mb} MiB failed ({}){}",
+                    out.status,
+                    if why.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {why}")
+                    }
+                ))
+            })
+        },
+    )))
+}

@@ -27,6 +27,9 @@ pub(crate) struct ServeArgs {
     pub(crate) shutdown_grace: Duration,
     pub(crate) admin_token: Option<String>,
     pub(crate) lease: Duration,
+    /// Uploaded pieces are first compiled in a child process limited to this
+    /// (None: no API, no uploads).
+    pub(crate) compile_memory_mb: Option<u64>,
 }
 
 /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
@@ -57,10 +60,17 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<bool> {
     // Secrets: stored ones (encrypted with OMNIFLOW_SECRET_KEY, else with a
     // key file next to the database, created on first start), then the
     // documented sources; the same resolution as `run`.
+    let executor_config = ExecutorConfig {
+        compile_guard: args
+            .compile_memory_mb
+            .map(super::piece::compile_guard)
+            .transpose()?,
+        ..ExecutorConfig::default()
+    };
     let (executor, cipher) = setup::executor_with_secrets(
         &args.db,
         &args.pieces,
-        ExecutorConfig::default(),
+        executor_config,
         omniflow::runtime::Compiler::Optimized,
         true,
     )

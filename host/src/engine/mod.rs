@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use driver::Driven;
 pub use events::{ItemOf, RunEvent};
-pub use pieces::INSTALL_COMPILE_LIMIT;
+pub use pieces::{CompileGuard, INSTALL_COMPILE_LIMIT};
 pub use queue::RunQueue;
 pub use registry::PieceRegistry;
 
@@ -95,6 +95,10 @@ pub struct ExecutorConfig {
     /// Longest an uploaded component may take to compile when installed
     /// ([`Executor::install_piece`]; default [`INSTALL_COMPILE_LIMIT`]).
     pub install_compile_limit: Duration,
+    /// Run on an uploaded component before this process compiles it, under
+    /// the same time limit (`serve` compiles it in a child process with a
+    /// memory limit first, so a compile bomb cannot exhaust the server).
+    pub compile_guard: Option<CompileGuard>,
 }
 
 impl Default for ExecutorConfig {
@@ -107,6 +111,7 @@ impl Default for ExecutorConfig {
             park_after: Duration::from_secs(1),
             lease: Duration::from_secs(30),
             install_compile_limit: INSTALL_COMPILE_LIMIT,
+            compile_guard: None,
         }
     }
 }

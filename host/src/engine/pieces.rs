@@ -43,6 +43,28 @@ fn record(piece: &LoadedPiece, builtin: bool, installed_by: Option<i64>) -> Piec
     }
 }
 
+fn compile_took_too_long(limit: Duration) -> EngineError {
+    EngineError::Piece(RuntimeError::CompileLimit(format!(
+        "it took longer than {limit:?}: refused"
+    )))
+}
+
+/// A check an install runs on the bytes before compiling them here (see
+/// [`super::ExecutorConfig::compile_guard`]); `Err` says why they are refused.
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct CompileGuard(
+    pub  Arc<
+        dyn Fn(Vec<u8>) -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync,
+    >,
+);
+
+impl std::fmt::Debug for CompileGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CompileGuard(..)")
+    }
+}
+
 impl Executor {
     /// Install a piece: validate and compile `bytes` through the loader
     /// (within `install_compile_limit`), store them durably (see
@@ -56,13 +78,17 @@ impl Executor {
         installed_by: Option<i64>,
     ) -> Result<(PieceRecord, PieceWrite), EngineError> {
         let limit = self.config.install_compile_limit;
+        if let Some(guard) = &self.config.compile_guard {
+            // E.g. a compile in a child process under a memory limit (`serve`).
+            match tokio::time::timeout(limit, (guard.0)(bytes.to_vec())).await {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => return Err(EngineError::Piece(RuntimeError::CompileLimit(why))),
+                Err(_) => return Err(compile_took_too_long(limit)),
+            }
+        }
         let piece = match tokio::time::timeout(limit, self.runtime.load(bytes)).await {
             Ok(loaded) => loaded?,
-            Err(_) => {
-                return Err(EngineError::Piece(RuntimeError::Engine(format!(
-                    "compiling the component took longer than {limit:?}: refused"
-                ))));
-            }
+            Err(_) => return Err(compile_took_too_long(limit)),
         };
         let record = record(&piece, false, installed_by);
         let write = self.store.put_piece(&record, bytes, replace).await?;

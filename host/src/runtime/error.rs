@@ -42,4 +42,9 @@ pub enum RuntimeError {
     /// for loading, reported for `piece inspect`).
     #[error("compilation cache: {0}")]
     Cache(String),
+    /// Compiling the component went past a limit the operator set (time or
+    /// memory): a compile bomb, or a component too large for this server.
+    /// The piece author's; not retryable.
+    #[error("compiling the component exceeded a limit: {0}")]
+    CompileLimit(String),
 }
