@@ -91,6 +91,13 @@ enum Command {
         /// compiles the piece itself.
         #[arg(long, default_value_t = 4096, env = "OMNIFLOW_COMPILE_MEMORY_MB")]
         compile_memory_mb: u64,
+        /// Delete finished runs older than this in the background (e.g.
+        /// `30d`; unset: keep every run).
+        #[arg(long, env = "OMNIFLOW_RETENTION", value_parser = humantime::parse_duration)]
+        retention: Option<std::time::Duration>,
+        /// Keep failed runs this long instead (e.g. `90d`).
+        #[arg(long, env = "OMNIFLOW_RETENTION_FAILED", value_parser = humantime::parse_duration)]
+        retention_failed: Option<std::time::Duration>,
         /// Serve the API only: execute no runs and fire no schedules here
         /// (`omniflow worker` processes on the same PostgreSQL database do).
         #[arg(long)]
@@ -197,6 +204,22 @@ enum RunsCommand {
         /// Include each step's captured log.
         #[arg(long)]
         logs: bool,
+    },
+    /// Delete finished runs older than a duration, with their steps and
+    /// attempts (never queued, running or parked runs).
+    Prune {
+        /// Age: runs that finished longer ago than this (e.g. `30d`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+        /// Only these statuses (succeeded, failed, cancelled; comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        status: Vec<String>,
+        /// Count, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Database: a SQLite file path, a `sqlite:` URL or a `postgres://` URL.
+        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database)]
+        db: cli::config::Database,
     },
     /// Finish runs a crash left unfinished (completed steps are not re-run).
     Resume {
@@ -386,6 +409,12 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
         Command::Runs(RunsCommand::Show { id, db, json, logs }) => {
             cli::runs::show(&db, &id, json, logs).await
         }
+        Command::Runs(RunsCommand::Prune {
+            older_than,
+            status,
+            dry_run,
+            db,
+        }) => cli::runs::prune(&db, older_than, &status, dry_run).await,
         Command::Runs(RunsCommand::Resume { local }) => {
             cli::runs::resume(&local.db, &local.pieces, local.lease).await
         }
@@ -421,8 +450,17 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
             admin_token,
             no_workers,
             compile_memory_mb,
+            retention,
+            retention_failed,
         } => {
+            anyhow::ensure!(
+                retention.is_some() || retention_failed.is_none(),
+                "--retention-failed needs --retention (how long to keep the other finished runs)"
+            );
             cli::serve::serve(cli::serve::ServeArgs {
+                retention: retention.map(|keep| {
+                    omniflow::server::retention::Retention::new(keep, retention_failed)
+                }),
                 compile_memory_mb: Some(compile_memory_mb),
                 listen: Some(listen),
                 db: local.db,
@@ -452,6 +490,7 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
                 admin_token: None,
                 lease: local.lease,
                 compile_memory_mb: None,
+                retention: None,
             })
             .await
         }

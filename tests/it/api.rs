@@ -1403,3 +1403,65 @@ async fn openapi_document_covers_every_route_and_every_documented_route_is_serve
     }
     s.stop().await;
 }
+
+/// `serve --retention`: finished runs past the window are deleted in the
+/// background (with their steps); a queued run is kept; `/metrics` counts
+/// what was pruned.
+#[tokio::test]
+async fn retention_prunes_finished_runs_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(dir.path()).await;
+    let flow = Workflow::from_json(
+        &json!({"name": "old", "steps": [
+            {"id": "a", "piece": "flow@^0.1", "action": "if", "input": {"condition": true}}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let mut finished = Vec::new();
+    for _ in 0..3 {
+        let claimed = triggers::start_claimed(&exec, &flow, RunRequest::default())
+            .await
+            .unwrap();
+        let id = claimed.run.id;
+        let status = exec
+            .execute_leased(claimed, Default::default())
+            .await
+            .unwrap();
+        assert_eq!(status, RunStatus::Succeeded);
+        finished.push(id);
+    }
+    let queued = exec
+        .store()
+        .create_run(omniflow::store::NewRun::manual("old", 1, json!(null)))
+        .await
+        .unwrap()
+        .id;
+    let mut cfg = config(0, Some(TOKEN));
+    let mut retention = omniflow::server::retention::Retention::new(Duration::ZERO, None);
+    retention.every = Duration::from_millis(50);
+    cfg.retention = Some(retention);
+    let server = start_on(dir, exec.clone(), cfg).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while exec.store().get_run(finished[2]).await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "nothing was pruned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for id in &finished {
+        assert!(exec.store().get_run(*id).await.unwrap().is_none());
+        assert!(exec.store().steps(*id).await.unwrap().is_empty());
+    }
+    assert!(
+        exec.store().get_run(queued).await.unwrap().is_some(),
+        "a queued run was pruned"
+    );
+    let text = server
+        .get("/api/v1/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("omniflow_runs_pruned_total 3"), "{text}");
+}

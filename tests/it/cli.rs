@@ -1049,3 +1049,62 @@ async fn serve_refuses_an_upload_whose_compile_needs_more_memory_than_allowed() 
         "{body}"
     );
 }
+
+/// `runs prune`: a dry run counts, the real one deletes finished runs
+/// older than the window (here: all, with a zero window), bad statuses are
+/// refused.
+#[test]
+fn runs_prune_counts_then_deletes_finished_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("p.db");
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/hello.json");
+    for _ in 0..2 {
+        let out = omniflow()
+            .arg("run")
+            .arg(&examples)
+            .arg("--db")
+            .arg(&db)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let prune = |extra: &[&str]| {
+        let mut cmd = omniflow();
+        cmd.args(["runs", "prune", "--db"]).arg(&db).args(extra);
+        cmd.output().unwrap()
+    };
+    let out = prune(&["--older-than", "1h"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("pruned 0 run(s)"),
+        "{out:?}"
+    );
+    let out = prune(&["--older-than", "0s", "--dry-run"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("would prune 2 run(s)"),
+        "{out:?}"
+    );
+    let out = prune(&["--older-than", "0s", "--status", "failed"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("pruned 0 run(s) (failed)"),
+        "{out:?}"
+    );
+    let out = prune(&["--older-than", "0s"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("pruned 2 run(s)"),
+        "{out:?}"
+    );
+    let out = omniflow()
+        .args(["runs", "list", "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs.as_array().map(Vec::len), Some(0), "{runs}");
+    let out = prune(&["--older-than", "0s", "--status", "queued"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only finished runs"));
+}

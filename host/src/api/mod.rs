@@ -60,6 +60,9 @@ pub struct ApiConfig {
     pub body_limit: usize,
     /// Largest component `POST /pieces` accepts, in bytes (64 MiB).
     pub piece_limit: usize,
+    /// Runs deleted by retention so far (`/metrics`; the server's
+    /// retention task adds to it).
+    pub runs_pruned: Arc<std::sync::atomic::AtomicU64>,
     /// Longest `wait` a trigger may ask for.
     pub max_wait: std::time::Duration,
     /// Encrypts secrets stored through `/secrets` (`None`: those routes
@@ -82,6 +85,7 @@ impl Default for ApiConfig {
         ApiConfig {
             body_limit: 1 << 20,
             piece_limit: 64 << 20,
+            runs_pruned: Arc::default(),
             max_wait: Duration::from_secs(300),
             secret_cipher: None,
             header_read_timeout: Duration::from_secs(10),

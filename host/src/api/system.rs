@@ -86,6 +86,18 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Result<Response, A
             .collect(),
     );
     family(
+        "omniflow_runs_pruned_total",
+        "counter",
+        "Finished runs deleted by retention since this process started.",
+        vec![(
+            String::new(),
+            state
+                .config()
+                .runs_pruned
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )],
+    );
+    family(
         "omniflow_queue_depth",
         "gauge",
         "Queued runs by priority.",

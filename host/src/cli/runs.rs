@@ -218,3 +218,64 @@ pub(crate) async fn resume(
     }
     Ok(all_ok)
 }
+
+/// `omniflow runs prune --older-than 30d [--status failed,...] [--dry-run]`:
+/// delete finished runs (with their steps and attempts) that finished
+/// before now minus `older_than`, in batches; never queued, running or
+/// parked ones.
+pub(crate) async fn prune(
+    db: &Database,
+    older_than: std::time::Duration,
+    statuses: &[String],
+    dry_run: bool,
+) -> Result<bool> {
+    let statuses: Vec<RunStatus> = if statuses.is_empty() {
+        vec![
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+        ]
+    } else {
+        statuses
+            .iter()
+            .map(|s| {
+                let status = s
+                    .parse::<RunStatus>()
+                    .map_err(|e| anyhow::anyhow!("--status: {e}"))?;
+                anyhow::ensure!(
+                    status.is_terminal(),
+                    "--status {s}: only finished runs (succeeded, failed, cancelled) are pruned"
+                );
+                Ok(status)
+            })
+            .collect::<Result<_>>()?
+    };
+    let store = super::setup::open_store(db).await?;
+    let before = std::time::SystemTime::now() - older_than;
+    let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+    if dry_run {
+        let n = store
+            .prune_runs(before, &statuses, usize::MAX, true)
+            .await?;
+        println!(
+            "would prune {n} run(s) ({}) finished before {}",
+            names.join(", "),
+            omniflow::store::rfc3339(before)
+        );
+        return Ok(true);
+    }
+    let mut total = 0;
+    loop {
+        let n = store.prune_runs(before, &statuses, 1000, false).await?;
+        total += n;
+        if n < 1000 {
+            break;
+        }
+    }
+    println!(
+        "pruned {total} run(s) ({}) finished before {}",
+        names.join(", "),
+        omniflow::store::rfc3339(before)
+    );
+    Ok(true)
+}

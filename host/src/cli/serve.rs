@@ -30,6 +30,8 @@ pub(crate) struct ServeArgs {
     /// Uploaded pieces are first compiled in a child process limited to this
     /// (None: no API, no uploads).
     pub(crate) compile_memory_mb: Option<u64>,
+    /// Delete old finished runs in the background.
+    pub(crate) retention: Option<omniflow::server::retention::Retention>,
 }
 
 /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
@@ -78,6 +80,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<bool> {
     let config = ServerConfig {
         listen: args.listen.unwrap_or(ServerConfig::default().listen),
         serve_api: args.listen.is_some(),
+        retention: args.retention.clone(),
         run_scheduler: args.scheduler,
         pool: PoolConfig {
             workers: args.workers,

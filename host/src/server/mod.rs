@@ -27,6 +27,7 @@
 //! [`QueueStore::lock_for_server`]: crate::store::QueueStore::lock_for_server
 
 pub mod queue;
+pub mod retention;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,6 +64,8 @@ pub struct ServerConfig {
     /// API-only node). Any number of processes may: each fire time is
     /// claimed once in the database.
     pub run_scheduler: bool,
+    /// Delete finished runs past this age in the background (None: keep all).
+    pub retention: Option<retention::Retention>,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +79,7 @@ impl Default for ServerConfig {
             schedule_tick: Duration::from_secs(1),
             serve_api: true,
             run_scheduler: true,
+            retention: None,
         }
     }
 }
@@ -181,6 +185,14 @@ impl Server {
                     .clone()
                     .run(config.schedule_tick, shutdown.child_token()),
             );
+        }
+        if let Some(retention) = config.retention.clone() {
+            tokio::spawn(retention::run(
+                store.clone(),
+                retention,
+                config.api.runs_pruned.clone(),
+                shutdown.child_token(),
+            ));
         }
         if let Some(cipher) = &config.api.secret_cipher {
             // Secrets stored through the API, decrypted into memory once

@@ -139,7 +139,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Pages freed by pruning go back to the file system
+            // (`PRAGMA incremental_vacuum`); takes effect for new files.
+            .auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental);
         let in_memory = options
             .get_filename()
             .to_string_lossy()

@@ -213,6 +213,19 @@ pub trait QueueStore: Send + Sync {
     /// many. Runs under a live lease are left alone, whoever holds them.
     async fn requeue_expired_leases(&self, now: SystemTime) -> Result<u64, StoreError>;
 
+    /// Retention: delete up to `limit` finished runs (`statuses`, terminal
+    /// ones only: a queued, running or parked run is never touched) that
+    /// finished before `before`, oldest first, with their step records and
+    /// attempts, in one transaction; returns how many. With `dry_run`, only
+    /// counts (all of them, not `limit`).
+    async fn prune_runs(
+        &self,
+        before: SystemTime,
+        statuses: &[RunStatus],
+        limit: usize,
+        dry_run: bool,
+    ) -> Result<u64, StoreError>;
+
     /// Ask whoever executes run `id` to cancel it: records the request
     /// (seen by that process's heartbeat, [`QueueStore::cancel_requested`])
     /// and, on a shared backend, signals it at once ([`Signal::Cancel`]).

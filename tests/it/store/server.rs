@@ -445,3 +445,80 @@ pub(super) async fn queue_stats_count_queued_by_priority_runs_by_status_and_fuel
         .unwrap();
     assert!(later.finished_since.values().all(|n| *n == 0));
 }
+
+pub(super) async fn pruning_deletes_old_finished_runs_with_their_steps_only(db: TestDb) {
+    let store = db.with_flow().await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(
+            store
+                .create_run(new_run("flow", Priority::Normal))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    // 0 succeeded (with a step and attempt), 1 failed, 2 running, 3 queued.
+    store
+        .set_run_status(ids[0], RunStatus::Running, None)
+        .await
+        .unwrap();
+    store
+        .record_step(
+            ids[0],
+            &step("a", StepStatus::Succeeded, 1, Some(&now_rfc3339())),
+            Some(&super::attempt(1, StepStatus::Succeeded)),
+        )
+        .await
+        .unwrap();
+    store
+        .set_run_status(ids[0], RunStatus::Succeeded, None)
+        .await
+        .unwrap();
+    store
+        .set_run_status(ids[1], RunStatus::Running, None)
+        .await
+        .unwrap();
+    store
+        .set_run_status(ids[1], RunStatus::Failed, Some("boom"))
+        .await
+        .unwrap();
+    store
+        .set_run_status(ids[2], RunStatus::Running, None)
+        .await
+        .unwrap();
+    let all = [
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+        RunStatus::Running,
+        RunStatus::Queued,
+    ];
+    let past = SystemTime::now() - Duration::from_secs(3600);
+    let future = SystemTime::now() + Duration::from_secs(3600);
+    // Nothing finished an hour ago.
+    assert_eq!(store.prune_runs(past, &all, 100, false).await.unwrap(), 0);
+    // A dry run counts the finished ones only (running and queued never).
+    assert_eq!(store.prune_runs(future, &all, 100, true).await.unwrap(), 2);
+    assert_eq!(
+        store.get_run(ids[0]).await.unwrap().map(|r| r.status),
+        Some(RunStatus::Succeeded)
+    );
+    // Only failed ones.
+    assert_eq!(
+        store
+            .prune_runs(future, &[RunStatus::Failed], 100, false)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.get_run(ids[1]).await.unwrap().is_none());
+    assert!(store.get_run(ids[0]).await.unwrap().is_some());
+    // The rest, steps and attempts with them; running and queued stay.
+    assert_eq!(store.prune_runs(future, &all, 100, false).await.unwrap(), 1);
+    assert!(store.get_run(ids[0]).await.unwrap().is_none());
+    assert!(store.steps(ids[0]).await.unwrap().is_empty());
+    assert!(store.attempts(ids[0], "a").await.unwrap().is_empty());
+    assert!(store.get_run(ids[2]).await.unwrap().is_some());
+    assert!(store.get_run(ids[3]).await.unwrap().is_some());
+}

@@ -287,6 +287,16 @@ impl QueueStore for PgStore {
         Ok(changed > 0)
     }
 
+    async fn prune_runs(
+        &self,
+        before: SystemTime,
+        statuses: &[RunStatus],
+        limit: usize,
+        dry_run: bool,
+    ) -> Result<u64, StoreError> {
+        self.prune(before, statuses, limit, dry_run).await
+    }
+
     async fn cancel_requested(&self, runs: &[RunId]) -> Result<Vec<RunId>, StoreError> {
         if runs.is_empty() {
             return Ok(Vec::new());
@@ -450,5 +460,48 @@ impl QueueStore for PgStore {
             .map_err(sql_error(op))?;
         stats.fuel_used_total = count(fuel.unwrap_or(0));
         Ok(stats)
+    }
+}
+
+impl PgStore {
+    /// [`QueueStore::prune_runs`]: steps and attempts go by `ON DELETE CASCADE`.
+    pub(super) async fn prune(
+        &self,
+        before: SystemTime,
+        statuses: &[RunStatus],
+        limit: usize,
+        dry_run: bool,
+    ) -> Result<u64, StoreError> {
+        let op = "prune runs";
+        let terminal: Vec<String> = statuses
+            .iter()
+            .filter(|s| s.is_terminal())
+            .map(|s| s.as_str().to_owned())
+            .collect();
+        if terminal.is_empty() {
+            return Ok(0);
+        }
+        const FILTER: &str = "FROM runs WHERE finished_at < $1::timestamptz AND status = ANY($2)";
+        if dry_run {
+            let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) {FILTER}"))
+                .bind(rfc3339(before))
+                .bind(&terminal)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(sql_error(op))?;
+            return Ok(n as u64);
+        }
+        let deleted = sqlx::query(&format!(
+            "DELETE FROM runs WHERE id IN (SELECT id {FILTER} ORDER BY finished_at LIMIT $3 \
+             FOR UPDATE SKIP LOCKED)"
+        ))
+        .bind(rfc3339(before))
+        .bind(&terminal)
+        .bind(i64::try_from(limit.max(1)).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(sql_error(op))?
+        .rows_affected();
+        Ok(deleted)
     }
 }

@@ -270,6 +270,16 @@ impl QueueStore for SqliteStore {
         Ok(changed > 0)
     }
 
+    async fn prune_runs(
+        &self,
+        before: SystemTime,
+        statuses: &[RunStatus],
+        limit: usize,
+        dry_run: bool,
+    ) -> Result<u64, StoreError> {
+        self.prune(before, statuses, limit, dry_run).await
+    }
+
     async fn cancel_requested(&self, runs: &[RunId]) -> Result<Vec<RunId>, StoreError> {
         if runs.is_empty() {
             return Ok(Vec::new());
@@ -422,5 +432,62 @@ impl QueueStore for SqliteStore {
             .map_err(sql_error("queue stats"))?;
         stats.fuel_used_total = count(fuel.unwrap_or(0));
         Ok(stats)
+    }
+}
+
+impl SqliteStore {
+    /// [`QueueStore::prune_runs`]: steps and attempts go by `ON DELETE CASCADE`;
+    /// freed pages are returned to the file system when the database was
+    /// created with incremental auto-vacuum (every database this version
+    /// creates), else reused by SQLite.
+    pub(super) async fn prune(
+        &self,
+        before: SystemTime,
+        statuses: &[RunStatus],
+        limit: usize,
+        dry_run: bool,
+    ) -> Result<u64, StoreError> {
+        let op = "prune runs";
+        let terminal: Vec<&str> = statuses
+            .iter()
+            .filter(|s| s.is_terminal())
+            .map(|s| s.as_str())
+            .collect();
+        if terminal.is_empty() {
+            return Ok(0);
+        }
+        let marks = vec!["?"; terminal.len()].join(", ");
+        let filter = format!("FROM runs WHERE finished_at < ? AND status IN ({marks})");
+        if dry_run {
+            let count = format!("SELECT COUNT(*) {filter}");
+            let mut query = sqlx::query_scalar::<_, i64>(&count).bind(rfc3339(before));
+            for status in &terminal {
+                query = query.bind(*status);
+            }
+            let n = query.fetch_one(&self.pool).await.map_err(sql_error(op))?;
+            return Ok(n as u64);
+        }
+        let sql = format!(
+            "DELETE FROM runs WHERE id IN (SELECT id {filter} ORDER BY finished_at LIMIT {})",
+            limit.max(1)
+        );
+        let mut tx = self.begin_write(op).await?;
+        let mut query = sqlx::query(&sql).bind(rfc3339(before));
+        for status in &terminal {
+            query = query.bind(*status);
+        }
+        let deleted = query
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_error(op))?
+            .rows_affected();
+        tx.commit().await.map_err(sql_error(op))?;
+        if deleted > 0 {
+            // A no-op unless the file was created with incremental auto-vacuum.
+            let _ = sqlx::query("PRAGMA incremental_vacuum")
+                .execute(&self.pool)
+                .await;
+        }
+        Ok(deleted)
     }
 }
