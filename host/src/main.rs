@@ -370,14 +370,33 @@ enum BenchCommand {
     },
 }
 
-fn init_tracing() {
+/// Logs on stderr: `OMNIFLOW_LOG` filters (default `warn`),
+/// `OMNIFLOW_LOG_FORMAT` is `text` (default) or `json` (one object per line,
+/// with the `run` and `step` spans' fields, for log shippers).
+fn init_tracing() -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OMNIFLOW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .fmt_fields(omniflow::logfmt::escaped_fields())
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let format = std::env::var("OMNIFLOW_LOG_FORMAT").unwrap_or_default();
+    match format.trim() {
+        "" | "text" => tracing_subscriber::fmt()
+            .fmt_fields(omniflow::logfmt::escaped_fields())
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+        "json" => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+        other => {
+            return Err(format!(
+                "OMNIFLOW_LOG_FORMAT={other:?}: expected `text` or `json`"
+            ));
+        }
+    }
+    Ok(())
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<bool> {
@@ -549,7 +568,10 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
 fn main() -> ExitCode {
     // Before any thread starts: `.env` may set OMNIFLOW_* settings.
     let warnings = cli::config::load_dotenv(std::path::Path::new(".env"));
-    init_tracing();
+    if let Err(message) = init_tracing() {
+        eprintln!("error: {message}");
+        return ExitCode::FAILURE;
+    }
     for warning in warnings {
         tracing::warn!("{warning}");
     }

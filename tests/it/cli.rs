@@ -1108,3 +1108,49 @@ fn runs_prune_counts_then_deletes_finished_runs() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("only finished runs"));
 }
+
+/// `OMNIFLOW_LOG_FORMAT=json`: one JSON object per log line, carrying the
+/// run and step ids from the tracing spans; an unknown format stops start-up
+/// naming the variable.
+#[test]
+fn json_logs_carry_run_and_step_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/hello.json");
+    let out = omniflow()
+        .arg("run")
+        .arg(&examples)
+        .arg("--db")
+        .arg(dir.path().join("j.db"))
+        .env("OMNIFLOW_LOG", "omniflow=debug")
+        .env("OMNIFLOW_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let step = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "step finished")
+        .unwrap_or_else(|| panic!("no step line: {stderr}"));
+    assert!(
+        step["span"]["run"].is_string() && step["span"]["step"].is_string(),
+        "{step}"
+    );
+    let run = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "run finished")
+        .unwrap_or_else(|| panic!("no run line: {stderr}"));
+    assert_eq!(run["span"]["workflow"], "hello", "{run}");
+    let out = omniflow()
+        .args(["runs", "list", "--db"])
+        .arg(dir.path().join("j.db"))
+        .env("OMNIFLOW_LOG_FORMAT", "xml")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("OMNIFLOW_LOG_FORMAT"));
+}

@@ -63,6 +63,34 @@ pub(super) async fn drive(
     lost: CancellationToken,
     park: bool,
 ) -> Result<Driven, EngineError> {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "run",
+        run = %claimed.run.id,
+        workflow = %claimed.run.workflow_name
+    );
+    async move {
+        let driven = drive_traced(exec, claimed, cancel, lost, park).await;
+        match &driven {
+            Ok(Driven::Finished(status)) => {
+                tracing::debug!(status = status.as_str(), "run finished")
+            }
+            Ok(Driven::Parked { .. }) => tracing::debug!("run parked"),
+            Err(e) => tracing::debug!("run stopped: {e}"),
+        }
+        driven
+    }
+    .instrument(span)
+    .await
+}
+
+async fn drive_traced(
+    exec: &Executor,
+    claimed: ClaimedRun,
+    cancel: CancellationToken,
+    lost: CancellationToken,
+    park: bool,
+) -> Result<Driven, EngineError> {
     let Some(mut driver) = RunDriver::load(exec, claimed, cancel, lost, park).await? else {
         return Ok(Driven::Finished(RunStatus::Failed));
     };

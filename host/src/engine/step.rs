@@ -174,7 +174,35 @@ enum NoAttempt {
 
 /// Run a step to a final record, or to a `waiting` one (a retry later, or
 /// a piece's `$wait_until`) that the scheduler wakes; persisted before returning.
+/// One step to its final record, inside a `step` tracing span (the run's
+/// span around it), so every log line of the step carries both ids.
 pub(super) async fn run_step(
+    exec: &ExecHandle,
+    plan: StepPlan,
+) -> Result<StepRecord, super::EngineError> {
+    use tracing::Instrument;
+    // The run's id too: steps run in tasks of their own, outside the run's span.
+    let span = tracing::info_span!(
+        "step",
+        run = %plan.run.id,
+        step = %plan.workflow.workflow.steps[plan.index].id
+    );
+    async move {
+        let record = run_step_traced(exec, plan).await;
+        if let Ok(record) = &record {
+            tracing::debug!(
+                status = record.status.as_str(),
+                attempts = record.attempts,
+                "step finished"
+            );
+        }
+        record
+    }
+    .instrument(span)
+    .await
+}
+
+async fn run_step_traced(
     exec: &ExecHandle,
     plan: StepPlan,
 ) -> Result<StepRecord, super::EngineError> {

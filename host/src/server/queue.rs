@@ -27,7 +27,6 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::engine::{Driven, EngineError, Executor};
 use crate::store::{ClaimedRun, Lease, RunId, Signal, StoreError, rfc3339};
@@ -375,12 +374,14 @@ async fn dispatch(
         // Unused permits go back with `granted`.
         for (claimed, permit) in runs.into_iter().zip(granted.drain(..)) {
             let execution = register(&shared, &claimed);
-            let run = &claimed.run;
-            let span = tracing::info_span!("run", run = %run.id, workflow = %run.workflow_name);
-            tasks.spawn(
-                execute(executor.clone(), handle.clone(), claimed, execution, permit)
-                    .instrument(span),
-            );
+            // The engine's `run` span covers the execution.
+            tasks.spawn(execute(
+                executor.clone(),
+                handle.clone(),
+                claimed,
+                execution,
+                permit,
+            ));
         }
     }
 
