@@ -140,6 +140,21 @@ enum Command {
     /// Manage API tokens (only their SHA-256 is stored).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Write a deployment bundle for a workflow file (GitHub Actions,
+    /// docker compose or a systemd unit) into a directory.
+    Export {
+        /// The workflow definition (JSON).
+        file: PathBuf,
+        /// What to deploy with.
+        #[arg(long = "to", value_enum)]
+        to: cli::export::Target,
+        /// The bundle directory (default `./export-<name>-<target>`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Third-party piece components to bundle (repeatable).
+        #[arg(long = "piece", value_name = "FILE.wasm")]
+        pieces: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -514,6 +529,12 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
             .await
         }
         Command::Migrate { db } => cli::migrate::migrate(&db).await,
+        Command::Export {
+            file,
+            to,
+            out,
+            pieces,
+        } => cli::export::export(&file, to, out, &pieces).map(|()| true),
         Command::CompileCheck {
             file,
             max_memory_mb,

@@ -7,6 +7,7 @@ mod cli;
 mod code;
 mod edge;
 mod engine;
+mod export;
 mod flows;
 mod host_resources;
 mod http;

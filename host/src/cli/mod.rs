@@ -5,6 +5,7 @@ pub(crate) mod bench_code;
 pub(crate) mod bench_cold;
 pub(crate) mod bench_scale;
 pub(crate) mod config;
+pub(crate) mod export;
 pub(crate) mod migrate;
 pub(crate) mod oci;
 pub(crate) mod piece;
