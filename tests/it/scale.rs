@@ -40,50 +40,16 @@ struct Node {
 }
 
 impl Node {
-    /// Start `omniflow serve --no-workers` (the API alone) on `db`,
-    /// listening on `port` with the admin token `token`.
-    fn api(dir: &Path, db: &TestDb, port: u16, token: &str) -> Node {
-        let log = dir.join("api.log");
-        let stderr = File::create(&log).expect("creating the API's log");
-        let child = Command::new(BIN)
-            .args([
-                "serve",
-                "--no-workers",
-                "--db",
-                &db.url,
-                "--admin-token",
-                token,
-            ])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--piece")
-            .arg(guest_dir().join("flaky.wasm"))
-            .env("OMNIFLOW_CACHE_DIR", cache_dir())
-            .env("OMNIFLOW_LOG", "warn")
-            .env_remove("OMNIFLOW_DATABASE_URL")
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("starting omniflow serve");
-        Node {
-            name: "api".to_owned(),
-            child,
-            log,
-        }
-    }
-
-    /// Start `omniflow worker` on `db` (2 s lease, the `flaky` test piece
-    /// loaded), logging warnings to `<dir>/<name>.log`.
-    fn worker(dir: &Path, db: &TestDb, name: &str, extra: &[&str]) -> Node {
+    /// Start `omniflow ARGS --db <db> --piece flaky.wasm` in `dir`, logging
+    /// warnings to `<dir>/<name>.log`.
+    fn spawn(dir: &Path, db: &TestDb, name: &str, args: &[&str]) -> Node {
         let log = dir.join(format!("{name}.log"));
-        let stderr = File::create(&log).expect("creating the worker's log");
+        let stderr = File::create(&log).expect("creating the process's log");
         let child = Command::new(BIN)
-            .arg("worker")
-            .args(["--db", &db.url, "--lease", "2s"])
+            .args(args)
+            .args(["--db", &db.url])
             .arg("--piece")
             .arg(guest_dir().join("flaky.wasm"))
-            .args(extra)
             .env("OMNIFLOW_CACHE_DIR", cache_dir())
             .env("OMNIFLOW_LOG", "warn")
             .env_remove("OMNIFLOW_DATABASE_URL")
@@ -92,12 +58,35 @@ impl Node {
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
-            .expect("starting omniflow worker");
+            .unwrap_or_else(|e| panic!("starting omniflow {args:?}: {e}"));
         Node {
             name: name.to_owned(),
             child,
             log,
         }
+    }
+
+    /// Start `omniflow serve --no-workers` (the API alone) on `db`,
+    /// listening on `port` with the admin token `token`.
+    fn api(dir: &Path, db: &TestDb, port: u16, token: &str) -> Node {
+        let listen = format!("127.0.0.1:{port}");
+        let args = [
+            "serve",
+            "--no-workers",
+            "--admin-token",
+            token,
+            "--listen",
+            &listen,
+        ];
+        Node::spawn(dir, db, "api", &args)
+    }
+
+    /// Start `omniflow worker` on `db` (2 s lease, the `flaky` test piece
+    /// loaded), logging warnings to `<dir>/<name>.log`.
+    fn worker(dir: &Path, db: &TestDb, name: &str, extra: &[&str]) -> Node {
+        let mut args = vec!["worker", "--lease", "2s"];
+        args.extend_from_slice(extra);
+        Node::spawn(dir, db, name, &args)
     }
 
     fn signal(&self, signal: &str) {
