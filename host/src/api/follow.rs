@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::ApiState;
-use super::wait::event_run;
+use super::wait::{event_run, next_signal};
 use crate::engine::RunEvent;
 use crate::store::{RunId, RunRecord, Signal, StepRecord, StepStatus};
 
@@ -99,7 +99,6 @@ impl Follow {
                 return None;
             }
             let recheck = tokio::time::sleep(RECHECK);
-            let signals = self.signals.as_mut();
             tokio::select! {
                 event = self.events.recv() => match event {
                     Ok(event) if event_run(&event) == self.id => self.ready.push_back(event),
@@ -107,16 +106,11 @@ impl Follow {
                     Err(RecvError::Lagged(_)) => self.read_store().await,
                     Err(RecvError::Closed) => return None,
                 },
-                signal = async {
-                    match signals {
-                        Some(signals) => signals.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => match signal {
-                    Ok(Signal::Finished(run)) if run == self.id => self.read_store().await,
-                    Ok(Signal::Resync) | Err(RecvError::Lagged(_)) => self.read_store().await,
-                    Ok(_) => {}
-                    Err(RecvError::Closed) => self.signals = None,
+                signal = next_signal(&mut self.signals) => match signal {
+                    // Finished here, or possibly missed something: re-read.
+                    Some(Signal::Finished(run)) if run == self.id => self.read_store().await,
+                    Some(Signal::Resync) | None => self.read_store().await,
+                    Some(_) => {}
                 },
                 () = recheck => self.read_store().await,
                 () = self.state.shutdown().cancelled() => return None,

@@ -77,7 +77,7 @@ pub(super) async fn wait_for_run(
 /// The next signal; None when one may have been missed (lagged) or the
 /// channel closed (then the store is read, and signals are off). Pending
 /// forever without signals.
-async fn next_signal(
+pub(super) async fn next_signal(
     signals: &mut Option<tokio::sync::broadcast::Receiver<Signal>>,
 ) -> Option<Signal> {
     let Some(receiver) = signals.as_mut() else {

@@ -5,37 +5,34 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
 
 use super::dto::{WorkflowDocument, WorkflowList, WorkflowVersions};
 use super::dto_system::{ScheduleList, ValidationReport, WebhookSecret};
 use super::names::WorkflowName;
 use super::openapi::ErrorBody;
 use super::{ApiError, ApiState, Body};
+use crate::engine::EngineError;
 use crate::store::StoredWorkflow;
 use crate::triggers::schedule::{self, SyncError};
-use crate::workflow::{ValidationError, Workflow, validate};
+use crate::workflow::{ValidatedWorkflow, ValidationError, Workflow};
 
 fn body_text(body: &Body) -> Result<&str, ApiError> {
     std::str::from_utf8(&body.0)
         .map_err(|_| ApiError::MalformedBody("the body is not UTF-8".into()))
 }
 
-/// Parse and validate a workflow body; returns it with its JSON definition.
-async fn checked_workflow(state: &ApiState, body: &Body) -> Result<(Workflow, Value), ApiError> {
+/// Parse and validate a workflow body (its pieces resolved, its trigger checked).
+async fn checked_workflow(state: &ApiState, body: &Body) -> Result<ValidatedWorkflow, ApiError> {
     let workflow = Workflow::from_json(body_text(body)?)
         .map_err(|e| ApiError::MalformedBody(e.to_string()))?;
-    state.executor().prepare_pieces(&workflow).await?;
-    validate(&workflow, state.executor().registry().as_ref()).map_err(ApiError::InvalidWorkflow)?;
+    let validated = state.executor().validate_workflow(&workflow).await?;
     schedule::check_trigger(&workflow).map_err(|e| {
         ApiError::InvalidWorkflow(vec![ValidationError {
             at: "trigger".into(),
             message: e.to_string(),
         }])
     })?;
-    let definition = serde_json::from_str(&workflow.to_json())
-        .map_err(|e| ApiError::Internal(format!("workflow does not serialize: {e}")))?;
-    Ok((workflow, definition))
+    Ok(validated)
 }
 
 /// Store the saved workflow's schedule (or drop it).
@@ -68,7 +65,8 @@ pub(super) async fn create(
     State(state): State<ApiState>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (workflow, _) = checked_workflow(&state, &body).await?;
+    let validated = checked_workflow(&state, &body).await?;
+    let workflow = &validated.workflow;
     if state
         .store()
         .get_workflow(&workflow.name, None)
@@ -81,7 +79,7 @@ pub(super) async fn create(
         )));
     }
     // Saved with its pins: every piece reference resolved to exact bytes.
-    let stored = state.executor().save_workflow(&workflow).await?;
+    let stored = state.executor().save_validated(&validated).await?;
     sync_schedule(&state, &stored).await?;
     Ok((StatusCode::CREATED, Json(WorkflowDocument::from(&stored))).into_response())
 }
@@ -93,7 +91,8 @@ pub(super) async fn update(
     WorkflowName(name): WorkflowName,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (workflow, _) = checked_workflow(&state, &body).await?;
+    let validated = checked_workflow(&state, &body).await?;
+    let workflow = &validated.workflow;
     if workflow.name != name {
         return Err(ApiError::InvalidRequest(format!(
             "the body names workflow {:?} but the path says {name:?}",
@@ -102,7 +101,7 @@ pub(super) async fn update(
     }
     let existed = state.store().get_workflow(&name, None).await?.is_some();
     // Saving again re-resolves the pins (a new version when one changed).
-    let stored = state.executor().save_workflow(&workflow).await?;
+    let stored = state.executor().save_validated(&validated).await?;
     sync_schedule(&state, &stored).await?;
     let status = if existed {
         StatusCode::OK
@@ -175,13 +174,11 @@ pub(super) async fn validate_only(
             at: "workflow".into(),
             message: e.to_string(),
         }],
-        Ok(workflow) => {
-            state.executor().prepare_pieces(&workflow).await?;
-            match validate(&workflow, state.executor().registry().as_ref()) {
-                Ok(_) => Vec::new(),
-                Err(problems) => problems,
-            }
-        }
+        Ok(workflow) => match state.executor().validate_workflow(&workflow).await {
+            Ok(_) => Vec::new(),
+            Err(EngineError::Invalid(problems)) => problems,
+            Err(other) => return Err(other.into()),
+        },
     };
     Ok(Json(ValidationReport {
         valid: problems.is_empty(),

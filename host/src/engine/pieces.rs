@@ -207,14 +207,33 @@ impl Executor {
         })
     }
 
-    /// Validate `workflow` and save it with its pins (a new version if the
+    /// Make the pieces `workflow` names resolvable and validate it against
+    /// what is installed (every problem listed in [`EngineError::Invalid`]).
+    pub async fn validate_workflow(
+        &self,
+        workflow: &Workflow,
+    ) -> Result<ValidatedWorkflow, EngineError> {
+        self.prepare_pieces(workflow).await?;
+        validate(workflow, self.registry.as_ref()).map_err(EngineError::Invalid)
+    }
+
+    /// Validate `workflow` and save it with its pins
+    /// ([`Executor::validate_workflow`], then [`Executor::save_validated`]).
+    pub async fn save_workflow(&self, workflow: &Workflow) -> Result<StoredWorkflow, EngineError> {
+        let validated = self.validate_workflow(workflow).await?;
+        self.save_validated(&validated).await
+    }
+
+    /// Save a validated workflow with its pins (a new version if the
     /// definition or what it resolves to changed): the version a trigger's
     /// run pins ([`crate::triggers::start`]). Built-in pieces it pins are
     /// registered in the store with their bytes, so the version runs the
     /// same bytes after an upgrade of the binary.
-    pub async fn save_workflow(&self, workflow: &Workflow) -> Result<StoredWorkflow, EngineError> {
-        self.prepare_pieces(workflow).await?;
-        let validated = validate(workflow, self.registry.as_ref()).map_err(EngineError::Invalid)?;
+    pub async fn save_validated(
+        &self,
+        validated: &ValidatedWorkflow,
+    ) -> Result<StoredWorkflow, EngineError> {
+        let workflow = &validated.workflow;
         let pins = validated.pins();
         for resolved in validated
             .pieces
