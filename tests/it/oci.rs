@@ -1,8 +1,9 @@
 //! Pieces through a real OCI registry on 127.0.0.1 (Debian's
 //! `docker-registry`, distribution 2.8, started here with a config of its
-//! own in a temporary directory; `.ci/run` installs the package, and a
-//! machine without it fails this test saying so): `piece push`, then
-//! `piece install oci://...` into a database, the digest checked.
+//! own in a temporary directory; installed with apt when missing, as root
+//! on Debian; elsewhere a machine without it fails this test saying so):
+//! `piece push`, then `piece install oci://...` into a database, the digest
+//! checked.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,6 +30,7 @@ impl LocalRegistry {
             ),
         )
         .unwrap();
+        ensure_installed();
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -52,6 +54,32 @@ impl LocalRegistry {
             _dir: dir,
         }
     }
+}
+
+/// Install Debian's `docker-registry` when it is missing (as
+/// `scripts/lang-toolchains.sh` does for its toolchains), so the README's
+/// test command works on a fresh Debian machine; elsewhere the start below
+/// fails saying what is missing.
+fn ensure_installed() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let present = Command::new("sh")
+            .args(["-c", "command -v docker-registry"])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !present {
+            let _ = Command::new("sh")
+                .args([
+                    "-c",
+                    "command -v apt-get >/dev/null && [ \"$(id -u)\" = 0 ] && \
+                     apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+                     apt-get install -y -qq docker-registry",
+                ])
+                .stdout(Stdio::null())
+                .status();
+        }
+    });
 }
 
 impl Drop for LocalRegistry {

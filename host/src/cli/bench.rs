@@ -98,16 +98,7 @@ pub(crate) async fn instantiate(iterations: usize) -> Result<()> {
     Ok(())
 }
 
-/// A fresh private temporary directory (the caller removes it).
-pub(crate) fn tempfile_dir() -> Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "omniflow-tmp-{}-{}",
-        std::process::id(),
-        uuid::Uuid::now_v7()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
+use super::setup::tempfile_dir;
 
 /// A workflow of `flow.if` steps: a chain when `chain`, else `n` parallel
 /// steps joined by one `flow.merge`.

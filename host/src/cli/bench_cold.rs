@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use super::bench::{line, tempfile_dir};
+use super::bench::line;
+use super::setup::tempfile_dir;
 
 /// The README's first example, embedded so the bench runs from any directory.
 const HELLO: &str = include_str!("../../../examples/hello.json");

@@ -243,7 +243,7 @@ pub(crate) fn compile_guard(max_memory_mb: u64) -> Result<omniflow::engine::Comp
         move |bytes: Vec<u8>| {
             let exe = exe.clone();
             Box::pin(async move {
-                let dir = super::bench::tempfile_dir().map_err(|e| e.to_string())?;
+                let dir = super::setup::tempfile_dir().map_err(|e| e.to_string())?;
                 let file = dir.join("upload.wasm");
                 tokio::fs::write(&file, &bytes)
                     .await

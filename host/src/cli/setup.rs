@@ -124,3 +124,14 @@ pub(crate) fn parse_var(text: &str) -> Result<(String, serde_json::Value)> {
         .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
     Ok((key.to_string(), value))
 }
+
+/// A fresh private temporary directory (the caller removes it).
+pub(crate) fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "omniflow-tmp-{}-{}",
+        std::process::id(),
+        uuid::Uuid::now_v7()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

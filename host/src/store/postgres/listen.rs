@@ -84,7 +84,7 @@ async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
 async fn listen(store: PgStore, sender: broadcast::Sender<Signal>) {
     let mut listener = None;
     loop {
-        if store.pool.is_closed() || store.unsubscribe_if_idle_soon(&sender) {
+        if store.pool.is_closed() || store.unsubscribe_if_idle() {
             return;
         }
         let Some(current) = listener.as_mut() else {
@@ -122,12 +122,5 @@ async fn listen(store: PgStore, sender: broadcast::Sender<Signal>) {
                 tokio::time::sleep(RETRY).await;
             }
         }
-    }
-}
-
-impl PgStore {
-    /// True (and the listener forgotten) when `sender` has no subscriber left.
-    fn unsubscribe_if_idle_soon(&self, sender: &broadcast::Sender<Signal>) -> bool {
-        sender.receiver_count() == 0 && self.unsubscribe_if_idle()
     }
 }
