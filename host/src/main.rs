@@ -374,6 +374,16 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Server time of each web console page on a SQLite database filled
+    /// with `--runs` runs (in-process router, no socket).
+    Console {
+        /// Runs in the database.
+        #[arg(long, default_value_t = 100_000)]
+        runs: usize,
+        /// Requests per page.
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
     /// One run fanning out to N parallel trivial steps and joining them.
     Fanout {
         /// Parallel steps.
@@ -579,6 +589,9 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
                 .await
                 .map_err(|e| anyhow::anyhow!("cold-start bench: {e}"))?
                 .map(|()| true)
+        }
+        Command::Bench(BenchCommand::Console { runs, rounds }) => {
+            cli::bench_console::console(runs, rounds).await.map(|()| true)
         }
         Command::Bench(BenchCommand::Fanout { n, parallel }) => {
             cli::bench::fanout(n, parallel).await.map(|()| true)

@@ -2,6 +2,8 @@
 //! 127.0.0.1:0, driven over a real socket with reqwest; real pieces, real
 //! SQLite files.
 
+mod browser;
+mod console;
 mod lang_pieces;
 mod oneshot;
 mod pieces;

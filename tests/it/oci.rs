@@ -30,7 +30,7 @@ impl LocalRegistry {
             ),
         )
         .unwrap();
-        ensure_installed();
+        crate::support::ensure_apt("docker-registry", "docker-registry");
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -54,32 +54,6 @@ impl LocalRegistry {
             _dir: dir,
         }
     }
-}
-
-/// Install Debian's `docker-registry` when it is missing (as
-/// `scripts/lang-toolchains.sh` does for its toolchains), so the README's
-/// test command works on a fresh Debian machine; elsewhere the start below
-/// fails saying what is missing.
-fn ensure_installed() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let present = Command::new("sh")
-            .args(["-c", "command -v docker-registry"])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !present {
-            let _ = Command::new("sh")
-                .args([
-                    "-c",
-                    "command -v apt-get >/dev/null && [ \"$(id -u)\" = 0 ] && \
-                     apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-                     apt-get install -y -qq docker-registry",
-                ])
-                .stdout(Stdio::null())
-                .status();
-        }
-    });
 }
 
 impl Drop for LocalRegistry {

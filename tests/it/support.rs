@@ -116,3 +116,36 @@ pub(crate) async fn stored_run(
     }
     (records, files)
 }
+
+/// Install Debian `packages` with apt when `command` is missing (once per
+/// command per test binary; as root on Debian only), so the README's test
+/// command works on a fresh Debian machine, as `scripts/lang-toolchains.sh`
+/// does for its toolchains. Elsewhere nothing happens and the test that
+/// needs the command fails saying what is missing.
+pub(crate) fn ensure_apt(command: &str, packages: &str) {
+    use std::process::{Command, Stdio};
+    static DONE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if done.iter().any(|c| c == command) {
+        return;
+    }
+    done.push(command.to_owned());
+    let present = Command::new("sh")
+        .args(["-c", &format!("command -v {command}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !present {
+        let _ = Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "command -v apt-get >/dev/null && [ \"$(id -u)\" = 0 ] && \
+                     apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+                     apt-get install -y -qq {packages}"
+                ),
+            ])
+            .stdout(Stdio::null())
+            .status();
+    }
+}

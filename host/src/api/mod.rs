@@ -17,8 +17,13 @@
 //!   documents of [`dto`];
 //! - handlers are adapters: runs are started (and restarted) by
 //!   [`crate::triggers`], never built here.
+//!
+//! The web console (`/`, `/ui/...`, [`console`]) lives here too: HTML
+//! pages over the same state, signed in with a session cookie instead of
+//! a bearer token.
 
 mod auth;
+mod console;
 pub mod dto;
 pub mod dto_system;
 mod error;
@@ -78,6 +83,8 @@ pub struct ApiConfig {
     /// Failed bearer-token attempts one client address may make per window
     /// before it gets `429` until the window ends.
     pub auth_failures: auth::FailureLimit,
+    /// How long a web console sign-in lasts (12 h).
+    pub console_session: Duration,
 }
 
 impl Default for ApiConfig {
@@ -92,6 +99,7 @@ impl Default for ApiConfig {
             body_read_timeout: Duration::from_secs(30),
             max_connections: 512,
             auth_failures: auth::FailureLimit::default(),
+            console_session: Duration::from_secs(12 * 3600),
         }
     }
 }
@@ -224,6 +232,7 @@ pub fn router(state: ApiState) -> Router {
     let body_limit = state.config().body_limit;
     Router::new()
         .nest("/api/v1", v1)
+        .merge(console::router(state.clone()))
         .route("/health", get(system::health))
         .route("/hooks/{workflow}", post(hooks::receive))
         .fallback(system::no_route)

@@ -104,7 +104,7 @@ pub(super) struct RetryFailedBody {
     limit: Option<u32>,
 }
 
-fn run_id(text: &str) -> Result<RunId, ApiError> {
+pub(super) fn run_id(text: &str) -> Result<RunId, ApiError> {
     text.parse()
         .map_err(|_| ApiError::InvalidRequest(format!("{text:?} is not a run id (a UUID)")))
 }
@@ -218,6 +218,7 @@ pub(super) async fn list(
         since,
         limit: q.limit.unwrap_or(RunFilter::DEFAULT_LIMIT).clamp(1, 1000),
         offset: q.offset.unwrap_or(0),
+        ..RunFilter::default()
     };
     let runs = state.store().list_runs(&filter).await?;
     Ok(Json(RunList {
@@ -239,7 +240,7 @@ pub(super) fn parse_instant(param: &str, text: &str) -> Result<SystemTime, ApiEr
         })
 }
 
-async fn existing(state: &ApiState, id: RunId) -> Result<RunRecord, ApiError> {
+pub(super) async fn existing(state: &ApiState, id: RunId) -> Result<RunRecord, ApiError> {
     state
         .store()
         .get_run(id)

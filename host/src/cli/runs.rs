@@ -140,6 +140,7 @@ pub(crate) async fn list(
             since: None,
             limit,
             offset: 0,
+            ..RunFilter::default()
         })
         .await?;
     if json {

@@ -116,6 +116,32 @@ pub struct Server {
     task: JoinHandle<Result<(), ServerError>>,
 }
 
+/// Attempts of a start-up step whose database call failed retryably.
+const START_ATTEMPTS: u32 = 6;
+
+/// Run a start-up step, again (after 0.2, 0.4, ... 3.2 s) while it fails
+/// with a retryable store error: a database that drops connections or
+/// restarts while a process starts delays it instead of ending it.
+async fn retrying<T, F, Fut>(what: &str, mut step: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut delay = std::time::Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        match step().await {
+            Err(e) if e.is_retryable() && attempt < START_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "start-up: {what} failed; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            done => return done,
+        }
+    }
+}
+
 impl Server {
     /// Bootstrap auth, recover crashed runs, bind, and start serving and working.
     pub async fn start(
@@ -129,18 +155,20 @@ impl Server {
                 Some(token) => (token.clone(), false),
                 None => (api::generate_token(), true),
             };
-            let created = store
-                .create_first_token("admin", &api::hash_token(&token))
-                .await?
-                .is_some();
+            let created = retrying("store the first API token", || {
+                store.create_first_token("admin", &api::hash_token(&token))
+            })
+            .await?
+            .is_some();
             (created && generated).then_some(token)
         } else {
             None
         };
         let requeued_at_start = if config.pool.workers > 0 {
-            store
-                .requeue_expired_leases(std::time::SystemTime::now())
-                .await?
+            retrying("re-queue expired leases", || {
+                store.requeue_expired_leases(std::time::SystemTime::now())
+            })
+            .await?
         } else {
             0
         };
@@ -178,7 +206,7 @@ impl Server {
         let queue = pool.handle();
         let scheduler =
             Scheduler::new(store.clone(), config.clock.clone(), Arc::new(queue.clone()));
-        scheduler.sync_all().await?;
+        retrying("sync the schedules", || scheduler.sync_all()).await?;
         if config.run_scheduler {
             tokio::spawn(
                 scheduler

@@ -222,3 +222,18 @@ pub(crate) fn count(value: i64) -> u64 {
 pub(crate) fn saturating_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
+
+/// `(status, count)` rows as a map holding every run status (0 when absent).
+pub(crate) fn counts_by_status(
+    rows: impl Iterator<Item = Result<(String, i64), StoreError>>,
+) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+    let mut counts: std::collections::BTreeMap<String, u64> = RunStatus::ALL
+        .iter()
+        .map(|s| (s.as_str().to_owned(), 0))
+        .collect();
+    for row in rows {
+        let (status, n) = row?;
+        counts.insert(status, count(n));
+    }
+    Ok(counts)
+}

@@ -431,6 +431,16 @@ pub struct RunFilter {
     /// Only runs created at or after this instant (compared as an instant:
     /// stored times are fixed-width UTC text, [`rfc3339`](super::rfc3339), which sorts).
     pub since: Option<SystemTime>,
+    /// Only runs created before this instant.
+    pub until: Option<SystemTime>,
+    /// Only runs whose error contains this text (case-insensitive for ASCII).
+    pub error_contains: Option<String>,
+    /// Only test runs (`Some(true)`, failure simulation) or only
+    /// production runs (`Some(false)`).
+    pub test: Option<bool>,
+    /// Keyset paging: only runs listed after this one (older, in the
+    /// newest-first order), however many runs came before it.
+    pub before: Option<RunId>,
     /// At most this many runs (default 50; 0 also means the default).
     pub limit: u32,
     /// Skip this many runs first (paging).
@@ -448,6 +458,10 @@ impl Default for RunFilter {
             workflow: None,
             status: None,
             since: None,
+            until: None,
+            error_contains: None,
+            test: None,
+            before: None,
             limit: RunFilter::DEFAULT_LIMIT,
             offset: 0,
         }

@@ -2,6 +2,7 @@
 //! these (through [`Store`], all of them at once) and never see a query;
 //! each backend implements every family.
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use super::{
@@ -126,6 +127,17 @@ pub trait RunStore: Send + Sync {
 
     /// One step's attempts, by attempt number.
     async fn attempts(&self, run: RunId, step_id: &str) -> Result<Vec<AttemptRecord>, StoreError>;
+
+    /// Runs by status name (every status present, 0 when none), of one
+    /// workflow or of all.
+    async fn run_counts(&self, workflow: Option<&str>) -> Result<BTreeMap<String, u64>, StoreError>;
+
+    /// Runs that became terminal at or after `since`, per UTC minute
+    /// (`2026-12-03T10:15`), oldest first; minutes without any are left out.
+    async fn finished_per_minute(&self, since: SystemTime) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Running runs per lease owner (the worker executing them), by owner.
+    async fn running_by_owner(&self) -> Result<Vec<(String, u64)>, StoreError>;
 }
 
 /// The durable run queue: runs are claimed with a lease that the worker
@@ -296,6 +308,27 @@ pub trait TokenStore: Send + Sync {
 
     /// The active (not revoked) token with this hash.
     async fn active_token(&self, token_hash: &str) -> Result<Option<ApiToken>, StoreError>;
+
+    /// Store a web console session (the hex SHA-256 of its cookie) signed
+    /// in with token `token_id`, valid until `expires_at`. Expired sessions
+    /// are deleted on the way.
+    async fn create_session(
+        &self,
+        session_hash: &str,
+        token_id: i64,
+        expires_at: SystemTime,
+    ) -> Result<(), StoreError>;
+
+    /// The token behind a session with this hash that has not expired at
+    /// `now`, signed out, or had its token revoked.
+    async fn active_session(
+        &self,
+        session_hash: &str,
+        now: SystemTime,
+    ) -> Result<Option<ApiToken>, StoreError>;
+
+    /// Sign a session out; false when there was none.
+    async fn delete_session(&self, session_hash: &str) -> Result<bool, StoreError>;
 }
 
 /// Webhook secrets and the replay log.

@@ -224,6 +224,7 @@ pub async fn retry_failed(
         since: None,
         limit,
         offset: 0,
+        ..RunFilter::default()
     };
     let mut retried = Vec::new();
     for run in store.list_runs(&filter).await? {

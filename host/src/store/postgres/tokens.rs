@@ -4,7 +4,9 @@ use sqlx::postgres::PgRow;
 
 use super::PgStore;
 use super::rows::{get, sql_error};
-use crate::store::{ApiToken, StoreError, TokenStore, now_rfc3339};
+use std::time::SystemTime;
+
+use crate::store::{ApiToken, StoreError, TokenStore, now_rfc3339, rfc3339};
 
 const TOKEN_COLUMNS: &str = concat!(
     "id, name, ",
@@ -111,5 +113,62 @@ impl TokenStore for PgStore {
         .await
         .map_err(sql_error("check token"))?;
         row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn create_session(
+        &self,
+        session_hash: &str,
+        token_id: i64,
+        expires_at: SystemTime,
+    ) -> Result<(), StoreError> {
+        let op = "create console session";
+        let now = now_rfc3339();
+        let mut tx = self.pool.begin().await.map_err(sql_error(op))?;
+        sqlx::query("DELETE FROM console_sessions WHERE expires_at <= $1::timestamptz")
+            .bind(&now)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_error(op))?;
+        sqlx::query(
+            "INSERT INTO console_sessions (session_hash, token_id, created_at, expires_at) \
+             VALUES ($1, $2, $3::timestamptz, $4::timestamptz)",
+        )
+        .bind(session_hash)
+        .bind(token_id)
+        .bind(&now)
+        .bind(rfc3339(expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_error(op))?;
+        tx.commit().await.map_err(sql_error(op))
+    }
+
+    async fn active_session(
+        &self,
+        session_hash: &str,
+        now: SystemTime,
+    ) -> Result<Option<ApiToken>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT t.id, t.name, {}, {} \
+             FROM console_sessions s JOIN api_tokens t ON t.id = s.token_id \
+             WHERE s.session_hash = $1 AND s.expires_at > $2::timestamptz AND t.revoked_at IS NULL",
+            ts!("t.", "created_at"),
+            ts!("t.", "revoked_at")
+        ))
+        .bind(session_hash)
+        .bind(rfc3339(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql_error("check console session"))?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn delete_session(&self, session_hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM console_sessions WHERE session_hash = $1")
+            .bind(session_hash)
+            .execute(&self.pool)
+            .await
+            .map_err(sql_error("sign out"))?;
+        Ok(done.rows_affected() > 0)
     }
 }

@@ -4,9 +4,13 @@
 use super::SqliteStore;
 use super::conn::WriteConn;
 use super::rows::{
-    ATTEMPT_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, attempt_from_row, run_from_row, sql_error,
+    ATTEMPT_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, attempt_from_row, get, run_from_row, sql_error,
     step_from_row,
 };
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use crate::store::decode::{count, counts_by_status};
 use crate::store::{
     AttemptRecord, Lease, NewRun, RunFilter, RunId, RunRecord, RunStatus, RunStore, StepRecord,
     StoreError, now_rfc3339, rfc3339,
@@ -35,20 +39,49 @@ impl RunStore for SqliteStore {
         } else {
             filter.limit
         };
-        let rows = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs \
-             WHERE (?1 IS NULL OR workflow_name = ?1) AND (?2 IS NULL OR status = ?2) \
-             AND (?3 IS NULL OR created_at >= ?3) \
-             ORDER BY created_at DESC, id DESC LIMIT ?4 OFFSET ?5"
-        ))
-        .bind(filter.workflow.as_deref())
-        .bind(filter.status.map(RunStatus::as_str))
-        .bind(filter.since.map(rfc3339))
-        .bind(i64::from(limit))
-        .bind(i64::from(filter.offset))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(sql_error("list runs"))?;
+        // Only the conditions asked for, so the planner can use the
+        // indexes (created_at, workflow_name/created_at, status/...).
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1"));
+        if let Some(workflow) = &filter.workflow {
+            q.push(" AND workflow_name = ").push_bind(workflow.clone());
+        }
+        if let Some(status) = filter.status {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(since) = filter.since {
+            q.push(" AND created_at >= ").push_bind(rfc3339(since));
+        }
+        if let Some(until) = filter.until {
+            q.push(" AND created_at < ").push_bind(rfc3339(until));
+        }
+        if let Some(text) = &filter.error_contains {
+            q.push(" AND instr(lower(error), lower(").push_bind(text.clone()).push(")) > 0");
+        }
+        if let Some(test) = filter.test {
+            q.push(" AND simulated = ").push_bind(test);
+        }
+        if let Some(before) = filter.before {
+            let created: Option<String> = sqlx::query_scalar("SELECT created_at FROM runs WHERE id = ?1")
+                .bind(before.to_string())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(sql_error("list runs"))?;
+            let Some(created) = created else {
+                return Ok(Vec::new());
+            };
+            q.push(" AND created_at <= ").push_bind(created.clone());
+            q.push(" AND (created_at < ").push_bind(created);
+            q.push(" OR id < ").push_bind(before.to_string()).push(")");
+        }
+        q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(limit))
+            .push(" OFFSET ")
+            .push_bind(i64::from(filter.offset));
+        let rows = q
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error("list runs"))?;
         rows.iter().map(run_from_row).collect()
     }
 
@@ -186,6 +219,44 @@ impl RunStore for SqliteStore {
         .await
         .map_err(sql_error("read attempts"))?;
         rows.iter().map(attempt_from_row).collect()
+    }
+
+    async fn run_counts(&self, workflow: Option<&str>) -> Result<BTreeMap<String, u64>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM runs WHERE (?1 IS NULL OR workflow_name = ?1) GROUP BY status",
+        )
+        .bind(workflow)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error("count runs"))?;
+        counts_by_status(rows.iter().map(|row| Ok((get(row, "status")?, get(row, "n")?))))
+    }
+
+    async fn finished_per_minute(&self, since: SystemTime) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT substr(finished_at, 1, 16) AS minute, COUNT(*) AS n FROM runs \
+             WHERE finished_at >= ?1 GROUP BY minute ORDER BY minute",
+        )
+        .bind(rfc3339(since))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error("count finished runs"))?;
+        rows.iter()
+            .map(|row| Ok((get(row, "minute")?, count(get(row, "n")?))))
+            .collect()
+    }
+
+    async fn running_by_owner(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT COALESCE(lease_owner, '') AS owner, COUNT(*) AS n FROM runs \
+             WHERE status = 'running' GROUP BY owner ORDER BY owner",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error("count running runs"))?;
+        rows.iter()
+            .map(|row| Ok((get(row, "owner")?, count(get(row, "n")?))))
+            .collect()
     }
 }
 
