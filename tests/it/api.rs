@@ -3,7 +3,7 @@
 //! SQLite files.
 
 mod lang_pieces;
-mod oneshot;
+pub(crate) mod oneshot;
 mod pieces;
 
 use std::collections::HashMap;

@@ -435,6 +435,10 @@ pub struct RunFilter {
     pub limit: u32,
     /// Skip this many runs first (paging).
     pub offset: u32,
+    /// Only test runs (`Some(true)`: failure simulation, `runs.simulated`)
+    /// or only the others (`Some(false)`).
+    #[serde(default)]
+    pub test: Option<bool>,
 }
 
 impl RunFilter {
@@ -450,6 +454,7 @@ impl Default for RunFilter {
             since: None,
             limit: RunFilter::DEFAULT_LIMIT,
             offset: 0,
+            test: None,
         }
     }
 }

@@ -47,6 +47,7 @@ impl RunStore for PgStore {
             "SELECT {RUN_COLUMNS} FROM runs \
              WHERE ($1::text IS NULL OR workflow_name = $1) AND ($2::text IS NULL OR status = $2) \
              AND ($3::timestamptz IS NULL OR created_at >= $3::timestamptz) \
+             AND ($6::boolean IS NULL OR simulated = $6) \
              ORDER BY runs.created_at DESC, runs.id DESC LIMIT $4 OFFSET $5"
         ))
         .bind(filter.workflow.as_deref())
@@ -54,6 +55,7 @@ impl RunStore for PgStore {
         .bind(filter.since.map(rfc3339))
         .bind(i64::from(limit))
         .bind(i64::from(filter.offset))
+        .bind(filter.test)
         .fetch_all(&self.pool)
         .await
         .map_err(sql_error("list runs"))?;

@@ -38,7 +38,7 @@ impl RunStore for SqliteStore {
         let rows = sqlx::query(&format!(
             "SELECT {RUN_COLUMNS} FROM runs \
              WHERE (?1 IS NULL OR workflow_name = ?1) AND (?2 IS NULL OR status = ?2) \
-             AND (?3 IS NULL OR created_at >= ?3) \
+             AND (?3 IS NULL OR created_at >= ?3) AND (?6 IS NULL OR simulated = ?6) \
              ORDER BY created_at DESC, id DESC LIMIT ?4 OFFSET ?5"
         ))
         .bind(filter.workflow.as_deref())
@@ -46,6 +46,7 @@ impl RunStore for SqliteStore {
         .bind(filter.since.map(rfc3339))
         .bind(i64::from(limit))
         .bind(i64::from(filter.offset))
+        .bind(filter.test)
         .fetch_all(&self.pool)
         .await
         .map_err(sql_error("list runs"))?;
