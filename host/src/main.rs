@@ -48,6 +48,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a workflow file locally as a test run with failure simulation:
+    /// retryable faults injected into a fraction of attempts (before the
+    /// piece is called; never into a step's last allowed attempt), each
+    /// fault and its recovery printed, then a summary.
+    Test {
+        /// The workflow definition (JSON).
+        file: PathBuf,
+        #[command(flatten)]
+        local: Local,
+        /// Set a workflow variable: `--var KEY=VALUE` (VALUE parsed as JSON
+        /// when it is JSON, else taken as a string). Repeatable.
+        #[arg(long = "var", value_name = "KEY=VALUE")]
+        vars: Vec<String>,
+        /// Fraction of attempts that get a fault, from 0 to 1.
+        #[arg(long, value_name = "RATE", default_value_t = 0.3)]
+        simulate_failures: f64,
+        /// Picks which attempts get the faults: the same seed, the same attempts.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print the simulation's faults and the run document as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a workflow file; exit 0 or print every problem found.
     Validate {
         /// The workflow definition (JSON).
@@ -439,6 +462,28 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
                 json,
                 pieces: local.pieces,
                 lease: local.lease,
+            })
+            .await
+        }
+        Command::Test {
+            file,
+            local,
+            vars,
+            simulate_failures,
+            seed,
+            json,
+        } => {
+            cli::test::test(cli::test::TestArgs {
+                run: cli::run::RunArgs {
+                    file,
+                    db: local.db,
+                    vars,
+                    json,
+                    pieces: local.pieces,
+                    lease: local.lease,
+                },
+                simulate_failures,
+                seed,
             })
             .await
         }

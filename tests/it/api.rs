@@ -5,7 +5,7 @@
 mod browser;
 mod console;
 mod lang_pieces;
-mod oneshot;
+pub(crate) mod oneshot;
 mod pieces;
 
 use std::collections::HashMap;

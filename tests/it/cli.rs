@@ -5,7 +5,7 @@ use std::process::Command;
 
 use crate::support::{cache_dir, guest_dir};
 
-fn omniflow() -> Command {
+pub(crate) fn omniflow() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_omniflow"));
     cmd.env("OMNIFLOW_CACHE_DIR", cache_dir());
     cmd

@@ -18,6 +18,7 @@ mod readme;
 mod runtime;
 mod scale;
 mod secrets;
+mod simulate;
 mod store;
 mod support;
 mod wire;

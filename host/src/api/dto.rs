@@ -48,6 +48,9 @@ pub struct RunSummary {
     pub total_time_ms: Option<i64>,
     /// Why it failed.
     pub error: Option<String>,
+    /// A test run (failure simulation, `trigger.simulate`): left out of
+    /// stats and `runs:retry-failed` unless asked for.
+    pub test: bool,
 }
 
 impl From<&RunRecord> for RunSummary {
@@ -68,6 +71,7 @@ impl From<&RunRecord> for RunSummary {
             finished_at: run.finished_at.clone(),
             total_time_ms: run.total_time_ms,
             error: run.error.clone(),
+            test: run.simulated,
         }
     }
 }

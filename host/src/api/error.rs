@@ -37,6 +37,16 @@ pub enum ApiError {
     /// configuration (`OMNIFLOW_*`) and can never be a secret. The caller's.
     #[error("{0}")]
     ReservedName(String),
+    /// 422 `invalid_field`: a body field is well-formed JSON but its value
+    /// is not acceptable (`simulate_failures: 1.5`, `seed` without
+    /// `simulate_failures`); `field` names it. The caller's.
+    #[error("{field}: {message}")]
+    InvalidField {
+        /// The field's name in the body.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
     /// 401 `unauthorized`: no bearer token, or an unknown or revoked one. The caller's.
     #[error("{0}")]
     Unauthorized(&'static str),
@@ -108,6 +118,7 @@ impl ApiError {
             }
             ApiError::InvalidWorkflow(_)
             | ApiError::ReservedName(_)
+            | ApiError::InvalidField { .. }
             | ApiError::InvalidPiece { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized(_) | ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -129,6 +140,7 @@ impl ApiError {
             ApiError::InvalidName(_) => "invalid_name",
             ApiError::InvalidWorkflow(_) => "invalid_workflow",
             ApiError::ReservedName(_) => "reserved_name",
+            ApiError::InvalidField { .. } => "invalid_field",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::BadSignature(_) => "bad_signature",
             ApiError::NotFound(_) => "not_found",

@@ -24,7 +24,7 @@ use super::wait::{run_document, wait_for_run};
 use super::{ApiError, ApiState, Body};
 use crate::engine::RunEvent;
 use crate::store::{Priority, RunFilter, RunId, RunRecord, RunStatus};
-use crate::triggers::{self, RunRequest, TriggerKind};
+use crate::triggers::{self, RunRequest, Simulation, TriggerKind};
 
 /// Most runs one `POST /runs:batch` may create.
 const MAX_BATCH: usize = 1000;
@@ -47,6 +47,17 @@ pub(super) struct TriggerBody {
     /// Wait up to this long for the run to finish.
     #[serde(default)]
     wait_ms: Option<u64>,
+    /// Failure simulation (a *test* run): inject retryable faults into this
+    /// fraction (0 to 1) of attempts, never the last one a step's retry
+    /// policy allows.
+    #[serde(default)]
+    #[schema(example = 0.3)]
+    simulate_failures: Option<f64>,
+    /// Which attempts get the faults (default 0): the same seed, the same
+    /// attempts. Only with `simulate_failures`.
+    #[serde(default)]
+    #[schema(example = 7)]
+    seed: Option<u64>,
 }
 
 /// Query of `POST /workflows/{name}/runs`: `?wait=30s`.
@@ -92,6 +103,7 @@ pub(super) struct ListQuery {
     since: Option<String>,
     limit: Option<u32>,
     offset: Option<u32>,
+    test: Option<bool>,
 }
 
 /// Body of `POST /runs:retry-failed` (optional).
@@ -102,6 +114,34 @@ pub(super) struct RetryFailedBody {
     workflow: Option<String>,
     /// At most this many runs (default 100, at most 1000).
     limit: Option<u32>,
+    /// Retry test runs (failure simulation) too (default false).
+    #[serde(default)]
+    include_test: bool,
+}
+
+/// The failure simulation a trigger body asks for: `simulate_failures`
+/// (0 to 1), `seed` (default 0, only with `simulate_failures`).
+fn simulation(
+    simulate_failures: Option<f64>,
+    seed: Option<u64>,
+) -> Result<Option<Simulation>, ApiError> {
+    match (simulate_failures, seed) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(ApiError::InvalidField {
+            field: "seed",
+            message:
+                "a seed only applies to a failure simulation; add \"simulate_failures\" (0 to 1)"
+                    .into(),
+        }),
+        (Some(rate), seed) => {
+            Simulation::new(rate, seed.unwrap_or(0))
+                .map(Some)
+                .map_err(|message| ApiError::InvalidField {
+                    field: "simulate_failures",
+                    message,
+                })
+        }
+    }
 }
 
 pub(super) fn run_id(text: &str) -> Result<RunId, ApiError> {
@@ -131,7 +171,7 @@ pub(super) async fn finished_or_accepted(
 
 /// `POST /workflows/{name}/runs`: queue a run; with `wait_ms` (or `?wait=30s`)
 /// wait for it.
-#[utoipa::path(post, path = "/api/v1/workflows/{name}/runs", tag = "runs", params(("name" = String, Path, description = "Workflow name"), ("wait" = Option<String>, Query, description = "Wait up to this long (`30s`) for the run to finish")), request_body(content = TriggerBody, description = "Every field optional"), responses((status = 200, description = "The finished run (when waited for)", body = RunDocument), (status = 202, description = "Queued (or still running when the wait ended): id and status", body = RunSummary), (status = 404, description = "No such resource", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/workflows/{name}/runs", tag = "runs", params(("name" = String, Path, description = "Workflow name"), ("wait" = Option<String>, Query, description = "Wait up to this long (`30s`) for the run to finish")), request_body(content = TriggerBody, description = "Every field optional"), responses((status = 200, description = "The finished run (when waited for)", body = RunDocument), (status = 202, description = "Queued (or still running when the wait ended): id and status", body = RunSummary), (status = 404, description = "No such resource", body = ErrorBody), (status = 422, description = "`simulate_failures` outside 0 to 1, or `seed` without it (`invalid_field`)", body = ErrorBody), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn trigger(
     State(state): State<ApiState>,
     WorkflowName(name): WorkflowName,
@@ -153,6 +193,7 @@ pub(super) async fn trigger(
         payload: body.payload,
         vars: body.vars,
         priority: body.priority,
+        simulate: simulation(body.simulate_failures, body.seed)?,
     };
     let run = triggers::start_saved(state.store().as_ref(), &name, request).await?;
     state.queue().wake();
@@ -184,6 +225,7 @@ pub(super) async fn batch(State(state): State<ApiState>, body: Body) -> Result<R
                 payload: item.payload,
                 vars: item.vars,
                 priority: item.priority,
+                simulate: None,
             };
             (item.workflow, request)
         })
@@ -194,8 +236,8 @@ pub(super) async fn batch(State(state): State<ApiState>, body: Body) -> Result<R
     Ok((StatusCode::ACCEPTED, Json(BatchAccepted { runs })).into_response())
 }
 
-/// `GET /runs?workflow=&status=&since=&limit=&offset=`: newest first.
-#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(("workflow" = Option<String>, Query), ("status" = Option<String>, Query, description = "queued, running, succeeded, failed or cancelled"), ("since" = Option<String>, Query, description = "RFC 3339 time"), ("limit" = Option<u32>, Query), ("offset" = Option<u32>, Query)), responses((status = 200, description = "Runs, newest first", body = RunList), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+/// `GET /runs?workflow=&status=&since=&limit=&offset=&test=`: newest first.
+#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(("workflow" = Option<String>, Query), ("status" = Option<String>, Query, description = "queued, running, succeeded, failed or cancelled"), ("since" = Option<String>, Query, description = "RFC 3339 time"), ("limit" = Option<u32>, Query), ("offset" = Option<u32>, Query), ("test" = Option<bool>, Query, description = "true: only test runs (failure simulation); false: only the others; absent: both")), responses((status = 200, description = "Runs, newest first", body = RunList), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn list(
     State(state): State<ApiState>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -218,6 +260,7 @@ pub(super) async fn list(
         since,
         limit: q.limit.unwrap_or(RunFilter::DEFAULT_LIMIT).clamp(1, 1000),
         offset: q.offset.unwrap_or(0),
+        test: q.test,
         ..RunFilter::default()
     };
     let runs = state.store().list_runs(&filter).await?;
@@ -347,7 +390,8 @@ pub(super) async fn retry(
     Ok((StatusCode::ACCEPTED, Json(RunSummary::from(&run))).into_response())
 }
 
-/// `POST /runs:retry-failed`: retry every failed run (optionally of one workflow).
+/// `POST /runs:retry-failed`: retry every failed run (optionally of one
+/// workflow); test runs only with `include_test`.
 #[utoipa::path(post, path = "/api/v1/runs:retry-failed", tag = "runs", request_body(content = RetryFailedBody, description = "Optional"), responses((status = 202, description = "The runs queued again", body = RetriedRuns), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn retry_failed(
     State(state): State<ApiState>,
@@ -355,7 +399,13 @@ pub(super) async fn retry_failed(
 ) -> Result<Response, ApiError> {
     let body: RetryFailedBody = parse_json(&body.0, true)?;
     let limit = body.limit.unwrap_or(100).clamp(1, 1000);
-    let retried = triggers::retry_failed(state.store().as_ref(), body.workflow, limit).await?;
+    let retried = triggers::retry_failed(
+        state.store().as_ref(),
+        body.workflow,
+        limit,
+        body.include_test,
+    )
+    .await?;
     state.queue().wake();
     Ok((StatusCode::ACCEPTED, Json(RetriedRuns { retried })).into_response())
 }

@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
@@ -39,11 +40,24 @@ pub(super) async fn ready(State(state): State<ApiState>) -> Result<Json<Health>,
     Ok(Json(Health { status: "ready" }))
 }
 
-/// `GET /stats`: queue depth by priority, running, totals, recent throughput.
-#[utoipa::path(get, path = "/api/v1/stats", tag = "system", responses((status = 200, description = "Queue depth by priority, running, totals, throughput", body = Stats), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
-pub(super) async fn stats(State(state): State<ApiState>) -> Result<Json<Stats>, ApiError> {
+/// Query of `GET /stats`: `?include_test=true`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StatsQuery {
+    #[serde(default)]
+    include_test: bool,
+}
+
+/// `GET /stats`: queue depth by priority, running, totals, recent
+/// throughput; test runs (failure simulation) only with `?include_test=true`.
+#[utoipa::path(get, path = "/api/v1/stats", tag = "system", params(("include_test" = Option<bool>, Query, description = "Count test runs (failure simulation) too; default false")), responses((status = 200, description = "Queue depth by priority, running, totals, throughput", body = Stats), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+pub(super) async fn stats(
+    State(state): State<ApiState>,
+    q: Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Json<Stats>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
     let since = SystemTime::now() - THROUGHPUT_WINDOW;
-    let stats = state.store().queue_stats(since).await?;
+    let stats = state.store().queue_stats(since, q.include_test).await?;
     let finished: u64 = stats.finished_since.values().sum();
     Ok(Json(Stats {
         queued: stats.queued_by_priority.values().sum::<u64>(),
@@ -60,12 +74,13 @@ pub(super) async fn stats(State(state): State<ApiState>) -> Result<Json<Stats>, 
     }))
 }
 
-/// `GET /metrics`: Prometheus text exposition.
+/// `GET /metrics`: Prometheus text exposition (test runs, failure
+/// simulation, are left out).
 #[utoipa::path(get, path = "/api/v1/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String), (status = 400, description = "Malformed request or unknown field", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let stats = state
         .store()
-        .queue_stats(SystemTime::now() - THROUGHPUT_WINDOW)
+        .queue_stats(SystemTime::now() - THROUGHPUT_WINDOW, false)
         .await?;
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {

@@ -298,7 +298,7 @@ pub(crate) async fn throughput(runs: usize, workers: usize) -> Result<()> {
             Ok(Err(RecvError::Lagged(_))) | Err(_) => {
                 let stats = exec
                     .store()
-                    .queue_stats(std::time::SystemTime::now())
+                    .queue_stats(std::time::SystemTime::now(), true)
                     .await?;
                 let count = |s: RunStatus| {
                     stats.runs_by_status.get(s.as_str()).copied().unwrap_or(0) as usize

@@ -15,4 +15,5 @@ pub(crate) mod run;
 pub(crate) mod runs;
 pub(crate) mod serve;
 pub(crate) mod setup;
+pub(crate) mod test;
 pub(crate) mod token;

@@ -1,4 +1,5 @@
-//! `omniflow run FILE`, `omniflow validate FILE`.
+//! `omniflow run FILE`, `omniflow validate FILE`, and the local execution
+//! `omniflow test FILE` shares ([`execute_file`]).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use omniflow::engine::{EngineError, Executor, ExecutorConfig, RunEvent};
 use omniflow::runtime::Runtime;
 use omniflow::store::{RunId, RunStatus, StepStatus};
-use omniflow::triggers::{self, RunRequest, TriggerKind};
+use omniflow::triggers::{self, RunRequest, Simulation, TriggerKind};
 use omniflow::workflow::validate;
 use tokio_util::sync::CancellationToken;
 
@@ -140,7 +141,36 @@ fn spawn_progress(exec: &Executor, quiet: bool, until: RunId) -> tokio::task::Jo
     })
 }
 
+/// A run [`execute_file`] executed to its end.
+pub(crate) struct Executed {
+    pub(crate) exec: Executor,
+    pub(crate) run: RunId,
+    pub(crate) status: RunStatus,
+}
+
 pub(crate) async fn run(args: RunArgs) -> Result<bool> {
+    let Some(done) = execute_file(&args, None).await? else {
+        return Ok(false);
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&super::runs::run_json(&done.exec, done.run).await?)?
+        );
+    } else {
+        super::runs::print_summary(&done.exec, done.run).await?;
+    }
+    Ok(done.status == RunStatus::Succeeded)
+}
+
+/// Save the workflow file's definition, create its run (a test run with
+/// `simulate`) claimed by this process and execute it with live progress
+/// on stderr (quiet with `--json`). `None`: the workflow is invalid (the
+/// problems were printed).
+pub(crate) async fn execute_file(
+    args: &RunArgs,
+    simulate: Option<Simulation>,
+) -> Result<Option<Executed>> {
     let workflow = read_workflow(&args.file)?;
     let mut vars = serde_json::Map::new();
     for var in &args.vars {
@@ -167,6 +197,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<bool> {
     let request = RunRequest {
         kind: TriggerKind::Manual,
         vars,
+        simulate,
         ..RunRequest::default()
     };
     let claimed = match triggers::start_claimed(&exec, &workflow, request).await {
@@ -176,7 +207,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<bool> {
             for e in errors {
                 eprintln!("  {e}");
             }
-            return Ok(false);
+            return Ok(None);
         }
         Err(e) => return Err(e.into()),
     };
@@ -194,16 +225,11 @@ pub(crate) async fn run(args: RunArgs) -> Result<bool> {
     }
     let status = exec.execute_leased(claimed, cancel).await?;
     let _ = progress.await;
-
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&super::runs::run_json(&exec, run_id).await?)?
-        );
-    } else {
-        super::runs::print_summary(&exec, run_id).await?;
-    }
-    Ok(status == RunStatus::Succeeded)
+    Ok(Some(Executed {
+        exec,
+        run: run_id,
+        status,
+    }))
 }
 
 pub(crate) async fn validate_file(file: &Path, pieces: &[PathBuf]) -> Result<bool> {

@@ -34,12 +34,13 @@ async fn print_run(store: &dyn Store, id: RunId, logs: bool) -> Result<()> {
     let steps = store.steps(id).await?;
     let for_each = for_each_steps(store, &run.workflow_name, run.workflow_version).await;
     println!(
-        "run {}  {}@v{}  {}  {} ms",
+        "run {}  {}@v{}  {}  {} ms{}",
         run.id,
         run.workflow_name,
         run.workflow_version,
         run.status.as_str(),
-        run.total_time_ms.unwrap_or(0)
+        run.total_time_ms.unwrap_or(0),
+        if run.simulated { "  (test run)" } else { "" }
     );
     let width = steps
         .iter()

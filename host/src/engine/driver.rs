@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::context::{ExecHandle, sleep_until_opt};
 use super::handler::run_handler;
 use super::run::{Slot, dep_context, load_workflow, parse_time, should_run, skipped, step_failed};
+use super::simulate::Simulation;
 use super::step::{StepPlan, finish_hold, run_step};
 use super::{EngineError, Executor, RunEvent};
 use crate::store::{
@@ -158,6 +159,8 @@ struct RunDriver<'a> {
     store_error: Option<EngineError>,
     timed_out: bool,
     handle: ExecHandle,
+    /// A test run's failure simulation (from its trigger document).
+    simulation: Option<Simulation>,
 }
 
 impl<'a> RunDriver<'a> {
@@ -193,7 +196,13 @@ impl<'a> RunDriver<'a> {
         };
         let steps = validated.workflow.steps.len();
         let first_start = parse_time(run.started_at.as_deref());
+        let simulation = if run.simulated {
+            Simulation::from_trigger(&run.trigger)
+        } else {
+            None
+        };
         Ok(Some(RunDriver {
+            simulation,
             exec,
             handle: ExecHandle::new(exec, lease.clone()),
             lease,
@@ -292,6 +301,7 @@ impl<'a> RunDriver<'a> {
             prior_attempts,
             previous,
             cancel: self.run_cancel.clone(),
+            simulation: self.simulation,
         }
     }
 

@@ -24,6 +24,7 @@ mod pieces;
 mod queue;
 mod registry;
 mod run;
+pub mod simulate;
 mod step;
 
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub use events::{ItemOf, RunEvent};
 pub use pieces::{CompileGuard, INSTALL_COMPILE_LIMIT};
 pub use queue::RunQueue;
 pub use registry::PieceRegistry;
+pub use simulate::Simulation;
 
 use crate::capabilities::secrets::Secrets;
 use crate::runtime::{Runtime, StepLimits};

@@ -11,6 +11,7 @@ use super::RunEvent;
 use super::context::{ExecHandle, sleep_until_opt};
 use super::events::ItemOf;
 use super::failure::{Failed, FailureClass};
+use super::simulate::Simulation;
 use crate::capabilities::http::HttpGrants;
 use crate::runtime::{
     LoadedPiece, StepCall, StepFailure, StepLimits, StepReport, cap_error_message,
@@ -31,6 +32,8 @@ pub(super) struct StepPlan {
     /// retry budget, logs, fuel and times carry on.
     pub(super) previous: Option<StepRecord>,
     pub(super) cancel: CancellationToken,
+    /// The run's failure simulation (a test run), read once from its trigger.
+    pub(super) simulation: Option<Simulation>,
 }
 
 /// A step still going after this long gets a `running` record; a shorter
@@ -593,19 +596,25 @@ async fn attempts(
         Some(item) => format!("{}:{}:{}", plan.run.id, step.id, item.index),
     };
     let attempt = begin_attempt(exec, plan, progress, item);
-    let call = StepCall {
-        run_id: plan.run.id.to_string(),
-        step_id: step.id.clone(),
-        attempt,
-        idempotency_key,
-        action: step.action.clone(),
-        input: input.clone(),
-        limits,
-        cancel: plan.cancel.clone(),
-        http,
-    };
     let attempt_started = now_rfc3339();
-    let report = exec.runtime.run(piece, call).await;
+    // A test run's injected fault replaces the call: the piece does not run.
+    let report = match simulated_fault(plan, progress.tries, attempt, item) {
+        Some(fault) => fault,
+        None => {
+            let call = StepCall {
+                run_id: plan.run.id.to_string(),
+                step_id: step.id.clone(),
+                attempt,
+                idempotency_key,
+                action: step.action.clone(),
+                input: input.clone(),
+                limits,
+                cancel: plan.cancel.clone(),
+                http,
+            };
+            exec.runtime.run(piece, call).await
+        }
+    };
     progress.fuel_used += report.fuel_used;
     if !report.log.is_empty() {
         progress.logs.push_str(&report.log);
@@ -615,6 +624,36 @@ async fn attempts(
         Ok(output) => succeeded(progress, attempt_record, output),
         Err(failure) => after_failure(exec, plan, progress, attempt_record, &failure, item),
     }
+}
+
+/// The report of an injected fault, when the run simulates failures and
+/// this try draws one ([`Simulation::injects_into`]: never the policy's
+/// last attempt): a retryable `simulated` failure, no fuel, no time.
+fn simulated_fault(
+    plan: &StepPlan,
+    tries: u32,
+    attempt: u32,
+    item: Option<ItemOf>,
+) -> Option<StepReport> {
+    let simulation = plan.simulation?;
+    let step = &plan.workflow.workflow.steps[plan.index];
+    let index = item.map(|i| u32::try_from(i.index).unwrap_or(u32::MAX));
+    let max_attempts = step.retry_policy().max_attempts;
+    if !simulation.injects_into(&step.id, index, tries, max_attempts) {
+        return None;
+    }
+    let seed = simulation.seed;
+    let message = match index {
+        None => format!("simulated fault (seed {seed}, attempt {attempt})"),
+        Some(i) => format!("simulated fault (seed {seed}, item {i}, attempt {attempt})"),
+    };
+    Some(StepReport {
+        log: format!("[host] {message}: injected before the piece was called\n"),
+        outcome: Err(StepFailure::Simulated { message }),
+        log_truncated: false,
+        fuel_used: 0,
+        duration: Duration::ZERO,
+    })
 }
 
 /// `input` against the action's input schema (when the piece declares the action).

@@ -59,6 +59,10 @@ pub enum StepFailure {
     /// Something failed on the host side (our fault; retryable).
     #[error("host error: {message}")]
     Host { message: String },
+    /// A fault the host injected into a test run (failure simulation)
+    /// instead of calling the piece; retryable.
+    #[error("{message}")]
+    Simulated { message: String },
 }
 
 impl StepFailure {
@@ -78,6 +82,7 @@ impl StepFailure {
             StepFailure::OutputTooLarge { .. } => "output-too-large".into(),
             StepFailure::Cancelled => "cancelled".into(),
             StepFailure::Host { .. } => "host-error".into(),
+            StepFailure::Simulated { .. } => "simulated".into(),
         }
     }
 
@@ -95,6 +100,7 @@ impl StepFailure {
                 | StepFailure::StackOverflow
                 | StepFailure::Trap { .. }
                 | StepFailure::Host { .. }
+                | StepFailure::Simulated { .. }
         )
     }
 
@@ -149,6 +155,9 @@ impl StepFailure {
                 message: f(message),
             },
             StepFailure::Host { message } => StepFailure::Host {
+                message: f(message),
+            },
+            StepFailure::Simulated { message } => StepFailure::Simulated {
                 message: f(message),
             },
             other => other.map_piece_message(f),
@@ -321,5 +330,11 @@ mod tests {
             .class(),
             "trap(unreachable)"
         );
+        let simulated = StepFailure::Simulated {
+            message: "simulated fault".into(),
+        };
+        assert!(simulated.is_retryable());
+        assert_eq!(simulated.class(), "simulated");
+        assert_eq!(simulated.retry_after(), None);
     }
 }

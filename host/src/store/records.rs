@@ -435,9 +435,6 @@ pub struct RunFilter {
     pub until: Option<SystemTime>,
     /// Only runs whose error contains this text (case-insensitive for ASCII).
     pub error_contains: Option<String>,
-    /// Only test runs (`Some(true)`, failure simulation) or only
-    /// production runs (`Some(false)`).
-    pub test: Option<bool>,
     /// Keyset paging: only runs listed after this one (older, in the
     /// newest-first order), however many runs came before it.
     pub before: Option<RunId>,
@@ -445,6 +442,10 @@ pub struct RunFilter {
     pub limit: u32,
     /// Skip this many runs first (paging).
     pub offset: u32,
+    /// Only test runs (`Some(true)`: failure simulation, `runs.simulated`)
+    /// or only the others (`Some(false)`).
+    #[serde(default)]
+    pub test: Option<bool>,
 }
 
 impl RunFilter {

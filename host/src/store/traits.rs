@@ -282,8 +282,14 @@ pub trait QueueStore: Send + Sync {
     /// is failed or cancelled.
     async fn requeue_for_retry(&self, id: RunId) -> Result<RunRecord, StoreError>;
 
-    /// Queue depth, totals, and runs finished since `since`.
-    async fn queue_stats(&self, since: SystemTime) -> Result<QueueStats, StoreError>;
+    /// Queue depth, totals, and runs finished since `since`; test runs
+    /// (`simulated`, failure simulation) and their steps' fuel count only
+    /// when `include_test`.
+    async fn queue_stats(
+        &self,
+        since: SystemTime,
+        include_test: bool,
+    ) -> Result<QueueStats, StoreError>;
 }
 
 /// API tokens (hashes only).

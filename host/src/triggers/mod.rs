@@ -25,6 +25,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
+pub use crate::engine::Simulation;
 use crate::engine::{EngineError, Executor};
 use crate::store::{
     ClaimedRun, NewRun, Priority, RunFilter, RunId, RunRecord, RunStatus, Store, StoreError,
@@ -91,6 +92,9 @@ pub struct RunRequest {
     pub vars: Map<String, Value>,
     /// Queue priority.
     pub priority: Priority,
+    /// Failure simulation: a *test* run (`runs.simulated`) whose attempts
+    /// get injected faults (`trigger.simulate`), SPEC §6.
+    pub simulate: Option<Simulation>,
 }
 
 impl RunRequest {
@@ -129,15 +133,21 @@ pub enum TriggerError {
 }
 
 /// The run `request` asks for, of `workflow`'s version: the one place a
-/// [`NewRun`] is built.
+/// [`NewRun`] is built. A request with a simulation is a test run: flagged
+/// `simulated`, its parameters in `trigger.simulate`.
 pub fn new_run(workflow: &StoredWorkflow, request: RunRequest) -> NewRun {
+    let mut trigger =
+        serde_json::json!({ "type": request.kind.as_str(), "payload": request.payload });
+    if let Some(simulation) = &request.simulate {
+        trigger["simulate"] = simulation.to_json();
+    }
     NewRun {
         workflow_name: workflow.name.clone(),
         workflow_version: workflow.version,
         priority: request.priority,
-        trigger: serde_json::json!({ "type": request.kind.as_str(), "payload": request.payload }),
+        trigger,
         vars: Value::Object(request.vars),
-        simulated: false,
+        simulated: request.simulate.is_some(),
     }
 }
 
@@ -211,12 +221,14 @@ pub async fn retry(store: &dyn Store, run: RunId) -> Result<RunRecord, StoreErro
 }
 
 /// [`retry`] up to `limit` failed runs (of `workflow`, if given), newest
-/// first; a run retried by someone else meanwhile is skipped. Returns the
-/// runs queued again. The caller wakes the queue.
+/// first; test runs (failure simulation) only when `include_test`. A run
+/// retried by someone else meanwhile is skipped. Returns the runs queued
+/// again. The caller wakes the queue.
 pub async fn retry_failed(
     store: &dyn Store,
     workflow: Option<String>,
     limit: u32,
+    include_test: bool,
 ) -> Result<Vec<RunId>, StoreError> {
     let filter = RunFilter {
         workflow,
@@ -224,6 +236,7 @@ pub async fn retry_failed(
         since: None,
         limit,
         offset: 0,
+        test: if include_test { None } else { Some(false) },
         ..RunFilter::default()
     };
     let mut retried = Vec::new();
@@ -276,6 +289,7 @@ mod tests {
         );
         assert_eq!(run.vars, serde_json::json!({"x": 2}));
         assert!(!run.simulated);
+        assert_eq!(Simulation::from_trigger(&run.trigger), None);
         // The store's own helper builds the same manual run.
         let manual = new_run(&workflow, RunRequest::default());
         assert_eq!(
@@ -283,5 +297,29 @@ mod tests {
             NewRun::manual("w", 3, Value::Null),
             "a manual run with no vars"
         );
+    }
+
+    #[test]
+    fn a_simulated_request_is_a_test_run_carrying_its_parameters() {
+        let workflow = StoredWorkflow {
+            pins: None,
+            name: "w".into(),
+            version: 1,
+            definition: serde_json::json!({}),
+            created_at: String::new(),
+        };
+        let simulation = Simulation::new(0.3, 7).unwrap();
+        let request = RunRequest {
+            simulate: Some(simulation),
+            ..RunRequest::default()
+        };
+        let run = new_run(&workflow, request);
+        assert!(run.simulated);
+        assert_eq!(
+            run.trigger,
+            serde_json::json!({"type": "manual", "payload": null,
+                               "simulate": {"failure_rate": 0.3, "seed": 7}})
+        );
+        assert_eq!(Simulation::from_trigger(&run.trigger), Some(simulation));
     }
 }

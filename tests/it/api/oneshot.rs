@@ -40,13 +40,13 @@ impl RunQueue for NoWorkers {
     }
 }
 
-struct Fixture {
-    exec: Arc<Executor>,
-    state: ApiState,
+pub(crate) struct Fixture {
+    pub(crate) exec: Arc<Executor>,
+    pub(crate) state: ApiState,
     _dir: tempfile::TempDir,
 }
 
-async fn fixture() -> Fixture {
+pub(crate) async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let exec = Arc::new(
         crate::support::executor_in(dir.path(), &["flaky"], ExecutorConfig::default()).await,
@@ -73,7 +73,7 @@ async fn fixture() -> Fixture {
 
 impl Fixture {
     /// One request through a fresh router built from the state alone.
-    async fn call(&self, request: Request<Body>) -> (StatusCode, Value) {
+    pub(crate) async fn call(&self, request: Request<Body>) -> (StatusCode, Value) {
         let response = router(self.state.clone()).oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -84,13 +84,13 @@ impl Fixture {
         (status, body)
     }
 
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.call(authorized(Method::GET, path).body(Body::empty()).unwrap())
             .await
     }
 }
 
-fn authorized(method: Method, path: &str) -> axum::http::request::Builder {
+pub(crate) fn authorized(method: Method, path: &str) -> axum::http::request::Builder {
     Request::builder()
         .method(method)
         .uri(path)

@@ -91,6 +91,7 @@ macro_rules! store_contract {
             #[tokio::test] server::a_cancelled_run_is_retried_from_where_it_stopped,
             #[tokio::test] server::create_runs_is_all_or_nothing,
             #[tokio::test] server::queue_stats_count_queued_by_priority_runs_by_status_and_fuel,
+            #[tokio::test] server::test_runs_are_filtered_and_left_out_of_stats_unless_asked,
             #[tokio::test] pieces::pieces_install_once_refuse_other_bytes_and_keep_pinned_ones,
             #[tokio::test] server::pruning_deletes_old_finished_runs_with_their_steps_only,
         );

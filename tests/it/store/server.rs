@@ -401,7 +401,7 @@ pub(super) async fn queue_stats_count_queued_by_priority_runs_by_status_and_fuel
         .unwrap();
 
     let stats = store
-        .queue_stats(SystemTime::now() - Duration::from_secs(60))
+        .queue_stats(SystemTime::now() - Duration::from_secs(60), false)
         .await
         .unwrap();
     let queued: Vec<_> = stats
@@ -440,10 +440,85 @@ pub(super) async fn queue_stats_count_queued_by_priority_runs_by_status_and_fuel
     assert_eq!(stats.fuel_used_total, 3_000);
 
     let later = store
-        .queue_stats(SystemTime::now() + Duration::from_secs(60))
+        .queue_stats(SystemTime::now() + Duration::from_secs(60), false)
         .await
         .unwrap();
     assert!(later.finished_since.values().all(|n| *n == 0));
+}
+
+/// Test runs (failure simulation, `simulated`): listed by the `test`
+/// filter, counted in stats (runs, queue, throughput, fuel) only when asked.
+pub(super) async fn test_runs_are_filtered_and_left_out_of_stats_unless_asked(db: TestDb) {
+    let store = db.with_flow().await;
+    let plain = store
+        .create_run(new_run("flow", Priority::Normal))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for priority in [Priority::High, Priority::Normal] {
+        let run = store
+            .create_run(omniflow::store::NewRun {
+                simulated: true,
+                ..new_run("flow", priority)
+            })
+            .await
+            .unwrap();
+        assert!(run.simulated);
+        ids.push(run.id);
+    }
+    // One test run finishes with fuel used.
+    store
+        .set_run_status(ids[1], RunStatus::Running, None)
+        .await
+        .unwrap();
+    store
+        .record_step(ids[1], &step("a", StepStatus::Succeeded, 2, None), None)
+        .await
+        .unwrap();
+    store
+        .set_run_status(ids[1], RunStatus::Succeeded, None)
+        .await
+        .unwrap();
+
+    let listed = |test: Option<bool>| {
+        let store = store.clone();
+        async move {
+            let mut ids: Vec<_> = store
+                .list_runs(&RunFilter {
+                    test,
+                    ..RunFilter::default()
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.id, r.simulated))
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let mut all = vec![(plain.id, false), (ids[0], true), (ids[1], true)];
+    all.sort();
+    assert_eq!(listed(None).await, all);
+    assert_eq!(listed(Some(false)).await, vec![(plain.id, false)]);
+    let mut tests = vec![(ids[0], true), (ids[1], true)];
+    tests.sort();
+    assert_eq!(listed(Some(true)).await, tests);
+
+    let since = SystemTime::now() - Duration::from_secs(60);
+    let production = store.queue_stats(since, false).await.unwrap();
+    assert_eq!(production.runs_by_status["queued"], 1);
+    assert_eq!(production.runs_by_status["succeeded"], 0);
+    assert_eq!(production.queued_by_priority["normal"], 1);
+    assert_eq!(production.queued_by_priority["high"], 0);
+    assert_eq!(production.finished_since["succeeded"], 0);
+    assert_eq!(production.fuel_used_total, 0);
+    let everything = store.queue_stats(since, true).await.unwrap();
+    assert_eq!(everything.runs_by_status["queued"], 2);
+    assert_eq!(everything.runs_by_status["succeeded"], 1);
+    assert_eq!(everything.queued_by_priority["high"], 1);
+    assert_eq!(everything.finished_since["succeeded"], 1);
+    assert_eq!(everything.fuel_used_total, 2_000);
 }
 
 pub(super) async fn pruning_deletes_old_finished_runs_with_their_steps_only(db: TestDb) {

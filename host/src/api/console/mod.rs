@@ -33,8 +33,6 @@ use axum::routing::{get, post};
 use minijinja::Environment;
 use serde::Serialize;
 
-pub use session::COOKIE;
-
 use super::{ApiError, ApiState};
 
 /// Why a console page could not be shown. Rendered as an HTML page with

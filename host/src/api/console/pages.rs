@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::format::duration_ms;
-use super::run::{Fragment, When};
+use super::run::When;
 use super::timeline::parse_time;
 use super::{ConsoleError, render};
 use crate::api::names::WorkflowName;
@@ -558,7 +558,12 @@ const CHART_MINUTES: u64 = 15;
 
 /// `GET /ui/queue`: depth by priority, running, throughput per minute, workers.
 pub(super) async fn queue(State(state): State<ApiState>) -> Result<Response, ConsoleError> {
-    let axum::Json(stats) = crate::api::system::stats(State(state.clone())).await?;
+    // Production runs only, as `GET /api/v1/stats` without `include_test`.
+    let axum::Json(stats) = crate::api::system::stats(
+        State(state.clone()),
+        Ok(Query(crate::api::system::StatsQuery::default())),
+    )
+    .await?;
     let now = SystemTime::now();
     let since = now - Duration::from_secs(CHART_MINUTES * 60);
     let per_minute: BTreeMap<String, u64> = state

@@ -403,7 +403,11 @@ impl QueueStore for PgStore {
         Ok(record)
     }
 
-    async fn queue_stats(&self, since: SystemTime) -> Result<QueueStats, StoreError> {
+    async fn queue_stats(
+        &self,
+        since: SystemTime,
+        include_test: bool,
+    ) -> Result<QueueStats, StoreError> {
         let mut stats = QueueStats {
             queued_by_priority: Priority::ALL
                 .iter()
@@ -418,8 +422,10 @@ impl QueueStore for PgStore {
         };
         let op = "queue stats";
         let rows = sqlx::query(
-            "SELECT priority, COUNT(*) AS n FROM runs WHERE status = 'queued' GROUP BY priority",
+            "SELECT priority, COUNT(*) AS n FROM runs WHERE status = 'queued' \
+             AND ($1::boolean OR NOT simulated) GROUP BY priority",
         )
+        .bind(include_test)
         .fetch_all(&self.pool)
         .await
         .map_err(sql_error(op))?;
@@ -431,10 +437,14 @@ impl QueueStore for PgStore {
                     .insert(p.as_str().to_owned(), count(get(row, "n")?));
             }
         }
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sql_error(op))?;
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM runs WHERE ($1::boolean OR NOT simulated) \
+             GROUP BY status",
+        )
+        .bind(include_test)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error(op))?;
         for row in &rows {
             let status: String = get(row, "status")?;
             stats.runs_by_status.insert(status, count(get(row, "n")?));
@@ -444,9 +454,10 @@ impl QueueStore for PgStore {
         }
         let rows = sqlx::query(
             "SELECT status, COUNT(*) AS n FROM runs WHERE finished_at >= $1::timestamptz \
-             GROUP BY status",
+             AND ($2::boolean OR NOT simulated) GROUP BY status",
         )
         .bind(rfc3339(since))
+        .bind(include_test)
         .fetch_all(&self.pool)
         .await
         .map_err(sql_error(op))?;
@@ -454,7 +465,13 @@ impl QueueStore for PgStore {
             let status: String = get(row, "status")?;
             stats.finished_since.insert(status, count(get(row, "n")?));
         }
-        let fuel: Option<i64> = sqlx::query_scalar("SELECT SUM(fuel_used)::bigint FROM step_runs")
+        let fuel_query = if include_test {
+            "SELECT SUM(fuel_used)::bigint FROM step_runs"
+        } else {
+            "SELECT SUM(s.fuel_used)::bigint FROM step_runs s JOIN runs r ON r.id = s.run_id \
+             WHERE NOT r.simulated"
+        };
+        let fuel: Option<i64> = sqlx::query_scalar(fuel_query)
             .fetch_one(&self.pool)
             .await
             .map_err(sql_error(op))?;

@@ -377,7 +377,11 @@ impl QueueStore for SqliteStore {
         Ok(record)
     }
 
-    async fn queue_stats(&self, since: SystemTime) -> Result<QueueStats, StoreError> {
+    async fn queue_stats(
+        &self,
+        since: SystemTime,
+        include_test: bool,
+    ) -> Result<QueueStats, StoreError> {
         let mut stats = QueueStats {
             queued_by_priority: Priority::ALL
                 .iter()
@@ -391,8 +395,10 @@ impl QueueStore for SqliteStore {
             fuel_used_total: 0,
         };
         let rows = sqlx::query(
-            "SELECT priority, COUNT(*) AS n FROM runs WHERE status = 'queued' GROUP BY priority",
+            "SELECT priority, COUNT(*) AS n FROM runs WHERE status = 'queued' \
+             AND (?1 OR simulated = 0) GROUP BY priority",
         )
+        .bind(include_test)
         .fetch_all(&self.pool)
         .await
         .map_err(sql_error("queue stats"))?;
@@ -404,10 +410,13 @@ impl QueueStore for SqliteStore {
                     .insert(p.as_str().to_owned(), count(get(row, "n")?));
             }
         }
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sql_error("queue stats"))?;
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM runs WHERE (?1 OR simulated = 0) GROUP BY status",
+        )
+        .bind(include_test)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error("queue stats"))?;
         for row in &rows {
             let status: String = get(row, "status")?;
             stats.runs_by_status.insert(status, count(get(row, "n")?));
@@ -416,9 +425,11 @@ impl QueueStore for SqliteStore {
             stats.finished_since.insert(status.as_str().to_owned(), 0);
         }
         let rows = sqlx::query(
-            "SELECT status, COUNT(*) AS n FROM runs WHERE finished_at >= ?1 GROUP BY status",
+            "SELECT status, COUNT(*) AS n FROM runs WHERE finished_at >= ?1 \
+             AND (?2 OR simulated = 0) GROUP BY status",
         )
         .bind(rfc3339(since))
+        .bind(include_test)
         .fetch_all(&self.pool)
         .await
         .map_err(sql_error("queue stats"))?;
@@ -426,7 +437,13 @@ impl QueueStore for SqliteStore {
             let status: String = get(row, "status")?;
             stats.finished_since.insert(status, count(get(row, "n")?));
         }
-        let fuel: Option<i64> = sqlx::query_scalar("SELECT SUM(fuel_used) FROM step_runs")
+        let fuel_query = if include_test {
+            "SELECT SUM(fuel_used) FROM step_runs"
+        } else {
+            "SELECT SUM(s.fuel_used) FROM step_runs s JOIN runs r ON r.id = s.run_id \
+             WHERE r.simulated = 0"
+        };
+        let fuel: Option<i64> = sqlx::query_scalar(fuel_query)
             .fetch_one(&self.pool)
             .await
             .map_err(sql_error("queue stats"))?;
