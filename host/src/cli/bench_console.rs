@@ -44,7 +44,7 @@ pub(crate) async fn console(runs: usize, rounds: usize) -> Result<()> {
     let dir = tempfile_dir()?;
     let exec = Arc::new(
         super::setup::executor(
-            &super::config::Database::Sqlite(dir.path().join("bench.db")),
+            &super::config::Database::Sqlite(dir.join("bench.db")),
             &[],
             omniflow::engine::ExecutorConfig::default(),
             omniflow::runtime::Compiler::Optimized,

@@ -155,8 +155,9 @@ impl Server {
                 Some(token) => (token.clone(), false),
                 None => (api::generate_token(), true),
             };
+            let hash = api::hash_token(&token);
             let created = retrying("store the first API token", || {
-                store.create_first_token("admin", &api::hash_token(&token))
+                store.create_first_token("admin", &hash)
             })
             .await?
             .is_some();

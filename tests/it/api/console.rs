@@ -1,7 +1,6 @@
 //! The web console over HTTP (no browser: `browser.rs` drives Chromium):
 //! sign-in and sessions, the origin check, and what each page shows.
 
-use omniflow::store::TokenStore;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
 use serde_json::{Value, json};
@@ -306,7 +305,7 @@ async fn the_runs_list_filters_counts_and_pages_by_key() {
         .await;
     let mut ids = Vec::new();
     for _ in 0..55 {
-        ids.push(run_to_end(&server, "chain", json!({}))["id"].as_str().unwrap().to_owned());
+        ids.push(run_to_end(&server, "chain", json!({})).await["id"].as_str().unwrap().to_owned());
     }
     let failed = run_to_end(&server, "broken", json!({})).await;
     assert_eq!(failed["status"], "failed");
@@ -321,12 +320,14 @@ async fn the_runs_list_filters_counts_and_pages_by_key() {
     let first = html.find("<tr data-run=").unwrap();
     assert!(html[first..].starts_with(&format!("<tr data-run=\"{}\"", failed["id"].as_str().unwrap())));
     // The next page continues after the last row shown.
-    let next = html
-        .split("rel=\"next\"")
-        .next()
-        .and_then(|h| h.rsplit("href=\"").next())
-        .map(|h| h.split('"').next().unwrap().replace("&amp;", "&"))
-        .unwrap();
+    let pager = &html[html.find("class=\"pager\"").expect("a pager")..];
+    let next = pager
+        .split("href=\"")
+        .nth(1)
+        .and_then(|h| h.split('"').next())
+        .map(|h| h.replace("&amp;", "&").replace("&#x2f;", "/"))
+        .unwrap_or_else(|| panic!("no next link: {pager}"));
+    assert!(next.starts_with("/ui/runs?before="), "{next}");
     let (_, page2) = server.page(&cookie, &next).await;
     assert_eq!(page2.matches("<tr data-run=").count(), 6, "{next}");
     assert!(page2.contains(&format!("data-run=\"{}\"", ids[0])), "the oldest run is on page 2");
@@ -371,7 +372,7 @@ async fn workflow_pieces_and_queue_pages_and_the_test_run_form() {
     assert!(html.contains("&quot;who&quot;: &quot;ada&quot;"), "{html}");
     assert!(html.contains("<code>transform@^0.1</code>"), "pins: {html}");
     assert_eq!(server.page(&cookie, "/ui/workflows/nope").await.0, StatusCode::NOT_FOUND);
-    assert_eq!(server.page(&cookie, "/ui/workflows/..").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(server.page(&cookie, "/ui/workflows/bad%20name").await.0, StatusCode::BAD_REQUEST);
 
     // Bad form input: 422 naming the field, nothing queued.
     for (vars, rate, seed, says) in [

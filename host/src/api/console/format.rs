@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 /// A duration in milliseconds, humanised: `850 ms`, `1.2 s`, `3 min 4 s`,
 /// `2 h 5 min`, `3 d 4 h`.
-pub fn duration_ms(ms: u64) -> String {
+pub(crate) fn duration_ms(ms: u64) -> String {
     let s = ms / 1000;
     match ms {
         0..1_000 => format!("{ms} ms"),
@@ -16,7 +16,7 @@ pub fn duration_ms(ms: u64) -> String {
 }
 
 /// Fuel units, short: `950`, `12.3 k`, `1.5 M`, `2.0 G`.
-pub fn fuel(units: u64) -> String {
+pub(crate) fn fuel(units: u64) -> String {
     match units {
         0..1_000 => units.to_string(),
         1_000..1_000_000 => format!("{:.1} k", units as f64 / 1e3),
@@ -27,7 +27,7 @@ pub fn fuel(units: u64) -> String {
 
 /// How long before `now` `then` was: `just now`, `42 s ago`, `3 min ago`,
 /// `5 h ago`, `2 d ago` (`in 3 min` for the future).
-pub fn ago(then: SystemTime, now: SystemTime) -> String {
+pub(crate) fn ago(then: SystemTime, now: SystemTime) -> String {
     let (d, future) = match now.duration_since(then) {
         Ok(d) => (d, false),
         Err(e) => (e.duration(), true),

@@ -19,9 +19,9 @@ use serde::Serialize;
 use crate::workflow::graph::Dag;
 
 /// Width of a step's box.
-pub const NODE_W: f64 = 168.0;
+pub(crate) const NODE_W: f64 = 168.0;
 /// Height of a step's box.
-pub const NODE_H: f64 = 46.0;
+pub(crate) const NODE_H: f64 = 46.0;
 /// Height of an edge's waypoint slot in a column it crosses.
 const WAYPOINT_H: f64 = 14.0;
 /// Horizontal gap between columns (room for the curves and their labels).
@@ -35,7 +35,7 @@ const SWEEPS: usize = 4;
 
 /// Where everything goes, in SVG user units.
 #[derive(Debug, Clone, Serialize)]
-pub struct Layout {
+pub(crate) struct Layout {
     /// Total width.
     pub width: f64,
     /// Total height.
@@ -48,7 +48,7 @@ pub struct Layout {
 
 /// A step's box.
 #[derive(Debug, Clone, Serialize)]
-pub struct NodeBox {
+pub(crate) struct NodeBox {
     /// The step's position in the workflow.
     pub index: usize,
     /// Its column.
@@ -76,7 +76,7 @@ impl NodeBox {
 /// One dependency drawn: from the needed step's right side to the
 /// dependent's left side, through its waypoints.
 #[derive(Debug, Clone, Serialize)]
-pub struct EdgePath {
+pub(crate) struct EdgePath {
     /// The step waited for.
     pub from: usize,
     /// The step that waits.
@@ -101,7 +101,7 @@ enum Slot {
 }
 
 /// Lay out `dag` (whose steps are `0..dag.order.len()`).
-pub fn layout(dag: &Dag) -> Layout {
+pub(crate) fn layout(dag: &Dag) -> Layout {
     let n = dag.order.len();
     let mut level = vec![0usize; n];
     for &i in &dag.order {

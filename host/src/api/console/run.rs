@@ -262,7 +262,7 @@ async fn read(state: &ApiState, run: &RunRecord) -> Result<RunPage, ConsoleError
                     }
                     NodeView {
                         label: fit(&step.id, 18),
-                        sub_short: fit(&sub, 26),
+                        sub_short: fit(&sub, 24),
                         id: step.id.clone(),
                         status: step.status.clone(),
                         x: n.x,

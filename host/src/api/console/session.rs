@@ -29,7 +29,7 @@ use crate::api::auth::{TokenId, hash_token};
 use crate::api::{ApiError, ApiState};
 
 /// The session cookie's name.
-pub const COOKIE: &str = "omniflow_session";
+pub(crate) const COOKIE: &str = "omniflow_session";
 
 /// The session cookie of a request, if it sent one.
 fn session_cookie(headers: &HeaderMap) -> Option<&str> {

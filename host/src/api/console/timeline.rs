@@ -20,7 +20,7 @@ const MIN_WIDTH: f64 = 0.6;
 /// What a bar shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum BarKind {
+pub(crate) enum BarKind {
     /// Waiting in the queue for a worker.
     Queued,
     /// An attempt that succeeded.
@@ -41,7 +41,7 @@ pub enum BarKind {
 
 /// One bar.
 #[derive(Debug, Clone, Serialize)]
-pub struct Bar {
+pub(crate) struct Bar {
     /// What it shows.
     pub kind: BarKind,
     /// Left edge, percent of the span.
@@ -56,7 +56,7 @@ pub struct Bar {
 
 /// One row of the chart.
 #[derive(Debug, Clone, Serialize)]
-pub struct Row {
+pub(crate) struct Row {
     /// The step id (or `queue`).
     pub name: String,
     /// Its bars, in time order.
@@ -65,7 +65,7 @@ pub struct Row {
 
 /// A labelled mark on the time axis.
 #[derive(Debug, Clone, Serialize)]
-pub struct Tick {
+pub(crate) struct Tick {
     /// Position, percent.
     pub at: f64,
     /// Offset from the run's creation (`1.5 s`).
@@ -74,7 +74,7 @@ pub struct Tick {
 
 /// The chart.
 #[derive(Debug, Clone, Serialize)]
-pub struct Timeline {
+pub(crate) struct Timeline {
     /// The span shown (`1.2 s`).
     pub span: String,
     /// Rows: the queue first, then the steps in the workflow's order.
@@ -84,7 +84,7 @@ pub struct Timeline {
 }
 
 /// A stored time (RFC 3339) as an instant.
-pub fn parse_time(text: &str) -> Option<SystemTime> {
+pub(crate) fn parse_time(text: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339(text)
         .or_else(|_| humantime::parse_rfc3339_weak(text))
         .ok()
@@ -116,7 +116,7 @@ impl Scale {
 
 /// The timeline of `run` at `now`: `steps` in the workflow's order, each
 /// with its attempts (oldest first).
-pub fn timeline(run: &RunRecord, steps: &[(StepRecord, Vec<AttemptRecord>)], now: SystemTime) -> Timeline {
+pub(crate) fn timeline(run: &RunRecord, steps: &[(StepRecord, Vec<AttemptRecord>)], now: SystemTime) -> Timeline {
     let t0 = parse_time(&run.created_at).unwrap_or(now);
     let mut t1 = run
         .finished_at
