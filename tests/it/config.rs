@@ -54,7 +54,13 @@ fn readme_configuration_table_matches_the_variables_the_code_reads() {
         missing.is_empty() && extra.is_empty(),
         "README's Configuration table and host/src/cli/env_vars.rs differ:\n  read but not documented: {missing:?}\n  documented but not read: {extra:?}"
     );
-    for seed in ["HUGGINGFACE_TOKEN", "USE_OLLAMA", "OLLAMA_URL", "REQUEST_TIMEOUT", "MAX_RETRIES"] {
+    for seed in [
+        "HUGGINGFACE_TOKEN",
+        "USE_OLLAMA",
+        "OLLAMA_URL",
+        "REQUEST_TIMEOUT",
+        "MAX_RETRIES",
+    ] {
         assert!(readme.contains(seed), "{seed} is not in README's table");
     }
 }
@@ -128,7 +134,11 @@ fn every_variable_named_in_the_code_is_in_the_binary_s_list() {
         "variables read but missing from host/src/cli/env_vars.rs: {unknown:?}"
     );
     // The scan finds what it must (so it cannot pass by finding nothing).
-    for name in ["OMNIFLOW_DATABASE_URL", "OMNIFLOW_LOG_FORMAT", "OMNIFLOW_CACHE_DIR"] {
+    for name in [
+        "OMNIFLOW_DATABASE_URL",
+        "OMNIFLOW_LOG_FORMAT",
+        "OMNIFLOW_CACHE_DIR",
+    ] {
         assert!(seen.contains(name), "the scan missed {name}: {seen:?}");
     }
     // The seed's names are read through the table's constants.
@@ -147,7 +157,13 @@ fn omniflow(dir: &Path) -> Command {
         .env("OMNIFLOW_CACHE_DIR", cache_dir())
         .env_remove("OMNIFLOW_DATABASE_URL")
         .env_remove("OMNIFLOW_SECRETS_FROM_ENV");
-    for var in ["HUGGINGFACE_TOKEN", "USE_OLLAMA", "OLLAMA_URL", "REQUEST_TIMEOUT", "MAX_RETRIES"] {
+    for var in [
+        "HUGGINGFACE_TOKEN",
+        "USE_OLLAMA",
+        "OLLAMA_URL",
+        "REQUEST_TIMEOUT",
+        "MAX_RETRIES",
+    ] {
         cmd.env_remove(var);
     }
     cmd
@@ -221,7 +237,11 @@ fn invalid_seed_settings_stop_every_command_that_uses_them() {
     let mut cmd = omniflow(dir.path());
     cmd.args(["validate", "hello.json"]);
     let out = output_within(cmd);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `omniflow run FILE --json` of a one-step `flaky` workflow; its step.
@@ -247,7 +267,8 @@ fn run_flaky(dir: &Path, step: Value, env: &[(&str, &str)], args: &[&str]) -> Va
 #[test]
 fn max_retries_and_request_timeout_are_the_defaults_of_steps_that_set_none() {
     let dir = tempfile::tempdir().unwrap();
-    let fails_once = json!({ "id": "f", "piece": "flaky", "action": "run", "input": { "fail_times": 1 } });
+    let fails_once =
+        json!({ "id": "f", "piece": "flaky", "action": "run", "input": { "fail_times": 1 } });
     // MAX_RETRIES=1: the first failure is final.
     let step = run_flaky(dir.path(), fails_once.clone(), &[("MAX_RETRIES", "1")], &[]);
     assert_eq!(step["status"], "failed", "{step}");

@@ -327,7 +327,11 @@ fn export_a_saved_workflow_by_name_with_its_pinned_pieces() {
         .arg(&flaky)
         .output()
         .unwrap();
-    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
     std::fs::remove_file(&file).unwrap();
 
     let out = dir.path().join("bundle");
@@ -335,12 +339,22 @@ fn export_a_saved_workflow_by_name_with_its_pinned_pieces() {
     export(Path::new("saved-flow"), "systemd", &out, &["--db", &db_arg]);
     let saved: serde_json::Value =
         serde_json::from_str(&read(out.join("saved-flow.json"))).unwrap();
-    assert!(saved["steps"][0]["piece"].as_str().unwrap().starts_with("flaky"), "{saved}");
+    assert!(
+        saved["steps"][0]["piece"]
+            .as_str()
+            .unwrap()
+            .starts_with("flaky"),
+        "{saved}"
+    );
     let pieces: Vec<String> = std::fs::read_dir(out.join("pieces"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(pieces, [format!("{digest}.wasm")], "only the third-party pin");
+    assert_eq!(
+        pieces,
+        [format!("{digest}.wasm")],
+        "only the third-party pin"
+    );
     assert_eq!(
         std::fs::read(out.join("pieces").join(format!("{digest}.wasm"))).unwrap(),
         std::fs::read(&flaky).unwrap()
@@ -358,7 +372,11 @@ fn export_a_saved_workflow_by_name_with_its_pinned_pieces() {
         .arg(format!("pieces/{digest}.wasm"))
         .output()
         .unwrap();
-    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
 
     // Neither a file nor a saved workflow: the message names it.
     let missing = omniflow()
@@ -367,7 +385,10 @@ fn export_a_saved_workflow_by_name_with_its_pinned_pieces() {
         .unwrap();
     assert!(!missing.status.success());
     let stderr = String::from_utf8_lossy(&missing.stderr);
-    assert!(stderr.contains("no workflow no-such-flow is saved"), "{stderr}");
+    assert!(
+        stderr.contains("no workflow no-such-flow is saved"),
+        "{stderr}"
+    );
     let no_db = omniflow()
         .args(["export", "saved-flow", "--to", "systemd", "--db"])
         .arg(dir.path().join("absent.db"))
@@ -376,5 +397,8 @@ fn export_a_saved_workflow_by_name_with_its_pinned_pieces() {
     assert!(!no_db.status.success());
     let stderr = String::from_utf8_lossy(&no_db.stderr);
     assert!(stderr.contains("no database"), "{stderr}");
-    assert!(!dir.path().join("absent.db").exists(), "export created a database");
+    assert!(
+        !dir.path().join("absent.db").exists(),
+        "export created a database"
+    );
 }

@@ -40,8 +40,16 @@ impl RunQueue for NoWorkers {
 fn workflow(i: usize) -> Workflow {
     let (piece, action, input) = match i % 3 {
         0 => ("flow@^0.1", "if", json!({ "condition": true })),
-        1 => ("transform@^0.1", "template", json!({ "template": format!("w{i}") })),
-        _ => ("transform@^0.1", "pick", json!({ "value": { "a": i }, "keys": ["a"] })),
+        1 => (
+            "transform@^0.1",
+            "template",
+            json!({ "template": format!("w{i}") }),
+        ),
+        _ => (
+            "transform@^0.1",
+            "pick",
+            json!({ "value": { "a": i }, "keys": ["a"] }),
+        ),
     };
     Workflow::from_json(
         &json!({

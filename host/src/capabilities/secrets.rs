@@ -542,7 +542,10 @@ mod tests {
             ]),
             None,
         );
-        assert_eq!(value(&s, "HUGGINGFACE_TOKEN").as_deref(), Some("hf_prefixed"));
+        assert_eq!(
+            value(&s, "HUGGINGFACE_TOKEN").as_deref(),
+            Some("hf_prefixed")
+        );
     }
 
     #[test]

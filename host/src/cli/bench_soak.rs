@@ -132,8 +132,16 @@ pub(crate) async fn soak(runs: usize, workflows: usize, workers: usize) -> Resul
     }
     let elapsed = started.elapsed();
     for cache in exec.cache_sizes() {
-        line("soak", &format!("cache_{}_entries", cache.name), cache.entries as f64);
-        line("soak", &format!("cache_{}_capacity", cache.name), cache.capacity as f64);
+        line(
+            "soak",
+            &format!("cache_{}_entries", cache.name),
+            cache.entries as f64,
+        );
+        line(
+            "soak",
+            &format!("cache_{}_capacity", cache.name),
+            cache.capacity as f64,
+        );
     }
     line("soak", "runs", done as f64);
     line("soak", "workflow_versions", (workflows * ROUNDS) as f64);

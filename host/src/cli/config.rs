@@ -290,7 +290,11 @@ mod tests {
         }
         assert_eq!(use_ollama("TRUE"), Ok(true));
         assert_eq!(use_ollama("0"), Ok(false));
-        assert!(use_ollama("maybe").unwrap_err().starts_with("USE_OLLAMA=\"maybe\""));
+        assert!(
+            use_ollama("maybe")
+                .unwrap_err()
+                .starts_with("USE_OLLAMA=\"maybe\"")
+        );
         assert_eq!(
             ollama_url("http://gpu:11434/").as_deref(),
             Ok("http://gpu:11434")

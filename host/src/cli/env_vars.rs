@@ -28,29 +28,98 @@ pub(crate) const MAX_RETRIES: &str = "MAX_RETRIES";
 
 /// Every variable read, documented or internal.
 pub(crate) const ENV_VARS: &[EnvVar] = &[
-    EnvVar { name: "OMNIFLOW_DATABASE_URL", documented: true },
-    EnvVar { name: "OMNIFLOW_DB", documented: true },
-    EnvVar { name: "OMNIFLOW_LISTEN", documented: true },
-    EnvVar { name: "OMNIFLOW_WORKERS", documented: true },
-    EnvVar { name: "OMNIFLOW_LEASE", documented: true },
-    EnvVar { name: "OMNIFLOW_SHUTDOWN_GRACE", documented: true },
-    EnvVar { name: "OMNIFLOW_RETENTION", documented: true },
-    EnvVar { name: "OMNIFLOW_RETENTION_FAILED", documented: true },
-    EnvVar { name: "OMNIFLOW_COMPILE_MEMORY_MB", documented: true },
-    EnvVar { name: "OMNIFLOW_ADMIN_TOKEN", documented: true },
-    EnvVar { name: "OMNIFLOW_SECRET_KEY", documented: true },
-    EnvVar { name: "OMNIFLOW_SECRET_<NAME>", documented: true },
-    EnvVar { name: "OMNIFLOW_SECRETS_FROM_ENV", documented: true },
-    EnvVar { name: "OMNIFLOW_CACHE_DIR", documented: true },
-    EnvVar { name: "OMNIFLOW_COMPILER", documented: true },
-    EnvVar { name: "OMNIFLOW_LOG", documented: true },
-    EnvVar { name: "OMNIFLOW_LOG_FORMAT", documented: true },
-    EnvVar { name: HUGGINGFACE_TOKEN, documented: true },
-    EnvVar { name: USE_OLLAMA, documented: true },
-    EnvVar { name: OLLAMA_URL, documented: true },
-    EnvVar { name: REQUEST_TIMEOUT, documented: true },
-    EnvVar { name: MAX_RETRIES, documented: true },
-    EnvVar { name: "OMNIFLOW_BENCH_REPORT_RSS", documented: false },
+    EnvVar {
+        name: "OMNIFLOW_DATABASE_URL",
+        documented: true,
+    },
+    EnvVar {
+        name: "OMNIFLOW_DB",
+        documented: true,
+    },
+    EnvVar {
+        name: "OMNIFLOW_LISTEN",
+        documented: true,
+    },
+    EnvVar {
+        name: "OMNIFLOW_WORKERS",
+        documented: true,
+    },
+    EnvVar {
+        name: "OMNIFLOW_LEASE",
+        documented: true,
+    },
+    EnvVar {
+        name: "OMNIFLOW_SHUTDOWN_GRACE",
+        documented: true,
+    },
+    EnvVar {
+        name: "OMNIFLOW_RETENTION",
+        documented: true,
+    },
+    EnvVar {
+        name: "OMNIFLOW_RETENTION_FAILED",
+        documented: true,
+    },
+    EnvVar {
+        name: "OMNIFLOW_COMPILE_MEMORY_MB",
+        documented: true,
+    },
+    EnvVar {
+        name: "OMNIFLOW_ADMIN_TOKEN",
+        documented: true,
+    },
+    EnvVar {
+        name: "OMNIFLOW_SECRET_KEY",
+        documented: true,
+    },
+    EnvVar {
+        name: "OMNIFLOW_SECRET_<NAME>",
+        documented: true,
+    },
+    EnvVar {
+        name: "OMNIFLOW_SECRETS_FROM_ENV",
+        documented: true,
+    },
+    EnvVar {
+        name: "OMNIFLOW_CACHE_DIR",
+        documented: true,
+    },
+    EnvVar {
+        name: "OMNIFLOW_COMPILER",
+        documented: true,
+    },
+    EnvVar {
+        name: "OMNIFLOW_LOG",
+        documented: true,
+    },
+    EnvVar {
+        name: "OMNIFLOW_LOG_FORMAT",
+        documented: true,
+    },
+    EnvVar {
+        name: HUGGINGFACE_TOKEN,
+        documented: true,
+    },
+    EnvVar {
+        name: USE_OLLAMA,
+        documented: true,
+    },
+    EnvVar {
+        name: OLLAMA_URL,
+        documented: true,
+    },
+    EnvVar {
+        name: REQUEST_TIMEOUT,
+        documented: true,
+    },
+    EnvVar {
+        name: MAX_RETRIES,
+        documented: true,
+    },
+    EnvVar {
+        name: "OMNIFLOW_BENCH_REPORT_RSS",
+        documented: false,
+    },
 ];
 
 /// Whether a `./.env` line `key=...` is a setting copied into the process
@@ -64,4 +133,5 @@ pub(crate) fn is_dotenv_setting(key: &str) -> bool {
 /// `OMNIFLOW_*` spellings in the code that are not variables read as
 /// settings: prefixes, and a name reserved so it can never be a secret.
 #[allow(dead_code)] // read by tests/it/config.rs
-pub(crate) const NOT_SETTINGS: &[&str] = &["OMNIFLOW_", "OMNIFLOW_SECRET_", "OMNIFLOW_SECRET_KEY_FILE"];
+pub(crate) const NOT_SETTINGS: &[&str] =
+    &["OMNIFLOW_", "OMNIFLOW_SECRET_", "OMNIFLOW_SECRET_KEY_FILE"];

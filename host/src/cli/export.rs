@@ -112,7 +112,12 @@ async fn saved(name: &str, db: &super::config::Database) -> Result<(String, Vec<
 
 /// Write the bundle of the workflow `text` with these piece components;
 /// print its directory.
-fn write_bundle(text: &str, target: Target, out: Option<PathBuf>, pieces: &[Vec<u8>]) -> Result<()> {
+fn write_bundle(
+    text: &str,
+    target: Target,
+    out: Option<PathBuf>,
+    pieces: &[Vec<u8>],
+) -> Result<()> {
     let workflow = Workflow::from_json(text)?;
     let name = workflow.name.clone();
     if name.is_empty()

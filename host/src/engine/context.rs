@@ -103,11 +103,16 @@ impl ExecHandle {
 
     /// The retry policy of `step`: its own, else the default one with
     /// [`super::ExecutorConfig::default_max_attempts`].
-    pub(super) fn retry_policy(&self, step: &crate::workflow::Step) -> crate::workflow::RetryPolicy {
-        step.retry.clone().unwrap_or_else(|| crate::workflow::RetryPolicy {
-            max_attempts: self.config.default_max_attempts,
-            ..crate::workflow::RetryPolicy::default()
-        })
+    pub(super) fn retry_policy(
+        &self,
+        step: &crate::workflow::Step,
+    ) -> crate::workflow::RetryPolicy {
+        step.retry
+            .clone()
+            .unwrap_or_else(|| crate::workflow::RetryPolicy {
+                max_attempts: self.config.default_max_attempts,
+                ..crate::workflow::RetryPolicy::default()
+            })
     }
 
     /// A rendered input with the process's defaults for `piece` filled in

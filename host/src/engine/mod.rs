@@ -158,8 +158,7 @@ pub(crate) type ValidatorCache = std::sync::Mutex<
 
 /// Validated workflow versions by (name, version), least recently used
 /// dropped beyond [`ExecutorConfig::cache_capacity`].
-type ValidatedCache =
-    hashlink::LruCache<(String, i64), Arc<crate::workflow::ValidatedWorkflow>>;
+type ValidatedCache = hashlink::LruCache<(String, i64), Arc<crate::workflow::ValidatedWorkflow>>;
 
 /// How many entries the executor's caches keep (each drops its least
 /// recently used entry beyond it). A dropped entry is rebuilt on next need
@@ -245,7 +244,11 @@ impl Executor {
     pub fn cache_sizes(&self) -> Vec<CacheSize> {
         let capacity = self.config.cache_capacity;
         let validated = self.validated_cache().len();
-        let validators = self.validators.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let validators = self
+            .validators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
         vec![
             CacheSize {
                 name: "validated_workflows",
