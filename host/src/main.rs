@@ -30,6 +30,8 @@ struct Local {
     /// taken over once this expires (e.g. `30s`).
     #[arg(long, default_value = "30s", env = "OMNIFLOW_LEASE", value_parser = humantime::parse_duration)]
     lease: std::time::Duration,
+    #[command(flatten)]
+    defaults: cli::config::StepDefaults,
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,11 +165,17 @@ enum Command {
     /// Manage API tokens (only their SHA-256 is stored).
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Write a deployment bundle for a workflow file (GitHub Actions,
-    /// docker compose or a systemd unit) into a directory.
+    /// Write a deployment bundle for a workflow file or saved workflow
+    /// (GitHub Actions, docker compose or a systemd unit) into a directory.
     Export {
-        /// The workflow definition (JSON).
-        file: PathBuf,
+        /// A workflow file (JSON), or the name of a workflow saved in the
+        /// database (its newest version and the pieces it pins).
+        #[arg(value_name = "WORKFLOW")]
+        workflow: String,
+        /// Database to read a saved workflow from: a SQLite file path, a
+        /// `sqlite:` URL or a `postgres://` URL.
+        #[arg(long, default_value = "omniflow.db", env = "OMNIFLOW_DATABASE_URL", value_parser = cli::config::database)]
+        db: cli::config::Database,
         /// What to deploy with.
         #[arg(long = "to", value_enum)]
         to: cli::export::Target,
@@ -407,6 +415,20 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         rounds: usize,
     },
+    /// Many runs across many workflows through the worker pool (a
+    /// temporary SQLite file): RSS at the start, middle and end, and each
+    /// cache's size, to check memory plateaus.
+    Soak {
+        /// Runs in all (ten rounds).
+        #[arg(long, default_value_t = 100_000)]
+        runs: usize,
+        /// Distinct workflows (each saved again every round).
+        #[arg(long, default_value_t = 200)]
+        workflows: usize,
+        /// Runs executed at once.
+        #[arg(long, default_value_t = 40)]
+        workers: usize,
+    },
     /// One run fanning out to N parallel trivial steps and joining them.
     Fanout {
         /// Parallel steps.
@@ -462,6 +484,7 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
                 json,
                 pieces: local.pieces,
                 lease: local.lease,
+                defaults: local.defaults,
             })
             .await
         }
@@ -505,7 +528,7 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
             db,
         }) => cli::runs::prune(&db, older_than, &status, dry_run).await,
         Command::Runs(RunsCommand::Resume { local }) => {
-            cli::runs::resume(&local.db, &local.pieces, local.lease).await
+            cli::runs::resume(&local.db, &local.pieces, local.lease, &local.defaults).await
         }
         Command::Piece(PieceCommand::Inspect { file, json }) => {
             cli::piece::inspect(&file, json).await
@@ -559,6 +582,7 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
                 shutdown_grace,
                 admin_token,
                 lease: local.lease,
+                defaults: local.defaults,
             })
             .await
         }
@@ -578,6 +602,7 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
                 shutdown_grace,
                 admin_token: None,
                 lease: local.lease,
+                defaults: local.defaults,
                 compile_memory_mb: None,
                 retention: None,
             })
@@ -585,11 +610,14 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
         }
         Command::Migrate { db } => cli::migrate::migrate(&db).await,
         Command::Export {
-            file,
+            workflow,
+            db,
             to,
             out,
             pieces,
-        } => cli::export::export(&file, to, out, &pieces).map(|()| true),
+        } => cli::export::export(&workflow, &db, to, out, &pieces)
+            .await
+            .map(|()| true),
         Command::CompileCheck {
             file,
             max_memory_mb,
@@ -638,6 +666,13 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
         Command::Bench(BenchCommand::Console { runs, rounds }) => {
             cli::bench_console::console(runs, rounds).await.map(|()| true)
         }
+        Command::Bench(BenchCommand::Soak {
+            runs,
+            workflows,
+            workers,
+        }) => cli::bench_soak::soak(runs, workflows, workers)
+            .await
+            .map(|()| true),
         Command::Bench(BenchCommand::Fanout { n, parallel }) => {
             cli::bench::fanout(n, parallel).await.map(|()| true)
         }

@@ -296,3 +296,109 @@ fn export_dockerfile_sources_exist() {
     let compose = read(repo().join("docker-compose.yml"));
     assert!(compose.contains("profiles: [\"ollama\"]"), "{compose}");
 }
+
+/// `omniflow export NAME --db DB`: the newest saved version, with the
+/// third-party pieces it pins copied from the database by digest (not the
+/// built-ins), runnable elsewhere with the local binary.
+#[test]
+fn export_a_saved_workflow_by_name_with_its_pinned_pieces() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("saved.db");
+    let flaky = crate::support::guest_dir().join("flaky.wasm");
+    let digest = format!("{:x}", sha2::Sha256::digest(std::fs::read(&flaky).unwrap()));
+    let wf = serde_json::json!({
+        "name": "saved-flow",
+        "steps": [
+            { "id": "a", "piece": "flaky", "action": "run", "input": { "value": 1 } },
+            { "id": "b", "piece": "flow@^0.1", "action": "if", "input": { "condition": true }, "needs": ["a"] }
+        ]
+    });
+    let file = dir.path().join("saved-flow.json");
+    std::fs::write(&file, wf.to_string()).unwrap();
+    // `run` saves the workflow (pinning flaky and flow) and installs flaky.
+    let ran = omniflow()
+        .env("OMNIFLOW_CACHE_DIR", crate::support::cache_dir())
+        .arg("run")
+        .arg(&file)
+        .arg("--db")
+        .arg(&db)
+        .arg("--piece")
+        .arg(&flaky)
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    std::fs::remove_file(&file).unwrap();
+
+    let out = dir.path().join("bundle");
+    let db_arg = db.to_string_lossy().into_owned();
+    export(Path::new("saved-flow"), "systemd", &out, &["--db", &db_arg]);
+    let saved: serde_json::Value =
+        serde_json::from_str(&read(out.join("saved-flow.json"))).unwrap();
+    assert!(
+        saved["steps"][0]["piece"]
+            .as_str()
+            .unwrap()
+            .starts_with("flaky"),
+        "{saved}"
+    );
+    let pieces: Vec<String> = std::fs::read_dir(out.join("pieces"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        pieces,
+        [format!("{digest}.wasm")],
+        "only the third-party pin"
+    );
+    assert_eq!(
+        std::fs::read(out.join("pieces").join(format!("{digest}.wasm"))).unwrap(),
+        std::fs::read(&flaky).unwrap()
+    );
+    let unit = read(out.join("omniflow-saved-flow.service"));
+    assert!(
+        unit.contains(&format!("--piece /etc/omniflow/pieces/{digest}.wasm")),
+        "{unit}"
+    );
+    // The bundle runs elsewhere with the local binary.
+    let ran = omniflow()
+        .current_dir(&out)
+        .env("OMNIFLOW_CACHE_DIR", crate::support::cache_dir())
+        .args(["run", "saved-flow.json", "--db", "elsewhere.db", "--piece"])
+        .arg(format!("pieces/{digest}.wasm"))
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+
+    // Neither a file nor a saved workflow: the message names it.
+    let missing = omniflow()
+        .args(["export", "no-such-flow", "--to", "systemd", "--db", &db_arg])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("no workflow no-such-flow is saved"),
+        "{stderr}"
+    );
+    let no_db = omniflow()
+        .args(["export", "saved-flow", "--to", "systemd", "--db"])
+        .arg(dir.path().join("absent.db"))
+        .output()
+        .unwrap();
+    assert!(!no_db.status.success());
+    let stderr = String::from_utf8_lossy(&no_db.stderr);
+    assert!(stderr.contains("no database"), "{stderr}");
+    assert!(
+        !dir.path().join("absent.db").exists(),
+        "export created a database"
+    );
+}

@@ -5,6 +5,7 @@
 mod api;
 mod cli;
 mod code;
+mod config;
 mod edge;
 mod engine;
 mod export;
@@ -12,6 +13,7 @@ mod flows;
 mod host_resources;
 mod http;
 mod layering;
+mod memory;
 mod oci;
 mod queue;
 mod readme;

@@ -150,6 +150,42 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Result<Response, A
         "Fuel consumed by every recorded step.",
         vec![(String::new(), stats.fuel_used_total)],
     );
+    let caches = state.executor().cache_sizes();
+    family(
+        "omniflow_cache_entries",
+        "gauge",
+        "Entries in each in-memory cache that grows with use.",
+        caches
+            .iter()
+            .map(|c| (format!("{{cache=\"{}\"}}", c.name), c.entries as u64))
+            .collect(),
+    );
+    family(
+        "omniflow_cache_capacity",
+        "gauge",
+        "Most entries each cache keeps (0: bounded by installed pieces or open connections, see README).",
+        caches
+            .iter()
+            .map(|c| (format!("{{cache=\"{}\"}}", c.name), c.capacity as u64))
+            .collect(),
+    );
+    let memory = process_memory();
+    for (name, help, value) in [
+        (
+            "omniflow_process_resident_memory_bytes",
+            "Resident set size of this process (VmRSS).",
+            memory.rss,
+        ),
+        (
+            "omniflow_process_resident_memory_peak_bytes",
+            "Peak resident set size of this process (VmHWM).",
+            memory.peak,
+        ),
+    ] {
+        if let Some(bytes) = value {
+            family(name, "gauge", help, vec![(String::new(), bytes)]);
+        }
+    }
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -158,6 +194,26 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Result<Response, A
         out,
     )
         .into_response())
+}
+
+/// This process's resident memory, from `/proc/self/status` (Linux; `None`
+/// elsewhere).
+struct ProcessMemory {
+    rss: Option<u64>,
+    peak: Option<u64>,
+}
+
+fn process_memory() -> ProcessMemory {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    };
+    ProcessMemory {
+        rss: kib("VmRSS:"),
+        peak: kib("VmHWM:"),
+    }
 }
 
 /// `GET /pieces`: every installed piece with its actions' schemas.

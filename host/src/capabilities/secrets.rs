@@ -19,6 +19,10 @@ pub const ENV_PREFIX: &str = "OMNIFLOW_SECRET_";
 /// Comma-separated names of plain environment variables that may be used as
 /// secrets under their own name (`OMNIFLOW_SECRETS_FROM_ENV=HUGGINGFACE_TOKEN`).
 pub const ENV_ALLOW_LIST: &str = "OMNIFLOW_SECRETS_FROM_ENV";
+/// Plain variables that are secrets under their own names without being
+/// listed in [`ENV_ALLOW_LIST`]: the `llm` piece's default Hugging Face
+/// token (`${secret:HUGGINGFACE_TOKEN}`), as the seed read it.
+pub const DEFAULT_FROM_ENV: [&str; 1] = ["HUGGINGFACE_TOKEN"];
 /// Server configuration that shares [`ENV_PREFIX`] and is never a secret.
 const CONFIG_UNDER_PREFIX: [&str; 2] = ["OMNIFLOW_SECRET_KEY", "OMNIFLOW_SECRET_KEY_FILE"];
 
@@ -66,7 +70,8 @@ impl Secrets {
     /// 1. `OMNIFLOW_SECRET_NAME=value` is the secret `NAME` (except
     ///    `OMNIFLOW_SECRET_KEY` and `OMNIFLOW_SECRET_KEY_FILE`, configuration);
     /// 2. a plain variable `NAME` listed in `OMNIFLOW_SECRETS_FROM_ENV`
-    ///    (comma-separated; from the environment, else from the dotenv file);
+    ///    (comma-separated; from the environment, else from the dotenv file),
+    ///    or named in [`DEFAULT_FROM_ENV`] (`HUGGINGFACE_TOKEN`);
     /// 3. a dotenv line `NAME=value` or `OMNIFLOW_SECRET_NAME=value`.
     ///
     /// Any other variable of the environment is never a secret, and a
@@ -94,7 +99,8 @@ impl Secrets {
                     .map(|(_, v)| v.clone())
             })
             .unwrap_or_default();
-        for name in allow.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let listed = allow.split(',').map(str::trim).filter(|n| !n.is_empty());
+        for name in DEFAULT_FROM_ENV.into_iter().chain(listed) {
             if let Err(why) = check_secret_name(name) {
                 tracing::warn!("{ENV_ALLOW_LIST}: ignoring {name:?}: {why}");
                 continue;
@@ -518,6 +524,28 @@ mod tests {
         );
         assert!(check_secret_name("Omniflow_x").is_err());
         assert!(check_secret_name("OMNIFLOWX").is_ok());
+    }
+
+    #[test]
+    fn huggingface_token_is_a_secret_from_the_environment_without_listing_it() {
+        let s = Secrets::from_sources(
+            env(&[("HUGGINGFACE_TOKEN", "hf_env"), ("TELEGRAM_BOT_TOKEN", "t")]),
+            None,
+        );
+        assert_eq!(value(&s, "HUGGINGFACE_TOKEN").as_deref(), Some("hf_env"));
+        assert_eq!(value(&s, "TELEGRAM_BOT_TOKEN"), None, "not a default one");
+        // The prefixed variable still wins.
+        let s = Secrets::from_sources(
+            env(&[
+                ("HUGGINGFACE_TOKEN", "hf_env"),
+                ("OMNIFLOW_SECRET_HUGGINGFACE_TOKEN", "hf_prefixed"),
+            ]),
+            None,
+        );
+        assert_eq!(
+            value(&s, "HUGGINGFACE_TOKEN").as_deref(),
+            Some("hf_prefixed")
+        );
     }
 
     #[test]

@@ -126,7 +126,7 @@ fn bench_workflow(name: &str, n: usize, chain: bool) -> Result<omniflow::workflo
     Ok(omniflow::workflow::Workflow::from_json(&doc.to_string())?)
 }
 
-async fn bench_executor(
+pub(crate) async fn bench_executor(
     dir: &std::path::Path,
     parallel: usize,
 ) -> Result<omniflow::engine::Executor> {

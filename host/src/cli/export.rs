@@ -1,5 +1,6 @@
 //! `omniflow export`: a self-contained deployment bundle for one workflow
-//! file (GitHub Actions, docker compose or a systemd unit). The YAML is
+//! (a file, or a workflow saved in the database with its pinned pieces;
+//! GitHub Actions, docker compose or a systemd unit). The YAML is
 //! written as text (no YAML crate is a dependency); every value placed into
 //! it is quoted with [`yaml_str`].
 
@@ -36,16 +37,88 @@ impl Target {
     }
 }
 
-/// Write the bundle; print its directory.
-pub(crate) fn export(
-    file: &Path,
+/// `omniflow export WORKFLOW`: WORKFLOW is a file, else the name of a
+/// workflow saved in `db` (its newest version, with the third-party pieces
+/// it pins copied from the store's `piece_blobs` by digest). `pieces` are
+/// more piece files to bundle. Writes the bundle; prints its directory.
+pub(crate) async fn export(
+    workflow: &str,
+    db: &super::config::Database,
     target: Target,
     out: Option<PathBuf>,
     pieces: &[PathBuf],
 ) -> Result<()> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let workflow = Workflow::from_json(&text)?;
+    let mut blobs = Vec::new();
+    for piece in pieces {
+        blobs.push(
+            std::fs::read(piece).with_context(|| format!("reading piece {}", piece.display()))?,
+        );
+    }
+    let file = Path::new(workflow);
+    let text = if file.is_file() {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    } else {
+        let (text, pinned) = saved(workflow, db).await?;
+        blobs.extend(pinned);
+        text
+    };
+    write_bundle(&text, target, out, &blobs)
+}
+
+/// The newest saved version of the workflow `name` in `db` (pretty JSON)
+/// and the bytes of the pieces it pins that are not this binary's
+/// built-ins.
+async fn saved(name: &str, db: &super::config::Database) -> Result<(String, Vec<Vec<u8>>)> {
+    if omniflow::names::check(omniflow::names::NameKind::Workflow, name).is_err() {
+        bail!("{name:?}: no such file (and not a workflow name either)");
+    }
+    if let super::config::Database::Sqlite(path) = db
+        && !path.exists()
+    {
+        bail!(
+            "{name}: no such file, and no database {} to find a saved workflow {name} in (give --db)",
+            path.display()
+        );
+    }
+    let store = super::setup::open_store(db).await?;
+    let stored = store.get_workflow(name, None).await?.with_context(|| {
+        format!("{name}: no such file, and no workflow {name} is saved in the database {db}")
+    })?;
+    let builtins: BTreeSet<String> = omniflow::runtime::builtin::BUILTIN_PIECES
+        .iter()
+        .map(|(_, bytes)| format!("{:x}", Sha256::digest(bytes)))
+        .collect();
+    let mut blobs = Vec::new();
+    let pins = stored.pins.as_ref().and_then(|p| p.as_object());
+    for (reference, pin) in pins.into_iter().flatten() {
+        let Some(digest) = pin.get("digest").and_then(|d| d.as_str()) else {
+            continue;
+        };
+        let digest = digest.trim_start_matches("sha256:");
+        if builtins.contains(digest) {
+            continue;
+        }
+        let bytes = store.piece_bytes(digest).await?.with_context(|| {
+            format!(
+                "{name} version {} pins {reference} (sha256 {digest}), whose bytes are not in the database (removed with --force?)",
+                stored.version
+            )
+        })?;
+        blobs.push(bytes);
+    }
+    let text = serde_json::to_string_pretty(&stored.definition)? + "\n";
+    Ok((text, blobs))
+}
+
+/// Write the bundle of the workflow `text` with these piece components;
+/// print its directory.
+fn write_bundle(
+    text: &str,
+    target: Target,
+    out: Option<PathBuf>,
+    pieces: &[Vec<u8>],
+) -> Result<()> {
+    let workflow = Workflow::from_json(text)?;
     let name = workflow.name.clone();
     if name.is_empty()
         || !name
@@ -57,18 +130,18 @@ pub(crate) fn export(
     let out = out.unwrap_or_else(|| PathBuf::from(format!("export-{name}-{}", target.slug())));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let wf_file = format!("{name}.json");
-    std::fs::write(out.join(&wf_file), &text)?;
+    std::fs::write(out.join(&wf_file), text)?;
 
     let mut piece_files = Vec::new();
     if !pieces.is_empty() {
         std::fs::create_dir_all(out.join("pieces"))?;
     }
-    for piece in pieces {
-        let bytes =
-            std::fs::read(piece).with_context(|| format!("reading piece {}", piece.display()))?;
-        let rel = format!("pieces/{:x}.wasm", Sha256::digest(&bytes));
-        std::fs::write(out.join(&rel), &bytes)?;
-        piece_files.push(rel);
+    for bytes in pieces {
+        let rel = format!("pieces/{:x}.wasm", Sha256::digest(bytes));
+        if !piece_files.contains(&rel) {
+            std::fs::write(out.join(&rel), bytes)?;
+            piece_files.push(rel);
+        }
     }
     let secrets = secret_names(&workflow);
     let uses_llm = workflow.piece_names().any(|p| p == "llm");
@@ -273,7 +346,7 @@ fn env_example(secrets: &BTreeSet<String>, uses_llm: bool) -> String {
         let _ = writeln!(e, "OMNIFLOW_SECRET_{s}=");
     }
     if uses_llm {
-        e.push_str("# Set by docker-compose.yml: OLLAMA_URL=http://ollama:11434 (pass it as --var OLLAMA_URL=... or in the workflow's vars, and grant it).\n");
+        e.push_str("# Set by docker-compose.yml: OLLAMA_URL=http://ollama:11434 (the server's default base URL of `ollama` providers without one; steps must still grant it).\n");
     }
     e
 }

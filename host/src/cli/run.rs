@@ -22,6 +22,7 @@ pub(crate) struct RunArgs {
     pub(crate) json: bool,
     pub(crate) pieces: Vec<PathBuf>,
     pub(crate) lease: std::time::Duration,
+    pub(crate) defaults: super::config::StepDefaults,
 }
 
 fn status_mark(status: StepStatus) -> &'static str {
@@ -177,10 +178,11 @@ pub(crate) async fn execute_file(
         let (k, v) = parse_var(var)?;
         vars.insert(k, v);
     }
-    let config = ExecutorConfig {
+    let mut config = ExecutorConfig {
         lease: args.lease,
         ..ExecutorConfig::default()
     };
+    args.defaults.apply(&mut config);
     let exec = executor(
         &args.db,
         &args.pieces,

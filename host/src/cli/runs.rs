@@ -188,11 +188,13 @@ pub(crate) async fn resume(
     db: &Database,
     pieces: &[std::path::PathBuf],
     lease: std::time::Duration,
+    defaults: &super::config::StepDefaults,
 ) -> Result<bool> {
-    let config = omniflow::engine::ExecutorConfig {
+    let mut config = omniflow::engine::ExecutorConfig {
         lease,
         ..omniflow::engine::ExecutorConfig::default()
     };
+    defaults.apply(&mut config);
     let exec =
         super::setup::executor(db, pieces, config, omniflow::runtime::Compiler::Baseline).await?;
     if let Some(holder) = exec.store().server_holding_lock().await? {

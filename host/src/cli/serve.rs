@@ -32,6 +32,8 @@ pub(crate) struct ServeArgs {
     pub(crate) compile_memory_mb: Option<u64>,
     /// Delete old finished runs in the background.
     pub(crate) retention: Option<omniflow::server::retention::Retention>,
+    /// Step defaults (`REQUEST_TIMEOUT`, `MAX_RETRIES`, `USE_OLLAMA`, `OLLAMA_URL`).
+    pub(crate) defaults: super::config::StepDefaults,
 }
 
 /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
@@ -62,13 +64,14 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<bool> {
     // Secrets: stored ones (encrypted with OMNIFLOW_SECRET_KEY, else with a
     // key file next to the database, created on first start), then the
     // documented sources; the same resolution as `run`.
-    let executor_config = ExecutorConfig {
+    let mut executor_config = ExecutorConfig {
         compile_guard: args
             .compile_memory_mb
             .map(super::piece::compile_guard)
             .transpose()?,
         ..ExecutorConfig::default()
     };
+    args.defaults.apply(&mut executor_config);
     let (executor, cipher) = setup::executor_with_secrets(
         &args.db,
         &args.pieces,

@@ -101,6 +101,30 @@ impl ExecHandle {
         let _ = self.events.send(event);
     }
 
+    /// The retry policy of `step`: its own, else the default one with
+    /// [`super::ExecutorConfig::default_max_attempts`].
+    pub(super) fn retry_policy(
+        &self,
+        step: &crate::workflow::Step,
+    ) -> crate::workflow::RetryPolicy {
+        step.retry
+            .clone()
+            .unwrap_or_else(|| crate::workflow::RetryPolicy {
+                max_attempts: self.config.default_max_attempts,
+                ..crate::workflow::RetryPolicy::default()
+            })
+    }
+
+    /// A rendered input with the process's defaults for `piece` filled in
+    /// (`llm` providers, see `defaults.rs`).
+    pub(super) fn with_defaults(
+        &self,
+        piece: &crate::runtime::LoadedPiece,
+        input: serde_json::Value,
+    ) -> serde_json::Value {
+        self.config.llm_defaults.fill(&piece.info().name, input)
+    }
+
     /// The compiled input schema of `action` of `piece` (compiled once per
     /// piece digest and action, then shared).
     pub(super) fn input_validator(

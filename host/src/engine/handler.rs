@@ -66,6 +66,7 @@ pub(super) async fn run_handler(
             record.error_message = Some(cap_error_message(e.to_string()));
         }
         Ok(input) => {
+            let input = exec.config.llm_defaults.fill(&piece.info().name, input);
             record.input = Some(input.clone());
             let mut call = StepCall::new(&run.id.to_string(), name, &handler.action, input);
             call.limits = exec.config.default_limits.clone();

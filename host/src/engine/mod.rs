@@ -16,6 +16,7 @@
 //! Must not know: SQL (that is `store`), HTTP frameworks, the CLI.
 
 mod context;
+mod defaults;
 mod driver;
 mod events;
 mod failure;
@@ -33,6 +34,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+pub use defaults::LlmDefaults;
 pub use driver::Driven;
 pub use events::{ItemOf, RunEvent};
 pub use pieces::{CompileGuard, INSTALL_COMPILE_LIMIT};
@@ -79,8 +81,14 @@ impl EngineError {
 pub struct ExecutorConfig {
     /// Steps of one run that may execute at once.
     pub max_parallel_steps: usize,
-    /// Limits for steps that do not set their own.
+    /// Limits for steps that do not set their own (`REQUEST_TIMEOUT` sets
+    /// the timeout).
     pub default_limits: StepLimits,
+    /// `retry.max_attempts` of steps with no `retry` (`MAX_RETRIES`; 3).
+    pub default_max_attempts: u32,
+    /// What `llm` steps that leave out providers get (`USE_OLLAMA`,
+    /// `OLLAMA_URL`).
+    pub llm_defaults: LlmDefaults,
     /// Whole-run wall-clock budget (`None`: unbounded).
     pub run_timeout: Option<Duration>,
     /// Values for `${secret:NAME}` placeholders in granted HTTP requests.
@@ -101,6 +109,8 @@ pub struct ExecutorConfig {
     /// the same time limit (`serve` compiles it in a child process with a
     /// memory limit first, so a compile bomb cannot exhaust the server).
     pub compile_guard: Option<CompileGuard>,
+    /// Bounds of the executor's caches.
+    pub cache_capacity: CacheCapacity,
 }
 
 impl Default for ExecutorConfig {
@@ -108,15 +118,22 @@ impl Default for ExecutorConfig {
         ExecutorConfig {
             max_parallel_steps: 16,
             default_limits: StepLimits::default(),
+            default_max_attempts: crate::workflow::RetryPolicy::default().max_attempts,
+            llm_defaults: LlmDefaults::default(),
             run_timeout: None,
             secrets: Secrets::empty(),
             park_after: Duration::from_secs(1),
             lease: Duration::from_secs(30),
             install_compile_limit: INSTALL_COMPILE_LIMIT,
             compile_guard: None,
+            cache_capacity: CacheCapacity::default(),
         }
     }
 }
+
+/// Events buffered per subscriber of [`Executor::subscribe`] (a slower
+/// one skips ahead: `Lagged`), so subscribers cost a bounded amount each.
+const EVENT_BUFFER: usize = 4096;
 
 /// Runs workflows on the piece runtime with a store.
 pub struct Executor {
@@ -135,16 +152,47 @@ pub struct Executor {
     registered_builtins: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
-/// Compiled input schemas by (piece digest, action).
+/// Compiled input schemas by (piece digest, action), least recently used
+/// dropped beyond [`ExecutorConfig::cache_capacity`].
 pub(crate) type ValidatorCache = std::sync::Mutex<
-    std::collections::HashMap<
-        (crate::runtime::PieceDigest, String),
-        Arc<crate::workflow::InputValidator>,
-    >,
+    hashlink::LruCache<(crate::runtime::PieceDigest, String), Arc<crate::workflow::InputValidator>>,
 >;
 
-type ValidatedCache =
-    std::collections::HashMap<(String, i64), Arc<crate::workflow::ValidatedWorkflow>>;
+/// Validated workflow versions by (name, version), least recently used
+/// dropped beyond [`ExecutorConfig::cache_capacity`].
+type ValidatedCache = hashlink::LruCache<(String, i64), Arc<crate::workflow::ValidatedWorkflow>>;
+
+/// How many entries the executor's caches keep (each drops its least
+/// recently used entry beyond it). A dropped entry is rebuilt on next need
+/// (a version read and validated again, a schema compiled again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheCapacity {
+    /// Validated workflow versions (a run loads its pinned version from it).
+    pub validated_workflows: usize,
+    /// Compiled input schemas, by piece digest and action.
+    pub input_validators: usize,
+}
+
+impl Default for CacheCapacity {
+    fn default() -> Self {
+        CacheCapacity {
+            validated_workflows: 1024,
+            input_validators: 512,
+        }
+    }
+}
+
+/// One cache of the process: its entries now and its bound (capacity 0:
+/// bounded by something else, see [`Executor::cache_sizes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSize {
+    /// `validated_workflows`, `input_validators`, `loaded_pieces`, ...
+    pub name: &'static str,
+    /// Entries now.
+    pub entries: usize,
+    /// Most entries kept.
+    pub capacity: usize,
+}
 
 impl Executor {
     /// An executor over these parts.
@@ -154,7 +202,8 @@ impl Executor {
         store: Arc<dyn Store>,
         config: ExecutorConfig,
     ) -> Self {
-        let (events, _) = broadcast::channel(4096);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let capacity = config.cache_capacity;
         // Save-time validation checks steps' limits against this runtime's.
         registry.set_limit_maxima(&runtime.max_limits());
         Executor {
@@ -163,8 +212,12 @@ impl Executor {
             store,
             config,
             events,
-            validated: std::sync::Mutex::default(),
-            validators: Arc::default(),
+            validated: std::sync::Mutex::new(hashlink::LruCache::new(
+                capacity.validated_workflows.max(1),
+            )),
+            validators: Arc::new(std::sync::Mutex::new(hashlink::LruCache::new(
+                capacity.input_validators.max(1),
+            ))),
             local_worker: format!(
                 "local-{}-{}",
                 std::process::id(),
@@ -182,6 +235,49 @@ impl Executor {
 
     fn validated_cache(&self) -> std::sync::MutexGuard<'_, ValidatedCache> {
         self.validated.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The size and bound of every cache that grows with use in this
+    /// executor and its runtime and registry (reported in `/metrics`).
+    /// Piece registry entries are bounded by the pieces installed in the
+    /// store (an admin's action, not a run's), and event subscribers by the
+    /// server's connection limit; both are reported with capacity 0 when
+    /// they have no bound of their own.
+    pub fn cache_sizes(&self) -> Vec<CacheSize> {
+        let capacity = self.config.cache_capacity;
+        let validated = self.validated_cache().len();
+        let validators = self
+            .validators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        vec![
+            CacheSize {
+                name: "validated_workflows",
+                entries: validated,
+                capacity: capacity.validated_workflows.max(1),
+            },
+            CacheSize {
+                name: "input_validators",
+                entries: validators,
+                capacity: capacity.input_validators.max(1),
+            },
+            CacheSize {
+                name: "loaded_pieces",
+                entries: self.runtime.loaded_pieces(),
+                capacity: crate::runtime::LOADED_PIECES_CAPACITY,
+            },
+            CacheSize {
+                name: "piece_registry",
+                entries: self.registry.loaded_count(),
+                capacity: 0,
+            },
+            CacheSize {
+                name: "event_subscribers",
+                entries: self.events.receiver_count(),
+                capacity: 0,
+            },
+        ]
     }
 
     /// The store runs are kept in.

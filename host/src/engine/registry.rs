@@ -162,6 +162,12 @@ impl PieceRegistry {
         write(&self.by_digest).insert(piece.digest().hex().to_owned(), piece);
     }
 
+    /// Loaded pieces (by digest): one per installed version or pin this
+    /// process loaded.
+    pub fn loaded_count(&self) -> usize {
+        self.by_digest.read().map(|m| m.len()).unwrap_or(0)
+    }
+
     /// The loaded piece with these bytes (sha256 hex).
     pub fn by_digest(&self, digest: &str) -> Option<Arc<LoadedPiece>> {
         read(&self.by_digest).get(digest).cloned()

@@ -117,16 +117,10 @@ pub(super) async fn load_workflow(
         return Ok(hit.clone());
     }
     let validated = Arc::new(load_and_validate(exec, run).await?);
-    let mut cache = exec.validated_cache();
-    if cache.len() >= VALIDATED_CACHE_LIMIT {
-        cache.clear();
-    }
-    cache.insert(key, validated.clone());
+    // Bounded: the least recently used version goes beyond the capacity.
+    exec.validated_cache().insert(key, validated.clone());
     Ok(validated)
 }
-
-/// Validated workflow versions kept by [`load_workflow`] (then it starts over).
-const VALIDATED_CACHE_LIMIT: usize = 1024;
 
 async fn load_and_validate(exec: &Executor, run: &RunRecord) -> Result<ValidatedWorkflow, String> {
     let stored = exec

@@ -312,6 +312,7 @@ async fn work(
     match &step.for_each {
         None => match render_input(&step.input, scope) {
             Ok(input) => {
+                let input = exec.with_defaults(piece, input);
                 record.input = Some(input.clone());
                 attempts(exec, plan, piece, progress, input, None).await
             }
@@ -468,7 +469,7 @@ async fn run_items(
                 format!("input (item {i}): {e}"),
             )
         })?;
-        inputs.push(input);
+        inputs.push(exec.with_defaults(piece, input));
     }
     record.input = Some(serde_json::Value::Array(inputs.clone()));
     let concurrency = step.for_each_concurrency().max(1) as usize;
@@ -768,7 +769,7 @@ fn after_failure(
     item: Option<ItemOf>,
 ) -> Attempted {
     let step = &plan.workflow.workflow.steps[plan.index];
-    let policy = step.retry_policy();
+    let policy = exec.retry_policy(step);
     let retry = failure.is_retryable()
         && progress.tries < policy.max_attempts
         && !plan.cancel.is_cancelled();

@@ -34,7 +34,6 @@ mod limits;
 mod load;
 pub(crate) mod state;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -179,12 +178,18 @@ pub(crate) struct Tier {
     pub(crate) compile_turn: Option<tokio::sync::Mutex<()>>,
 }
 
+/// Loaded pieces the runtime's own cache keeps (by digest).
+pub const LOADED_PIECES_CAPACITY: usize = 256;
+
 /// The engines, linkers and loaded-piece cache. Cheap to share (`Arc`).
 pub struct Runtime {
     optimized: Tier,
     /// Compiles cache misses when [`Compiler::Baseline`] is configured.
     baseline: Option<Tier>,
-    loaded: Mutex<HashMap<PieceDigest, Arc<LoadedPiece>>>,
+    /// Loaded pieces by digest, least recently used dropped beyond
+    /// [`LOADED_PIECES_CAPACITY`] (whoever holds one keeps it; a later load
+    /// of a dropped digest maps its artifact from the disk cache again).
+    loaded: Mutex<hashlink::LruCache<PieceDigest, Arc<LoadedPiece>>>,
     max_memory_bytes: usize,
     ceilings: LimitCeilings,
     ticker_stop: Arc<AtomicBool>,
@@ -220,11 +225,16 @@ impl Runtime {
         Ok(Runtime {
             optimized,
             baseline,
-            loaded: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(hashlink::LruCache::new(LOADED_PIECES_CAPACITY)),
             max_memory_bytes: config.max_memory_bytes,
             ceilings: config.ceilings,
             ticker_stop,
         })
+    }
+
+    /// Loaded pieces this runtime keeps (at most [`LOADED_PIECES_CAPACITY`]).
+    pub fn loaded_pieces(&self) -> usize {
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// The optimizing engine (for tools that inspect components).

@@ -9,8 +9,8 @@
 //! | `huggingface` | `POST {base}/v1/chat/completions` (OpenAI-compatible Inference Providers router), `authorization: Bearer ${secret:HUGGINGFACE_TOKEN}` | `https://router.huggingface.co` | `meta-llama/Llama-3.1-8B-Instruct` |
 //! | `huggingface-legacy` | `POST {base}/models/{model}` with `{inputs, parameters}`, same header | `https://api-inference.huggingface.co` | `meta-llama/Llama-3.1-8B-Instruct` |
 //!
-//! A piece cannot read the host's environment, so `OLLAMA_URL` reaches it
-//! through the workflow: `{ "name": "ollama", "base_url": "{{ vars.OLLAMA_URL }}" }`.
+//! A piece cannot read the host's environment: the host fills in `USE_OLLAMA` / `OLLAMA_URL`
+//! (input without `providers`, `ollama` without `base_url`), or the workflow sets `base_url`.
 //! The model is the provider entry's `model`, else the input's `model`, else
 //! the provider's default.
 //!
