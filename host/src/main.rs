@@ -504,6 +504,7 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
                     json,
                     pieces: local.pieces,
                     lease: local.lease,
+                    defaults: local.defaults,
                 },
                 simulate_failures,
                 seed,
@@ -664,7 +665,9 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
                 .map(|()| true)
         }
         Command::Bench(BenchCommand::Console { runs, rounds }) => {
-            cli::bench_console::console(runs, rounds).await.map(|()| true)
+            cli::bench_console::console(runs, rounds)
+                .await
+                .map(|()| true)
         }
         Command::Bench(BenchCommand::Soak {
             runs,

@@ -72,7 +72,8 @@ pub(crate) async fn console(runs: usize, rounds: usize) -> Result<()> {
     .await?;
     let real = claimed.run.id;
     let version = claimed.run.workflow_version;
-    exec.execute_leased(claimed, CancellationToken::new()).await?;
+    exec.execute_leased(claimed, CancellationToken::new())
+        .await?;
     // ... then `runs` more: every 10th failed with an error, every 2nd succeeded.
     let fill = Instant::now();
     let mut ids = Vec::with_capacity(runs);
@@ -89,9 +90,13 @@ pub(crate) async fn console(runs: usize, rounds: usize) -> Result<()> {
     for (i, id) in ids.iter().enumerate() {
         if i % 10 == 0 {
             let error = format!("step s3 failed: retryable: upstream timeout after {i} ms");
-            store.set_run_status(*id, RunStatus::Failed, Some(&error)).await?;
+            store
+                .set_run_status(*id, RunStatus::Failed, Some(&error))
+                .await?;
         } else if i % 2 == 0 {
-            store.set_run_status(*id, RunStatus::Succeeded, None).await?;
+            store
+                .set_run_status(*id, RunStatus::Succeeded, None)
+                .await?;
         }
     }
     line("console", "fill_s", fill.elapsed().as_secs_f64());
@@ -122,7 +127,10 @@ pub(crate) async fn console(runs: usize, rounds: usize) -> Result<()> {
         ("runs_first_page", "/ui/runs".to_owned()),
         ("runs_failed", "/ui/runs?status=failed".to_owned()),
         ("runs_error_text", "/ui/runs?q=timeout+after+99".to_owned()),
-        ("runs_last_hour", "/ui/runs?range=1h&workflow=console-bench".to_owned()),
+        (
+            "runs_last_hour",
+            "/ui/runs?range=1h&workflow=console-bench".to_owned(),
+        ),
         ("runs_deep_page", format!("/ui/runs?before={middle}")),
         ("run_page", format!("/ui/runs/{real}")),
         ("workflow_page", "/ui/workflows/console-bench".to_owned()),
@@ -149,8 +157,16 @@ pub(crate) async fn console(runs: usize, rounds: usize) -> Result<()> {
         }
         times.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        line(&format!("console_{name}"), "p50_ms", ms(percentile(&times, 0.5)));
-        line(&format!("console_{name}"), "max_ms", ms(*times.last().context("no rounds")?));
+        line(
+            &format!("console_{name}"),
+            "p50_ms",
+            ms(percentile(&times, 0.5)),
+        );
+        line(
+            &format!("console_{name}"),
+            "max_ms",
+            ms(*times.last().context("no rounds")?),
+        );
     }
     Ok(())
 }

@@ -104,7 +104,7 @@ pub(crate) async fn soak(runs: usize, workflows: usize, workers: usize) -> Resul
                 Ok(Err(RecvError::Lagged(_))) | Err(_) => {
                     let stats = exec
                         .store()
-                        .queue_stats(std::time::SystemTime::now())
+                        .queue_stats(std::time::SystemTime::now(), false)
                         .await?;
                     let count = |s: RunStatus| {
                         stats.runs_by_status.get(s.as_str()).copied().unwrap_or(0) as usize

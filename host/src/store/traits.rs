@@ -130,11 +130,15 @@ pub trait RunStore: Send + Sync {
 
     /// Runs by status name (every status present, 0 when none), of one
     /// workflow or of all.
-    async fn run_counts(&self, workflow: Option<&str>) -> Result<BTreeMap<String, u64>, StoreError>;
+    async fn run_counts(&self, workflow: Option<&str>)
+    -> Result<BTreeMap<String, u64>, StoreError>;
 
     /// Runs that became terminal at or after `since`, per UTC minute
     /// (`2026-12-03T10:15`), oldest first; minutes without any are left out.
-    async fn finished_per_minute(&self, since: SystemTime) -> Result<Vec<(String, u64)>, StoreError>;
+    async fn finished_per_minute(
+        &self,
+        since: SystemTime,
+    ) -> Result<Vec<(String, u64)>, StoreError>;
 
     /// Running runs per lease owner (the worker executing them), by owner.
     async fn running_by_owner(&self) -> Result<Vec<(String, u64)>, StoreError>;

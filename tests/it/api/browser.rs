@@ -128,9 +128,18 @@ impl Browser {
         let c = self.client();
         c.goto(&server.url("/ui/runs")).await.unwrap();
         let url = c.current_url().await.unwrap();
-        assert_eq!(url.path(), "/ui/sign-in", "a page without a session redirects to sign-in");
+        assert_eq!(
+            url.path(),
+            "/ui/sign-in",
+            "a page without a session redirects to sign-in"
+        );
         assert_eq!(url.query(), Some("next=%2Fui%2Fruns"));
-        c.find(Locator::Id("token")).await.unwrap().send_keys(token).await.unwrap();
+        c.find(Locator::Id("token"))
+            .await
+            .unwrap()
+            .send_keys(token)
+            .await
+            .unwrap();
         c.find(Locator::Css("form button[type=submit]"))
             .await
             .unwrap()
@@ -188,7 +197,10 @@ async fn a_test_run_with_simulated_failures_is_started_and_watched_live_in_chrom
     // Some history for the runs page.
     for _ in 0..3 {
         let (_, run) = server
-            .json(server.post("/api/v1/workflows/console-demo/runs", &json!({ "vars": { "who": "ada" } })))
+            .json(server.post(
+                "/api/v1/workflows/console-demo/runs",
+                &json!({ "vars": { "who": "ada" } }),
+            ))
             .await;
         server.wait_finished(run["id"].as_str().unwrap()).await;
     }
@@ -197,7 +209,9 @@ async fn a_test_run_with_simulated_failures_is_started_and_watched_live_in_chrom
     browser.sign_in(&server, TOKEN).await;
     browser.screenshot("runs").await;
 
-    c.goto(&server.url("/ui/workflows/console-demo")).await.unwrap();
+    c.goto(&server.url("/ui/workflows/console-demo"))
+        .await
+        .unwrap();
     let rate = c.find(Locator::Id("simulate_failures")).await.unwrap();
     rate.clear().await.unwrap();
     rate.send_keys("0.5").await.unwrap();
@@ -205,10 +219,17 @@ async fn a_test_run_with_simulated_failures_is_started_and_watched_live_in_chrom
     seed.clear().await.unwrap();
     seed.send_keys("11").await.unwrap();
     browser.screenshot("workflow").await;
-    c.find(Locator::Id("start-test")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("start-test"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     browser
         .wait_until("the run page", || async {
-            c.current_url().await.is_ok_and(|u| u.path().starts_with("/ui/runs/"))
+            c.current_url()
+                .await
+                .is_ok_and(|u| u.path().starts_with("/ui/runs/"))
         })
         .await;
     // The run holds for 2 s: the page first shows it unfinished ...
@@ -232,19 +253,30 @@ async fn a_test_run_with_simulated_failures_is_started_and_watched_live_in_chrom
     // The timeline shows simulated faults and the retries that followed.
     let kinds = browser.attr_all(".timeline g.bar", "data-kind").await;
     let simulated = kinds.iter().filter(|k| *k == "simulated").count();
-    assert!(simulated >= 1, "no simulated fault on the timeline: {kinds:?}");
+    assert!(
+        simulated >= 1,
+        "no simulated fault on the timeline: {kinds:?}"
+    );
     assert!(
         kinds.iter().any(|k| k == "retry-wait"),
         "a retry wait follows the faults: {kinds:?}"
     );
-    assert!(kinds.iter().any(|k| k == "parked"), "the 2 s hold is on the timeline: {kinds:?}");
+    assert!(
+        kinds.iter().any(|k| k == "parked"),
+        "the 2 s hold is on the timeline: {kinds:?}"
+    );
     // Step details carry the failed attempts (state as text too).
-    let attempts = browser.attr_all("table.attempts tr[data-attempt]", "data-status").await;
+    let attempts = browser
+        .attr_all("table.attempts tr[data-attempt]", "data-status")
+        .await;
     assert!(attempts.iter().any(|s| s == "failed"), "{attempts:?}");
     let badge = c.find(Locator::Css(".run-head .badge.test")).await.unwrap();
     assert_eq!(badge.text().await.unwrap(), "test");
     // The handle edge is labelled.
-    let labels = c.find_all(Locator::Css("svg.dag text.edge-label")).await.unwrap();
+    let labels = c
+        .find_all(Locator::Css("svg.dag text.edge-label"))
+        .await
+        .unwrap();
     assert_eq!(labels.len(), 1);
     assert_eq!(labels[0].text().await.unwrap(), "then");
     browser.screenshot("run").await;
@@ -258,7 +290,11 @@ async fn a_test_run_with_simulated_failures_is_started_and_watched_live_in_chrom
         )
         .await
         .unwrap();
-    assert_eq!(overflow, json!(true), "the run page scrolls sideways at 390 px");
+    assert_eq!(
+        overflow,
+        json!(true),
+        "the run page scrolls sideways at 390 px"
+    );
     browser.screenshot("run-narrow").await;
     browser.close().await;
     server.stop().await;
@@ -311,14 +347,21 @@ async fn without_a_session_pages_redirect_and_a_cross_origin_post_is_refused_in_
     c.goto(&attacker_url).await.unwrap();
     browser
         .wait_until("the console's refusal", || async {
-            c.source().await.is_ok_and(|s| s.contains("cross-origin request refused"))
+            c.source()
+                .await
+                .is_ok_and(|s| s.contains("cross-origin request refused"))
         })
         .await;
     let run = server.run(&id).await;
-    assert_ne!(run["status"], "cancelled", "the forged post cancelled the run: {run}");
+    assert_ne!(
+        run["status"], "cancelled",
+        "the forged post cancelled the run: {run}"
+    );
 
     // The same action from the console's own page works.
-    c.goto(&server.url(&format!("/ui/runs/{id}"))).await.unwrap();
+    c.goto(&server.url(&format!("/ui/runs/{id}")))
+        .await
+        .unwrap();
     c.find(Locator::Css("form[action$=\"/cancel\"] button"))
         .await
         .unwrap()

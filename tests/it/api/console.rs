@@ -93,7 +93,11 @@ async fn run_to_end(server: &TestServer, workflow: &str, body: Value) -> Value {
 async fn pages_need_a_session_that_a_token_sign_in_sets_and_revocation_ends() {
     let server = start(2).await;
     // No session: pages redirect to the sign-in page, which keeps the target.
-    let response = client().get(server.url("/ui/runs?status=failed")).send().await.unwrap();
+    let response = client()
+        .get(server.url("/ui/runs?status=failed"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(
         response.headers()[LOCATION],
@@ -101,10 +105,20 @@ async fn pages_need_a_session_that_a_token_sign_in_sets_and_revocation_ends() {
     );
     let root = client().get(server.url("/")).send().await.unwrap();
     assert_eq!(root.headers()[LOCATION], "/ui/runs");
-    let form = client().get(server.url("/ui/sign-in")).send().await.unwrap();
+    let form = client()
+        .get(server.url("/ui/sign-in"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(form.status(), StatusCode::OK);
-    let csp = form.headers()["content-security-policy"].to_str().unwrap().to_owned();
-    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    let csp = form.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
     assert!(form.text().await.unwrap().contains("name=\"token\""));
 
     // A wrong token: 401 and no cookie.
@@ -151,7 +165,12 @@ async fn pages_need_a_session_that_a_token_sign_in_sets_and_revocation_ends() {
         .send()
         .await
         .unwrap();
-    assert!(tls.headers()[SET_COOKIE].to_str().unwrap().contains("; Secure"));
+    assert!(
+        tls.headers()[SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("; Secure")
+    );
     // The token never appears in a URL: the redirect is the page asked for.
     assert_eq!(response.headers()[LOCATION], "/ui/workflows");
     let cookie = set.split(';').next().unwrap().to_owned();
@@ -174,9 +193,14 @@ async fn pages_need_a_session_that_a_token_sign_in_sets_and_revocation_ends() {
 
     // Signing out ends this session only.
     let other = server.sign_in(TOKEN).await;
-    let out = server.action(&cookie, "/ui/sign-out", Some(&server.base), &[]).await;
+    let out = server
+        .action(&cookie, "/ui/sign-out", Some(&server.base), &[])
+        .await;
     assert_eq!(out.status(), StatusCode::SEE_OTHER);
-    assert_eq!(server.page(&cookie, "/ui/runs").await.0, StatusCode::SEE_OTHER);
+    assert_eq!(
+        server.page(&cookie, "/ui/runs").await.0,
+        StatusCode::SEE_OTHER
+    );
     assert_eq!(server.page(&other, "/ui/runs").await.0, StatusCode::OK);
 
     // Revoking the token ends every session signed in with it.
@@ -187,7 +211,10 @@ async fn pages_need_a_session_that_a_token_sign_in_sets_and_revocation_ends() {
         .unwrap()
         .unwrap();
     assert!(store.revoke_token(token.id).await.unwrap());
-    assert_eq!(server.page(&other, "/ui/runs").await.0, StatusCode::SEE_OTHER);
+    assert_eq!(
+        server.page(&other, "/ui/runs").await.0,
+        StatusCode::SEE_OTHER
+    );
     server.stop().await;
 }
 
@@ -203,7 +230,11 @@ async fn actions_must_come_from_the_consoles_own_origin() {
     let cancel = format!("/ui/runs/{id}/cancel");
     for origin in [None, Some("http://evil.example"), Some("null")] {
         let response = server.action(&cookie, &cancel, origin, &[]).await;
-        assert_eq!(response.status(), StatusCode::FORBIDDEN, "origin {origin:?}");
+        assert_eq!(
+            response.status(),
+            StatusCode::FORBIDDEN,
+            "origin {origin:?}"
+        );
         let text = response.text().await.unwrap();
         assert!(text.contains("cross-origin request refused"), "{text}");
     }
@@ -217,13 +248,20 @@ async fn actions_must_come_from_the_consoles_own_origin() {
         .unwrap();
     assert_eq!(anonymous.status(), StatusCode::FORBIDDEN);
     // From the console itself: done, back to the run page.
-    let response = server.action(&cookie, &cancel, Some(&server.base), &[]).await;
+    let response = server
+        .action(&cookie, &cancel, Some(&server.base), &[])
+        .await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(response.headers()[LOCATION], format!("/ui/runs/{id}"));
     assert_eq!(server.run(&id).await["status"], "cancelled");
     // Retry from the page: queued again.
     let response = server
-        .action(&cookie, &format!("/ui/runs/{id}/retry"), Some(&server.base), &[])
+        .action(
+            &cookie,
+            &format!("/ui/runs/{id}/retry"),
+            Some(&server.base),
+            &[],
+        )
         .await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(server.run(&id).await["status"], "queued");
@@ -247,19 +285,27 @@ async fn the_run_page_draws_the_graph_timeline_and_step_details() {
             "node {step}: {html}"
         );
     }
-    assert!(html.contains("class=\"edge-label\""), "the then-edge is labelled");
+    assert!(
+        html.contains("class=\"edge-label\""),
+        "the then-edge is labelled"
+    );
     assert!(html.contains(">then</text>"));
     // The timeline: the queue row and a succeeded attempt per step.
     assert!(html.contains("data-step=\"queue\""));
     assert_eq!(html.matches("data-kind=\"succeeded\"").count(), 3, "{html}");
     // Step details: input and output rendered, vars and trigger shown.
     assert!(html.contains("hi grace"), "output shown");
-    assert!(html.contains("&quot;who&quot;: &quot;grace&quot;"), "vars shown escaped");
+    assert!(
+        html.contains("&quot;who&quot;: &quot;grace&quot;"),
+        "vars shown escaped"
+    );
     // No cancel on a finished run, no retry on a succeeded one.
     assert!(!html.contains("/cancel\""));
     assert!(!html.contains("/retry\""));
     // The live fragment is the changing part only.
-    let (status, fragment) = server.page(&cookie, &format!("/ui/runs/{id}?fragment=1")).await;
+    let (status, fragment) = server
+        .page(&cookie, &format!("/ui/runs/{id}?fragment=1"))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert!(fragment.contains("class=\"dag\"") && !fragment.contains("<html"));
     // Unknown and malformed ids.
@@ -305,7 +351,12 @@ async fn the_runs_list_filters_counts_and_pages_by_key() {
         .await;
     let mut ids = Vec::new();
     for _ in 0..55 {
-        ids.push(run_to_end(&server, "chain", json!({})).await["id"].as_str().unwrap().to_owned());
+        ids.push(
+            run_to_end(&server, "chain", json!({})).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     let failed = run_to_end(&server, "broken", json!({})).await;
     assert_eq!(failed["status"], "failed");
@@ -318,7 +369,10 @@ async fn the_runs_list_filters_counts_and_pages_by_key() {
     assert_eq!(html.matches("<tr data-run=").count(), 50);
     // Newest first: the failed run, then the chain runs from the newest.
     let first = html.find("<tr data-run=").unwrap();
-    assert!(html[first..].starts_with(&format!("<tr data-run=\"{}\"", failed["id"].as_str().unwrap())));
+    assert!(html[first..].starts_with(&format!(
+        "<tr data-run=\"{}\"",
+        failed["id"].as_str().unwrap()
+    )));
     // The next page continues after the last row shown.
     let pager = &html[html.find("class=\"pager\"").expect("a pager")..];
     let next = pager
@@ -330,25 +384,46 @@ async fn the_runs_list_filters_counts_and_pages_by_key() {
     assert!(next.starts_with("/ui/runs?before="), "{next}");
     let (_, page2) = server.page(&cookie, &next).await;
     assert_eq!(page2.matches("<tr data-run=").count(), 6, "{next}");
-    assert!(page2.contains(&format!("data-run=\"{}\"", ids[0])), "the oldest run is on page 2");
+    assert!(
+        page2.contains(&format!("data-run=\"{}\"", ids[0])),
+        "the oldest run is on page 2"
+    );
 
     let (_, only_failed) = server.page(&cookie, "/ui/runs?status=failed").await;
     assert_eq!(only_failed.matches("<tr data-run=").count(), 1);
-    let words: String = error.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-    let query = format!("/ui/runs?q={}", url::form_urlencoded::byte_serialize(words.to_uppercase().as_bytes()).collect::<String>());
+    let words: String = error
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let query = format!(
+        "/ui/runs?q={}",
+        url::form_urlencoded::byte_serialize(words.to_uppercase().as_bytes()).collect::<String>()
+    );
     let (_, by_error) = server.page(&cookie, &query).await;
-    assert_eq!(by_error.matches("<tr data-run=").count(), 1, "error text {words:?}");
+    assert_eq!(
+        by_error.matches("<tr data-run=").count(),
+        1,
+        "error text {words:?}"
+    );
     let (_, by_workflow) = server.page(&cookie, "/ui/runs?workflow=broken").await;
     assert_eq!(by_workflow.matches("<tr data-run=").count(), 1);
-    let (_, future) = server.page(&cookie, "/ui/runs?since=2999-01-01T00:00:00Z").await;
+    let (_, future) = server
+        .page(&cookie, "/ui/runs?since=2999-01-01T00:00:00Z")
+        .await;
     assert_eq!(future.matches("<tr data-run=").count(), 0);
-    let (_, past) = server.page(&cookie, "/ui/runs?until=2000-01-01T00:00:00Z").await;
+    let (_, past) = server
+        .page(&cookie, "/ui/runs?until=2000-01-01T00:00:00Z")
+        .await;
     assert_eq!(past.matches("<tr data-run=").count(), 0);
     let (_, recent) = server.page(&cookie, "/ui/runs?range=1h").await;
     assert_eq!(recent.matches("<tr data-run=").count(), 50);
     let (status, bad) = server.page(&cookie, "/ui/runs?since=yesterday").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(bad.contains("since=&quot;yesterday&quot; is not a time"), "{bad}");
+    assert!(
+        bad.contains("since=&quot;yesterday&quot; is not a time"),
+        "{bad}"
+    );
     let (status, _) = server.page(&cookie, "/ui/runs?status=sleepy").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     // The live fragment and stream exist.
@@ -371,8 +446,14 @@ async fn workflow_pieces_and_queue_pages_and_the_test_run_form() {
     // The form is pre-filled with the workflow's vars; the pins are listed.
     assert!(html.contains("&quot;who&quot;: &quot;ada&quot;"), "{html}");
     assert!(html.contains("<code>transform@^0.1</code>"), "pins: {html}");
-    assert_eq!(server.page(&cookie, "/ui/workflows/nope").await.0, StatusCode::NOT_FOUND);
-    assert_eq!(server.page(&cookie, "/ui/workflows/bad%20name").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        server.page(&cookie, "/ui/workflows/nope").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        server.page(&cookie, "/ui/workflows/bad%20name").await.0,
+        StatusCode::BAD_REQUEST
+    );
 
     // Bad form input: 422 naming the field, nothing queued.
     for (vars, rate, seed, says) in [
@@ -390,7 +471,11 @@ async fn workflow_pieces_and_queue_pages_and_the_test_run_form() {
                 &[("vars", vars), ("simulate_failures", rate), ("seed", seed)],
             )
             .await;
-        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{vars} {rate} {seed}");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{vars} {rate} {seed}"
+        );
         let text = response.text().await.unwrap();
         assert!(text.contains(says), "{says}: {text}");
     }
@@ -403,7 +488,11 @@ async fn workflow_pieces_and_queue_pages_and_the_test_run_form() {
             &cookie,
             "/ui/workflows/chain/test",
             Some(&server.base),
-            &[("vars", "{\"who\": \"linus\"}"), ("simulate_failures", "1"), ("seed", "7")],
+            &[
+                ("vars", "{\"who\": \"linus\"}"),
+                ("simulate_failures", "1"),
+                ("seed", "7"),
+            ],
         )
         .await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
@@ -425,15 +514,29 @@ async fn workflow_pieces_and_queue_pages_and_the_test_run_form() {
     let (status, html) = server.page(&cookie, "/ui/pieces").await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("id=\"piece-transform-"), "{html}");
-    assert!(html.contains("<code>template</code>"), "schema fields as rows");
+    assert!(
+        html.contains("<code>template</code>"),
+        "schema fields as rows"
+    );
     let (status, html) = server.page(&cookie, "/ui/queue").await;
     assert_eq!(status, StatusCode::OK, "{html}");
     assert!(html.contains("Finished per minute"));
-    assert!(html.contains("UTC: 1 runs"), "this minute's finished run is charted: {html}");
+    assert!(
+        html.contains("UTC: 1 runs"),
+        "this minute's finished run is charted: {html}"
+    );
     // Assets are served from the binary.
-    let css = client().get(server.url("/ui/assets/console.css")).send().await.unwrap();
+    let css = client()
+        .get(server.url("/ui/assets/console.css"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
-    let missing = client().get(server.url("/ui/assets/nope.js")).send().await.unwrap();
+    let missing = client()
+        .get(server.url("/ui/assets/nope.js"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     server.stop().await;
 }

@@ -133,7 +133,11 @@ pub(crate) fn layout(dag: &Dag) -> Layout {
 
 /// Reorder each column by the mean row of its neighbours in the column
 /// before (forward sweep) or after (backward sweep).
-fn order_columns(columns: &mut [Vec<Slot>], edges: &[(usize, usize, Option<String>)], level: &[usize]) {
+fn order_columns(
+    columns: &mut [Vec<Slot>],
+    edges: &[(usize, usize, Option<String>)],
+    level: &[usize],
+) {
     // The neighbours of a slot in an adjacent column, as slots.
     let neighbours = |slot: Slot, toward: isize, columns: &[Vec<Slot>], col: usize| -> Vec<f64> {
         let target = col as isize + toward;
@@ -257,7 +261,8 @@ fn place(columns: &[Vec<Slot>], edges: &[(usize, usize, Option<String>)], n: usi
             }
         })
         .collect();
-    let width = PAD * 2.0 + columns.len() as f64 * NODE_W + columns.len().saturating_sub(1) as f64 * GAP_X;
+    let width =
+        PAD * 2.0 + columns.len() as f64 * NODE_W + columns.len().saturating_sub(1) as f64 * GAP_X;
     Layout {
         width: width.max(NODE_W + PAD * 2.0),
         height: tallest + PAD * 2.0,
@@ -275,7 +280,9 @@ fn path_data(points: &[(f64, f64)]) -> String {
         let (x1, y1) = pair[1];
         if k % 2 == 0 {
             let mid = (x0 + x1) / 2.0;
-            d.push_str(&format!(" C{mid:.1},{y0:.1} {mid:.1},{y1:.1} {x1:.1},{y1:.1}"));
+            d.push_str(&format!(
+                " C{mid:.1},{y0:.1} {mid:.1},{y1:.1} {x1:.1},{y1:.1}"
+            ));
         } else {
             d.push_str(&format!(" L{x1:.1},{y1:.1}"));
         }
@@ -317,8 +324,14 @@ mod tests {
             let t = k as f64 / 400.0;
             let (x, y) = if curve {
                 let u = 1.0 - t;
-                let x = u * u * u * p.0 + 3.0 * u * u * t * mid + 3.0 * u * t * t * mid + t * t * t * q.0;
-                let y = u * u * u * p.1 + 3.0 * u * u * t * p.1 + 3.0 * u * t * t * q.1 + t * t * t * q.1;
+                let x = u * u * u * p.0
+                    + 3.0 * u * u * t * mid
+                    + 3.0 * u * t * t * mid
+                    + t * t * t * q.0;
+                let y = u * u * u * p.1
+                    + 3.0 * u * u * t * p.1
+                    + 3.0 * u * t * t * q.1
+                    + t * t * t * q.1;
                 (x, y)
             } else {
                 (p.0 + (q.0 - p.0) * t, p.1 + (q.1 - p.1) * t)
@@ -335,7 +348,8 @@ mod tests {
             assert!(a.x >= 0.0 && a.y >= 0.0);
             assert!(a.x + a.w <= layout.width + 0.01 && a.y + a.h <= layout.height + 0.01);
             for b in &layout.nodes[i + 1..] {
-                let apart = a.x + a.w <= b.x || b.x + b.w <= a.x || a.y + a.h <= b.y || b.y + b.h <= a.y;
+                let apart =
+                    a.x + a.w <= b.x || b.x + b.w <= a.x || a.y + a.h <= b.y || b.y + b.h <= a.y;
                 assert!(apart, "boxes of steps {} and {} overlap", a.index, b.index);
             }
         }
@@ -345,7 +359,12 @@ mod tests {
         for edge in &layout.edges {
             let from = &layout.nodes[edge.from];
             let to = &layout.nodes[edge.to];
-            assert!(from.level < to.level, "edge {}->{} does not go right", edge.from, edge.to);
+            assert!(
+                from.level < to.level,
+                "edge {}->{} does not go right",
+                edge.from,
+                edge.to
+            );
             assert_eq!(edge.points.len(), 2 + 2 * (to.level - from.level - 1));
             for (k, pair) in edge.points.windows(2).enumerate() {
                 for node in &layout.nodes {
@@ -363,7 +382,10 @@ mod tests {
                 let (x, y) = pair[0];
                 assert_eq!(pair[1].1, y, "a waypoint is horizontal");
                 for &(bx, by, _) in &bands {
-                    assert!(!(bx == x && (by - y).abs() < WAYPOINT_H), "two edges share a band at x={x}");
+                    assert!(
+                        !(bx == x && (by - y).abs() < WAYPOINT_H),
+                        "two edges share a band at x={x}"
+                    );
                 }
                 bands.push((x, y, pair[1].0));
             }
@@ -387,7 +409,11 @@ mod tests {
         assert_eq!(level("short_name"), 2);
         assert_eq!(level("verdict"), 3);
         assert_eq!(level("summary"), 4);
-        let handles: Vec<_> = layout.edges.iter().filter_map(|e| e.handle.clone()).collect();
+        let handles: Vec<_> = layout
+            .edges
+            .iter()
+            .filter_map(|e| e.handle.clone())
+            .collect();
         assert_eq!(handles, ["then", "else"]);
         // greet and shout feed summary across three columns: waypoints.
         let greet = workflow.steps.iter().position(|s| s.id == "greet").unwrap();
@@ -397,7 +423,11 @@ mod tests {
 
     #[test]
     fn every_example_workflow_routes_without_overlaps() {
-        for path in ["examples/hello.json", "examples/summarize.json", "examples/reminder.json"] {
+        for path in [
+            "examples/hello.json",
+            "examples/summarize.json",
+            "examples/reminder.json",
+        ] {
             let (_, dag) = dag_of(path);
             check(&layout(&dag), &dag);
         }
@@ -431,7 +461,13 @@ mod tests {
         assert!(l.edges.is_empty());
         let names: Vec<String> = (0..40).map(|i| format!("s{i}")).collect();
         let needs: Vec<Vec<&str>> = (0..40)
-            .map(|i| if i == 0 { vec![] } else { vec![names[i - 1].as_str()] })
+            .map(|i| {
+                if i == 0 {
+                    vec![]
+                } else {
+                    vec![names[i - 1].as_str()]
+                }
+            })
             .collect();
         let steps: Vec<(&str, &[&str])> = names
             .iter()

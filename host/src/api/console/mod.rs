@@ -136,7 +136,10 @@ async fn asset(Path(file): Path<String>) -> Response {
     let (body, kind) = match file.as_str() {
         "console.css" => (CSS, "text/css; charset=utf-8"),
         "console.js" => (JS, "text/javascript; charset=utf-8"),
-        _ => return ConsoleError::Api(ApiError::NotFound(format!("asset {file:?}"))).into_response(),
+        _ => {
+            return ConsoleError::Api(ApiError::NotFound(format!("asset {file:?}")))
+                .into_response();
+        }
     };
     (
         [
@@ -160,8 +163,14 @@ async fn security_headers(request: Request, next: Next) -> Response {
         ),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     response
 }
 

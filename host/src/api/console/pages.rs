@@ -76,8 +76,9 @@ impl RunsQuery {
     fn filter(&self, now: SystemTime) -> Result<RunFilter, ApiError> {
         let status = some(&self.status)
             .map(|s| {
-                s.parse::<RunStatus>()
-                    .map_err(|_| ApiError::InvalidRequest(format!("status={s:?} is not a run status")))
+                s.parse::<RunStatus>().map_err(|_| {
+                    ApiError::InvalidRequest(format!("status={s:?} is not a run status"))
+                })
             })
             .transpose()?;
         let mut since = instant("since", &self.since)?;
@@ -225,7 +226,11 @@ pub(super) async fn runs(
         workflows => workflows,
         next => next,
     };
-    let name = if query.fragment == "1" { "runs_body.html" } else { "runs.html" };
+    let name = if query.fragment == "1" {
+        "runs_body.html"
+    } else {
+        "runs.html"
+    };
     Ok(render(name, context)?.into_response())
 }
 
@@ -290,8 +295,14 @@ pub(super) async fn workflows(State(state): State<ApiState>) -> Result<Response,
         .map(|w| {
             let def = &w.definition;
             WorkflowRow {
-                description: def.get("description").and_then(|d| d.as_str()).map(str::to_owned),
-                steps: def.get("steps").and_then(|s| s.as_array()).map_or(0, Vec::len),
+                description: def
+                    .get("description")
+                    .and_then(|d| d.as_str())
+                    .map(str::to_owned),
+                steps: def
+                    .get("steps")
+                    .and_then(|s| s.as_array())
+                    .map_or(0, Vec::len),
                 trigger: trigger_text(def.get("trigger")),
                 saved: When::of(Some(&w.created_at), now),
                 name: w.name,
@@ -375,8 +386,16 @@ async fn workflow_page(
             pins.iter()
                 .map(|(reference, pin)| PinRow {
                     reference: reference.clone(),
-                    version: pin.get("version").and_then(|v| v.as_str()).unwrap_or("").to_owned(),
-                    digest: pin.get("digest").and_then(|v| v.as_str()).unwrap_or("").to_owned(),
+                    version: pin
+                        .get("version")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("")
+                        .to_owned(),
+                    digest: pin
+                        .get("digest")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("")
+                        .to_owned(),
                 })
                 .collect()
         })
@@ -392,7 +411,7 @@ async fn workflow_page(
         .iter()
         .map(|w| (w.version, When::of(Some(&w.created_at), now)))
         .collect();
-    listed.sort_by(|a, b| b.0.cmp(&a.0));
+    listed.sort_by_key(|v| std::cmp::Reverse(v.0));
     let status = if error.is_some() {
         axum::http::StatusCode::UNPROCESSABLE_ENTITY
     } else {
@@ -435,11 +454,12 @@ fn parse_test_form(form: &TestForm) -> Result<RunRequest, String> {
         Ok(_) => return Err("vars: must be a JSON object, e.g. {\"who\": \"ada\"}".to_owned()),
         Err(e) => return Err(format!("vars: not JSON: {e}")),
     };
-    let rate: f64 = form
-        .simulate_failures
-        .trim()
-        .parse()
-        .map_err(|_| format!("simulate failures: {:?} is not a number from 0 to 1", form.simulate_failures))?;
+    let rate: f64 = form.simulate_failures.trim().parse().map_err(|_| {
+        format!(
+            "simulate failures: {:?} is not a number from 0 to 1",
+            form.simulate_failures
+        )
+    })?;
     let seed: u64 = form
         .seed
         .trim()

@@ -30,8 +30,12 @@ pub(super) struct Fragment {
 }
 
 impl Fragment {
-    pub(super) fn wanted(q: Result<Query<Fragment>, axum::extract::rejection::QueryRejection>) -> bool {
-        q.ok().and_then(|Query(f)| f.fragment).is_some_and(|f| f == "1")
+    pub(super) fn wanted(
+        q: Result<Query<Fragment>, axum::extract::rejection::QueryRejection>,
+    ) -> bool {
+        q.ok()
+            .and_then(|Query(f)| f.fragment)
+            .is_some_and(|f| f == "1")
     }
 }
 
@@ -207,8 +211,10 @@ async fn read(state: &ApiState, run: &RunRecord) -> Result<RunPage, ConsoleError
         .await?
         .and_then(|w| serde_json::from_value::<Workflow>(w.definition).ok());
     let records = store.steps(run.id).await?;
-    let mut by_id: HashMap<String, StepRecord> =
-        records.into_iter().map(|r| (r.step_id.clone(), r)).collect();
+    let mut by_id: HashMap<String, StepRecord> = records
+        .into_iter()
+        .map(|r| (r.step_id.clone(), r))
+        .collect();
     // The workflow's steps in its order (pending ones included), then
     // what else was recorded (the failure/success handlers).
     let mut rows: Vec<(StepRecord, String, String)> = Vec::new();
@@ -224,8 +230,14 @@ async fn read(state: &ApiState, run: &RunRecord) -> Result<RunPage, ConsoleError
     rest.sort_by(|a, b| a.started_at.cmp(&b.started_at));
     for record in rest {
         let (piece, action) = match (&workflow, record.step_id.as_str()) {
-            (Some(w), "$on_failure") => w.on_failure.as_ref().map(|h| (h.piece.to_string(), h.action.clone())),
-            (Some(w), "$on_success") => w.on_success.as_ref().map(|h| (h.piece.to_string(), h.action.clone())),
+            (Some(w), "$on_failure") => w
+                .on_failure
+                .as_ref()
+                .map(|h| (h.piece.to_string(), h.action.clone())),
+            (Some(w), "$on_success") => w
+                .on_success
+                .as_ref()
+                .map(|h| (h.piece.to_string(), h.action.clone())),
             _ => None,
         }
         .unwrap_or_default();
@@ -277,7 +289,16 @@ async fn read(state: &ApiState, run: &RunRecord) -> Result<RunPage, ConsoleError
         }
         None => (None, Vec::new()),
     };
-    let short: String = run.id.to_string().chars().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
+    let short: String = run
+        .id
+        .to_string()
+        .chars()
+        .rev()
+        .take(8)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     Ok(RunPage {
         title: format!("Run {short}"),
         nav: "runs",
@@ -320,23 +341,36 @@ pub(super) async fn page(
 ) -> Result<Response, ConsoleError> {
     let run = existing(&state, run_id(&id)?).await?;
     let page = read(&state, &run).await?;
-    let name = if Fragment::wanted(q) { "run_body.html" } else { "run.html" };
+    let name = if Fragment::wanted(q) {
+        "run_body.html"
+    } else {
+        "run.html"
+    };
     Ok(render(name, page)?.into_response())
 }
 
 /// `GET /ui/runs/{id}/events`: the API's SSE stream of the run, for the page's script.
-pub(super) async fn events(state: State<ApiState>, id: Path<String>) -> Result<Response, ConsoleError> {
+pub(super) async fn events(
+    state: State<ApiState>,
+    id: Path<String>,
+) -> Result<Response, ConsoleError> {
     Ok(crate::api::runs::events(state, id).await?.into_response())
 }
 
 /// `POST /ui/runs/{id}/cancel`: as `POST /api/v1/runs/{id}/cancel`, then back to the run.
-pub(super) async fn cancel(state: State<ApiState>, Path(id): Path<String>) -> Result<Response, ConsoleError> {
+pub(super) async fn cancel(
+    state: State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ConsoleError> {
     crate::api::runs::cancel(state, Path(id.clone())).await?;
     Ok(Redirect::to(&format!("/ui/runs/{id}")).into_response())
 }
 
 /// `POST /ui/runs/{id}/retry`: as `POST /api/v1/runs/{id}/retry` (from the failed step).
-pub(super) async fn retry(state: State<ApiState>, Path(id): Path<String>) -> Result<Response, ConsoleError> {
+pub(super) async fn retry(
+    state: State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ConsoleError> {
     crate::api::runs::retry(state, Path(id.clone())).await?;
     Ok(Redirect::to(&format!("/ui/runs/{id}")).into_response())
 }

@@ -55,7 +55,9 @@ pub(super) fn same_origin(headers: &HeaderMap) -> bool {
             .or_else(|| source.strip_prefix("https://"));
         match rest {
             // `Origin` is scheme://host[:port]; a `Referer` continues with a path.
-            Some(rest) => rest == host || rest.strip_prefix(host).is_some_and(|p| p.starts_with('/')),
+            Some(rest) => {
+                rest == host || rest.strip_prefix(host).is_some_and(|p| p.starts_with('/'))
+            }
             None => false,
         }
     };
@@ -105,12 +107,15 @@ pub(super) async fn require_session(
                 .finish();
             return Redirect::to(&format!("/ui/sign-in?{target}")).into_response();
         }
-        return ConsoleError::Forbidden("sign in first: this console session is missing or has ended".into())
-            .into_response();
+        return ConsoleError::Forbidden(
+            "sign in first: this console session is missing or has ended".into(),
+        )
+        .into_response();
     };
     if !reading && !same_origin(request.headers()) {
         return ConsoleError::Forbidden(
-            "cross-origin request refused: console actions must come from the console's own pages".into(),
+            "cross-origin request refused: console actions must come from the console's own pages"
+                .into(),
         )
         .into_response();
     }
@@ -148,7 +153,10 @@ struct SignInForm {
 }
 
 /// `POST /ui/sign-in`: check the token, set the cookie, go on.
-pub(super) async fn sign_in(State(state): State<ApiState>, request: Request) -> Result<Response, ConsoleError> {
+pub(super) async fn sign_in(
+    State(state): State<ApiState>,
+    request: Request,
+) -> Result<Response, ConsoleError> {
     if !same_origin(request.headers()) {
         return Err(ConsoleError::Forbidden(
             "cross-origin sign-in refused: sign in from the console's own page".into(),
@@ -207,7 +215,10 @@ pub(super) async fn sign_in(State(state): State<ApiState>, request: Request) -> 
 }
 
 /// `POST /ui/sign-out`: end this session.
-pub(super) async fn sign_out(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ConsoleError> {
+pub(super) async fn sign_out(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Response, ConsoleError> {
     if let Some(cookie) = session_cookie(&headers) {
         state.store().delete_session(&hash_token(cookie)).await?;
     }
@@ -234,22 +245,49 @@ mod tests {
     #[test]
     fn the_origin_must_name_the_host_the_request_went_to() {
         let host = ("host", "127.0.0.1:8080");
-        assert!(same_origin(&headers(&[host, ("origin", "http://127.0.0.1:8080")])));
-        assert!(same_origin(&headers(&[host, ("origin", "https://127.0.0.1:8080")])));
-        assert!(!same_origin(&headers(&[host, ("origin", "http://127.0.0.1:9090")])));
-        assert!(!same_origin(&headers(&[host, ("origin", "http://127.0.0.1:80800")])));
+        assert!(same_origin(&headers(&[
+            host,
+            ("origin", "http://127.0.0.1:8080")
+        ])));
+        assert!(same_origin(&headers(&[
+            host,
+            ("origin", "https://127.0.0.1:8080")
+        ])));
+        assert!(!same_origin(&headers(&[
+            host,
+            ("origin", "http://127.0.0.1:9090")
+        ])));
+        assert!(!same_origin(&headers(&[
+            host,
+            ("origin", "http://127.0.0.1:80800")
+        ])));
         assert!(!same_origin(&headers(&[host, ("origin", "null")])));
-        assert!(same_origin(&headers(&[host, ("referer", "http://127.0.0.1:8080/ui/runs")])));
-        assert!(!same_origin(&headers(&[host, ("referer", "http://127.0.0.1:8080.evil/ui")])));
-        assert!(!same_origin(&headers(&[host])), "neither Origin nor Referer");
-        assert!(!same_origin(&headers(&[("origin", "http://127.0.0.1:8080")])), "no Host");
+        assert!(same_origin(&headers(&[
+            host,
+            ("referer", "http://127.0.0.1:8080/ui/runs")
+        ])));
+        assert!(!same_origin(&headers(&[
+            host,
+            ("referer", "http://127.0.0.1:8080.evil/ui")
+        ])));
+        assert!(
+            !same_origin(&headers(&[host])),
+            "neither Origin nor Referer"
+        );
+        assert!(
+            !same_origin(&headers(&[("origin", "http://127.0.0.1:8080")])),
+            "no Host"
+        );
     }
 
     #[test]
     fn the_session_cookie_is_found_among_others_and_next_stays_local() {
         let h = headers(&[("cookie", "a=1; omniflow_session=abc ; b=2")]);
         assert_eq!(session_cookie(&h), Some("abc"));
-        assert_eq!(session_cookie(&headers(&[("cookie", "omniflow_session=")])), None);
+        assert_eq!(
+            session_cookie(&headers(&[("cookie", "omniflow_session=")])),
+            None
+        );
         assert_eq!(local_path("/ui/runs/1"), "/ui/runs/1");
         assert_eq!(local_path("//evil.example/ui"), "/ui/runs");
         assert_eq!(local_path("https://evil.example/"), "/ui/runs");

@@ -100,10 +100,19 @@ struct Scale {
 }
 
 impl Scale {
-    fn bar(&self, kind: BarKind, from: SystemTime, to: SystemTime, label: String, title: String) -> Bar {
+    fn bar(
+        &self,
+        kind: BarKind,
+        from: SystemTime,
+        to: SystemTime,
+        label: String,
+        title: String,
+    ) -> Bar {
         let left = (since(self.t0, from) / self.span_ms * 100.0).clamp(0.0, 100.0);
         let right = (since(self.t0, to) / self.span_ms * 100.0).clamp(0.0, 100.0);
-        let width = (right - left).max(MIN_WIDTH).min(100.0 - left.min(100.0 - MIN_WIDTH));
+        let width = (right - left)
+            .max(MIN_WIDTH)
+            .min(100.0 - left.min(100.0 - MIN_WIDTH));
         Bar {
             kind,
             left: left.min(100.0 - MIN_WIDTH),
@@ -116,7 +125,11 @@ impl Scale {
 
 /// The timeline of `run` at `now`: `steps` in the workflow's order, each
 /// with its attempts (oldest first).
-pub(crate) fn timeline(run: &RunRecord, steps: &[(StepRecord, Vec<AttemptRecord>)], now: SystemTime) -> Timeline {
+pub(crate) fn timeline(
+    run: &RunRecord,
+    steps: &[(StepRecord, Vec<AttemptRecord>)],
+    now: SystemTime,
+) -> Timeline {
     let t0 = parse_time(&run.created_at).unwrap_or(now);
     let mut t1 = run
         .finished_at
@@ -192,11 +205,19 @@ fn attempt_bar(scale: &Scale, attempt: &AttemptRecord, from: SystemTime, to: Sys
     )
 }
 
-fn step_bars(scale: &Scale, step: &StepRecord, attempts: &[AttemptRecord], now: SystemTime) -> Vec<Bar> {
+fn step_bars(
+    scale: &Scale,
+    step: &StepRecord,
+    attempts: &[AttemptRecord],
+    now: SystemTime,
+) -> Vec<Bar> {
     let mut bars = Vec::new();
     let mut last_end: Option<(SystemTime, bool)> = None; // (end, failed)
     for attempt in attempts {
-        let (Some(from), Some(to)) = (parse_time(&attempt.started_at), parse_time(&attempt.finished_at)) else {
+        let (Some(from), Some(to)) = (
+            parse_time(&attempt.started_at),
+            parse_time(&attempt.finished_at),
+        ) else {
             continue;
         };
         if let Some((end, true)) = last_end
@@ -224,7 +245,13 @@ fn step_bars(scale: &Scale, step: &StepRecord, attempts: &[AttemptRecord], now: 
                     (BarKind::Parked, "parked")
                 };
                 let due = step.wake_at.clone().unwrap_or_default();
-                bars.push(scale.bar(kind, end, until, String::new(), format!("{what} until {due}")));
+                bars.push(scale.bar(
+                    kind,
+                    end,
+                    until,
+                    String::new(),
+                    format!("{what} until {due}"),
+                ));
             }
         }
         StepStatus::Running => {
@@ -266,7 +293,9 @@ mod tests {
     use crate::store::RunStatus;
 
     fn at(ms: u64) -> String {
-        crate::store::rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + Duration::from_millis(ms))
+        crate::store::rfc3339(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + Duration::from_millis(ms),
+        )
     }
 
     fn run(finished: Option<u64>) -> RunRecord {
@@ -274,7 +303,11 @@ mod tests {
             id: uuid::Uuid::now_v7(),
             workflow_name: "w".into(),
             workflow_version: 1,
-            status: if finished.is_some() { RunStatus::Succeeded } else { RunStatus::Running },
+            status: if finished.is_some() {
+                RunStatus::Succeeded
+            } else {
+                RunStatus::Running
+            },
             priority: crate::store::Priority::Normal,
             trigger: serde_json::json!({}),
             vars: serde_json::json!({}),
@@ -287,7 +320,13 @@ mod tests {
         }
     }
 
-    fn attempt(n: u32, from: u64, to: u64, status: StepStatus, class: Option<&str>) -> AttemptRecord {
+    fn attempt(
+        n: u32,
+        from: u64,
+        to: u64,
+        status: StepStatus,
+        class: Option<&str>,
+    ) -> AttemptRecord {
         AttemptRecord {
             attempt: n,
             status,
@@ -331,10 +370,17 @@ mod tests {
         assert_eq!(t.rows[0].bars[0].kind, BarKind::Queued);
         assert!((t.rows[0].bars[0].width - 10.0).abs() < 0.01);
         let kinds: Vec<_> = t.rows[1].bars.iter().map(|b| b.kind).collect();
-        assert_eq!(kinds, [BarKind::Simulated, BarKind::RetryWait, BarKind::Succeeded]);
+        assert_eq!(
+            kinds,
+            [BarKind::Simulated, BarKind::RetryWait, BarKind::Succeeded]
+        );
         let wait = &t.rows[1].bars[1];
         assert!((wait.left - 20.0).abs() < 0.01 && (wait.width - 20.0).abs() < 0.01);
-        assert!(t.rows[1].bars[0].title.contains("fuel 1.5 M"), "{}", t.rows[1].bars[0].title);
+        assert!(
+            t.rows[1].bars[0].title.contains("fuel 1.5 M"),
+            "{}",
+            t.rows[1].bars[0].title
+        );
         let kinds: Vec<_> = t.rows[2].bars.iter().map(|b| b.kind).collect();
         assert_eq!(kinds, [BarKind::Succeeded, BarKind::Parked]);
         assert!((t.rows[2].bars[1].left - 70.0).abs() < 0.01);

@@ -5,8 +5,8 @@ use sqlx::types::Json;
 
 use super::PgStore;
 use super::rows::{
-    ATTEMPT_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, attempt_from_row, is_foreign_key_violation,
-    get, run_from_row, sql_error, step_from_row,
+    ATTEMPT_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, attempt_from_row, get, is_foreign_key_violation,
+    run_from_row, sql_error, step_from_row,
 };
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -48,7 +48,9 @@ impl RunStore for PgStore {
             filter.limit
         };
         // Only the conditions asked for, so the planner can use the indexes.
-        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!("SELECT {RUN_COLUMNS} FROM runs WHERE TRUE"));
+        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE TRUE"
+        ));
         if let Some(workflow) = &filter.workflow {
             q.push(" AND workflow_name = ").push_bind(workflow.clone());
         }
@@ -56,13 +58,19 @@ impl RunStore for PgStore {
             q.push(" AND status = ").push_bind(status.as_str());
         }
         if let Some(since) = filter.since {
-            q.push(" AND created_at >= ").push_bind(rfc3339(since)).push("::timestamptz");
+            q.push(" AND created_at >= ")
+                .push_bind(rfc3339(since))
+                .push("::timestamptz");
         }
         if let Some(until) = filter.until {
-            q.push(" AND created_at < ").push_bind(rfc3339(until)).push("::timestamptz");
+            q.push(" AND created_at < ")
+                .push_bind(rfc3339(until))
+                .push("::timestamptz");
         }
         if let Some(text) = &filter.error_contains {
-            q.push(" AND strpos(lower(error), lower(").push_bind(text.clone()).push(")) > 0");
+            q.push(" AND strpos(lower(error), lower(")
+                .push_bind(text.clone())
+                .push(")) > 0");
         }
         if let Some(test) = filter.test {
             q.push(" AND simulated = ").push_bind(test);
@@ -213,7 +221,10 @@ impl RunStore for PgStore {
         rows.iter().map(attempt_from_row).collect()
     }
 
-    async fn run_counts(&self, workflow: Option<&str>) -> Result<BTreeMap<String, u64>, StoreError> {
+    async fn run_counts(
+        &self,
+        workflow: Option<&str>,
+    ) -> Result<BTreeMap<String, u64>, StoreError> {
         let rows = sqlx::query(
             "SELECT status, COUNT(*) AS n FROM runs WHERE ($1::text IS NULL OR workflow_name = $1) GROUP BY status",
         )
@@ -221,10 +232,16 @@ impl RunStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(sql_error("count runs"))?;
-        counts_by_status(rows.iter().map(|row| Ok((get(row, "status")?, get(row, "n")?))))
+        counts_by_status(
+            rows.iter()
+                .map(|row| Ok((get(row, "status")?, get(row, "n")?))),
+        )
     }
 
-    async fn finished_per_minute(&self, since: SystemTime) -> Result<Vec<(String, u64)>, StoreError> {
+    async fn finished_per_minute(
+        &self,
+        since: SystemTime,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
         let rows = sqlx::query(
             "SELECT to_char(date_trunc('minute', finished_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24:MI') AS minute, \
              COUNT(*) AS n FROM runs WHERE finished_at >= $1::timestamptz GROUP BY minute ORDER BY minute",

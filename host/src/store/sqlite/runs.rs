@@ -41,7 +41,9 @@ impl RunStore for SqliteStore {
         };
         // Only the conditions asked for, so the planner can use the
         // indexes (created_at, workflow_name/created_at, status/...).
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1"));
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1"
+        ));
         if let Some(workflow) = &filter.workflow {
             q.push(" AND workflow_name = ").push_bind(workflow.clone());
         }
@@ -55,17 +57,20 @@ impl RunStore for SqliteStore {
             q.push(" AND created_at < ").push_bind(rfc3339(until));
         }
         if let Some(text) = &filter.error_contains {
-            q.push(" AND instr(lower(error), lower(").push_bind(text.clone()).push(")) > 0");
+            q.push(" AND instr(lower(error), lower(")
+                .push_bind(text.clone())
+                .push(")) > 0");
         }
         if let Some(test) = filter.test {
             q.push(" AND simulated = ").push_bind(test);
         }
         if let Some(before) = filter.before {
-            let created: Option<String> = sqlx::query_scalar("SELECT created_at FROM runs WHERE id = ?1")
-                .bind(before.to_string())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(sql_error("list runs"))?;
+            let created: Option<String> =
+                sqlx::query_scalar("SELECT created_at FROM runs WHERE id = ?1")
+                    .bind(before.to_string())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(sql_error("list runs"))?;
             let Some(created) = created else {
                 return Ok(Vec::new());
             };
@@ -221,7 +226,10 @@ impl RunStore for SqliteStore {
         rows.iter().map(attempt_from_row).collect()
     }
 
-    async fn run_counts(&self, workflow: Option<&str>) -> Result<BTreeMap<String, u64>, StoreError> {
+    async fn run_counts(
+        &self,
+        workflow: Option<&str>,
+    ) -> Result<BTreeMap<String, u64>, StoreError> {
         let rows = sqlx::query(
             "SELECT status, COUNT(*) AS n FROM runs WHERE (?1 IS NULL OR workflow_name = ?1) GROUP BY status",
         )
@@ -229,10 +237,16 @@ impl RunStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(sql_error("count runs"))?;
-        counts_by_status(rows.iter().map(|row| Ok((get(row, "status")?, get(row, "n")?))))
+        counts_by_status(
+            rows.iter()
+                .map(|row| Ok((get(row, "status")?, get(row, "n")?))),
+        )
     }
 
-    async fn finished_per_minute(&self, since: SystemTime) -> Result<Vec<(String, u64)>, StoreError> {
+    async fn finished_per_minute(
+        &self,
+        since: SystemTime,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
         let rows = sqlx::query(
             "SELECT substr(finished_at, 1, 16) AS minute, COUNT(*) AS n FROM runs \
              WHERE finished_at >= ?1 GROUP BY minute ORDER BY minute",
