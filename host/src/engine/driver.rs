@@ -26,7 +26,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::{ExecHandle, sleep_until_opt};
 use super::handler::run_handler;
-use super::run::{Slot, dep_context, load_workflow, parse_time, should_run, skipped, step_failed};
+use super::run::{
+    LoadFailure, Slot, dep_context, load_workflow, parse_time, should_run, skipped, step_failed,
+};
 use super::simulate::Simulation;
 use super::step::{StepPlan, finish_hold, run_step};
 use super::{EngineError, Executor, RunEvent};
@@ -181,7 +183,9 @@ impl<'a> RunDriver<'a> {
         let run = Arc::new(claimed.run);
         let validated = match load_workflow(exec, &run).await {
             Ok(v) => v,
-            Err(message) => {
+            // The database blinked: the caller gives the run back.
+            Err(LoadFailure::Store(e)) => return Err(e),
+            Err(LoadFailure::Invalid(message)) => {
                 let error = crate::runtime::cap_error_message(format!("cannot run: {message}"));
                 exec.store
                     .finish_run(&lease, RunStatus::Failed, Some(&error))

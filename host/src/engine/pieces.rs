@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::registry::PinnedCatalog;
+use super::run::LoadFailure;
 use super::{EngineError, Executor};
 use crate::runtime::{LoadedPiece, RuntimeError};
 use crate::store::{PieceRecord, PieceWrite, StoredWorkflow, now_rfc3339};
@@ -181,15 +182,15 @@ impl Executor {
     pub(crate) async fn validate_stored(
         &self,
         stored: &StoredWorkflow,
-    ) -> Result<ValidatedWorkflow, String> {
-        let workflow =
-            Workflow::from_json(&stored.definition.to_string()).map_err(|e| e.to_string())?;
+    ) -> Result<ValidatedWorkflow, LoadFailure> {
+        let workflow = Workflow::from_json(&stored.definition.to_string())
+            .map_err(|e| LoadFailure::Invalid(e.to_string()))?;
         self.prepare_pieces(&workflow)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(LoadFailure::of)?;
         let result = match stored.pins.as_ref().and_then(|p| p.as_object()) {
             Some(pins) => {
-                self.load_pins(pins).await.map_err(|e| e.to_string())?;
+                self.load_pins(pins).await.map_err(LoadFailure::of)?;
                 let catalog = PinnedCatalog {
                     registry: &self.registry,
                     pins,
@@ -199,11 +200,13 @@ impl Executor {
             None => validate(&workflow, self.registry.as_ref()),
         };
         result.map_err(|errors| {
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
+            LoadFailure::Invalid(
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
         })
     }
 

@@ -108,10 +108,32 @@ pub(super) fn skipped(step_id: &str, reason: String) -> StepRecord {
 
 /// The run's pinned workflow version, validated. Versions never change, so
 /// a validated one is kept (per executor, whose piece registry is fixed).
+/// Why a run's pinned workflow version could not be loaded.
+#[derive(Debug)]
+pub(super) enum LoadFailure {
+    /// The database failed in a way worth retrying (a dropped connection):
+    /// the run goes back to the queue, unchanged.
+    Store(super::EngineError),
+    /// The version is missing or no longer valid: the run fails with this.
+    Invalid(String),
+}
+
+impl LoadFailure {
+    /// A store or engine error: retryable ones give the run back, the rest fail it.
+    pub(super) fn of(e: impl Into<super::EngineError>) -> LoadFailure {
+        let e = e.into();
+        if e.is_retryable() {
+            LoadFailure::Store(e)
+        } else {
+            LoadFailure::Invalid(e.to_string())
+        }
+    }
+}
+
 pub(super) async fn load_workflow(
     exec: &Executor,
     run: &RunRecord,
-) -> Result<Arc<ValidatedWorkflow>, String> {
+) -> Result<Arc<ValidatedWorkflow>, LoadFailure> {
     let key = (run.workflow_name.clone(), run.workflow_version);
     if let Some(hit) = exec.validated_cache().get(&key) {
         return Ok(hit.clone());
@@ -122,17 +144,20 @@ pub(super) async fn load_workflow(
     Ok(validated)
 }
 
-async fn load_and_validate(exec: &Executor, run: &RunRecord) -> Result<ValidatedWorkflow, String> {
+async fn load_and_validate(
+    exec: &Executor,
+    run: &RunRecord,
+) -> Result<ValidatedWorkflow, LoadFailure> {
     let stored = exec
         .store
         .get_workflow(&run.workflow_name, Some(run.workflow_version))
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(LoadFailure::of)?
         .ok_or_else(|| {
-            format!(
+            LoadFailure::Invalid(format!(
                 "workflow {} version {} is missing",
                 run.workflow_name, run.workflow_version
-            )
+            ))
         })?;
     exec.validate_stored(&stored).await
 }
