@@ -7,33 +7,14 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::Request;
 use omniflow::api::{ApiConfig, ApiState, hash_token, router};
-use omniflow::engine::{CacheCapacity, ExecutorConfig, RunQueue};
-use omniflow::store::{RunId, RunStatus};
+use omniflow::engine::{CacheCapacity, ExecutorConfig, NoWorkers, RunQueue};
+use omniflow::store::RunStatus;
 use omniflow::triggers::schedule::{Scheduler, SystemClock};
 use omniflow::triggers::{self, RunRequest};
 use omniflow::workflow::Workflow;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
-
-struct NoWorkers;
-
-impl RunQueue for NoWorkers {
-    fn wake(&self) {}
-    fn cancel(&self, _: RunId) -> bool {
-        false
-    }
-    fn request_cancel(&self, _: RunId) {}
-    fn busy(&self) -> usize {
-        0
-    }
-    fn capacity(&self) -> usize {
-        0
-    }
-    fn is_alive(&self) -> bool {
-        true
-    }
-}
 
 /// Each workflow uses a different action, so the input-validator cache
 /// (keyed by piece and action) sees several keys too.

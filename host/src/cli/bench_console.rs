@@ -8,34 +8,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use http_body_util::BodyExt;
 use omniflow::api::{ApiConfig, ApiState};
-use omniflow::engine::RunQueue;
-use omniflow::store::{NewRun, Priority, RunId, RunStatus};
+use omniflow::engine::{NoWorkers, RunQueue};
+use omniflow::store::{NewRun, Priority, RunStatus};
 use omniflow::triggers::schedule::{Scheduler, SystemClock};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::bench::{line, percentile};
 use super::setup::tempfile_dir;
-
-/// No workers: the runs stay as the benchmark wrote them.
-struct Idle;
-
-impl RunQueue for Idle {
-    fn wake(&self) {}
-    fn cancel(&self, _: RunId) -> bool {
-        false
-    }
-    fn request_cancel(&self, _: RunId) {}
-    fn busy(&self) -> usize {
-        0
-    }
-    fn capacity(&self) -> usize {
-        0
-    }
-    fn is_alive(&self) -> bool {
-        true
-    }
-}
 
 /// Runs written per transaction while filling the database.
 const BATCH: usize = 1000;
@@ -113,7 +93,7 @@ pub(crate) async fn console(runs: usize, rounds: usize) -> Result<()> {
             std::time::SystemTime::now() + Duration::from_secs(3600),
         )
         .await?;
-    let queue: Arc<dyn RunQueue> = Arc::new(Idle);
+    let queue: Arc<dyn RunQueue> = Arc::new(NoWorkers);
     let scheduler = Scheduler::new(store.clone(), Arc::new(SystemClock), queue.clone());
     let router = omniflow::api::router(ApiState::new(
         exec.clone(),

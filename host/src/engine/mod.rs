@@ -38,7 +38,7 @@ pub use defaults::LlmDefaults;
 pub use driver::Driven;
 pub use events::{ItemOf, RunEvent};
 pub use pieces::{CompileGuard, INSTALL_COMPILE_LIMIT};
-pub use queue::RunQueue;
+pub use queue::{NoWorkers, RunQueue};
 pub use registry::PieceRegistry;
 pub use simulate::Simulation;
 

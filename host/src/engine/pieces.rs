@@ -179,7 +179,7 @@ impl Executor {
 
     /// Validate a stored version: against its pins when it has them (the
     /// exact bytes it was saved with), else against what is installed.
-    pub(crate) async fn validate_stored(
+    pub(super) async fn validate_stored(
         &self,
         stored: &StoredWorkflow,
     ) -> Result<ValidatedWorkflow, LoadFailure> {

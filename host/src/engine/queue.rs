@@ -21,3 +21,26 @@ pub trait RunQueue: Send + Sync {
     /// False once the workers stopped.
     fn is_alive(&self) -> bool;
 }
+
+/// A queue with no workers here: runs stay queued until some other process
+/// (or the caller itself) executes them. For tools and tests that build the
+/// API's state without a worker pool (`bench console`, router tests).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoWorkers;
+
+impl RunQueue for NoWorkers {
+    fn wake(&self) {}
+    fn cancel(&self, _: RunId) -> bool {
+        false
+    }
+    fn request_cancel(&self, _: RunId) {}
+    fn busy(&self) -> usize {
+        0
+    }
+    fn capacity(&self) -> usize {
+        0
+    }
+    fn is_alive(&self) -> bool {
+        true
+    }
+}

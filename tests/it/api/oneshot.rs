@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use omniflow::api::dto::RunDocument;
 use omniflow::api::{ApiConfig, ApiState, hash_token, router, sign_webhook};
-use omniflow::engine::{Executor, ExecutorConfig, RunQueue};
+use omniflow::engine::{Executor, ExecutorConfig, NoWorkers, RunQueue};
 use omniflow::store::RunId;
 use omniflow::triggers::schedule::{Scheduler, SystemClock};
 use omniflow::triggers::{self, RunRequest};
@@ -19,26 +19,6 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 const TOKEN: &str = "oneshot-token";
-
-/// No workers: runs stay queued unless a test executes them itself.
-struct NoWorkers;
-
-impl RunQueue for NoWorkers {
-    fn wake(&self) {}
-    fn cancel(&self, _: RunId) -> bool {
-        false
-    }
-    fn request_cancel(&self, _: RunId) {}
-    fn busy(&self) -> usize {
-        0
-    }
-    fn capacity(&self) -> usize {
-        0
-    }
-    fn is_alive(&self) -> bool {
-        true
-    }
-}
 
 pub(crate) struct Fixture {
     pub(crate) exec: Arc<Executor>,

@@ -225,13 +225,19 @@ impl RunStore for PgStore {
         &self,
         workflow: Option<&str>,
     ) -> Result<BTreeMap<String, u64>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT status, COUNT(*) AS n FROM runs WHERE ($1::text IS NULL OR workflow_name = $1) GROUP BY status",
-        )
-        .bind(workflow)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(sql_error("count runs"))?;
+        // Without a workflow the status index answers alone (no `OR NULL`
+        // condition that would make the planner scan the table).
+        let query = match workflow {
+            Some(name) => sqlx::query(
+                "SELECT status, COUNT(*) AS n FROM runs WHERE workflow_name = $1 GROUP BY status",
+            )
+            .bind(name),
+            None => sqlx::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status"),
+        };
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error("count runs"))?;
         counts_by_status(
             rows.iter()
                 .map(|row| Ok((get(row, "status")?, get(row, "n")?))),
