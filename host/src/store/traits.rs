@@ -142,6 +142,10 @@ pub trait RunStore: Send + Sync {
 
     /// Running runs per lease owner (the worker executing them), by owner.
     async fn running_by_owner(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Queued runs by priority name (every priority present, 0 when none),
+    /// test runs included: an index count, for the console's queue page.
+    async fn queued_by_priority(&self) -> Result<BTreeMap<String, u64>, StoreError>;
 }
 
 /// The durable run queue: runs are claimed with a lease that the worker

@@ -576,18 +576,16 @@ pub(super) async fn pieces(State(state): State<ApiState>) -> Result<Response, Co
 /// Minutes shown in the queue page's throughput chart.
 const CHART_MINUTES: u64 = 15;
 
-/// `GET /ui/queue`: depth by priority, running, throughput per minute, workers.
+/// `GET /ui/queue`: depth by priority, running, throughput per minute,
+/// workers. Index counts only (no table scan), so it stays fast however
+/// many runs are kept; test runs are counted too.
 pub(super) async fn queue(State(state): State<ApiState>) -> Result<Response, ConsoleError> {
-    // Production runs only, as `GET /api/v1/stats` without `include_test`.
-    let axum::Json(stats) = crate::api::system::stats(
-        State(state.clone()),
-        Ok(Query(crate::api::system::StatsQuery::default())),
-    )
-    .await?;
+    let store = state.store();
+    let queued_by_priority = store.queued_by_priority().await?;
+    let counts = store.run_counts(None).await?;
     let now = SystemTime::now();
     let since = now - Duration::from_secs(CHART_MINUTES * 60);
-    let per_minute: BTreeMap<String, u64> = state
-        .store()
+    let per_minute: BTreeMap<String, u64> = store
         .finished_per_minute(since)
         .await?
         .into_iter()
@@ -619,14 +617,27 @@ pub(super) async fn queue(State(state): State<ApiState>) -> Result<Response, Con
             }
         })
         .collect();
+    // The last whole minute (the current one is still filling).
+    let last_minute = minutes
+        .iter()
+        .rev()
+        .nth(1)
+        .and_then(|m| per_minute.get(m))
+        .copied()
+        .unwrap_or(0);
     let owners = state.store().running_by_owner().await?;
     let html = render(
         "queue.html",
         minijinja::context! {
             title => "Queue",
             nav => "queue",
-            throughput => format!("{:.1}", stats.throughput_runs_per_s),
-            stats => stats,
+            queued => queued_by_priority.values().sum::<u64>(),
+            queued_by_priority => queued_by_priority,
+            running => counts.get("running").copied().unwrap_or(0),
+            counts => counts,
+            busy => state.queue().busy(),
+            capacity => state.queue().capacity(),
+            throughput => format!("{:.1}", last_minute as f64 / 60.0),
             bars => bars,
             bar_width => 100.0 / CHART_MINUTES as f64,
             peak => peak,

@@ -13,8 +13,8 @@ use std::time::SystemTime;
 
 use crate::store::decode::{count, counts_by_status};
 use crate::store::{
-    AttemptRecord, Lease, NewRun, QUEUE_CHANNEL, RUN_CHANNEL, RunFilter, RunId, RunRecord,
-    RunStatus, RunStore, StepRecord, StoreError, now_rfc3339, rfc3339,
+    AttemptRecord, Lease, NewRun, Priority, QUEUE_CHANNEL, RUN_CHANNEL, RunFilter, RunId,
+    RunRecord, RunStatus, RunStore, StepRecord, StoreError, now_rfc3339, rfc3339,
 };
 
 /// `total_time_ms` of a run ending at parameter `$4` (finished - started,
@@ -272,6 +272,25 @@ impl RunStore for PgStore {
         rows.iter()
             .map(|row| Ok((get(row, "owner")?, count(get(row, "n")?))))
             .collect()
+    }
+
+    async fn queued_by_priority(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT priority, COUNT(*) AS n FROM runs WHERE status = 'queued' GROUP BY priority",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error("count queued runs"))?;
+        let mut counts: BTreeMap<String, u64> = Priority::ALL
+            .iter()
+            .map(|p| (p.as_str().to_owned(), 0))
+            .collect();
+        for row in &rows {
+            if let Some(p) = Priority::from_i64(get(row, "priority")?) {
+                counts.insert(p.as_str().to_owned(), count(get(row, "n")?));
+            }
+        }
+        Ok(counts)
     }
 }
 
