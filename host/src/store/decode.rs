@@ -237,3 +237,21 @@ pub(crate) fn counts_by_status(
     }
     Ok(counts)
 }
+
+/// `(priority, count)` rows as a map holding every priority name (0 when
+/// absent); a priority number no [`Priority`] has is left out.
+pub(crate) fn counts_by_priority(
+    rows: impl Iterator<Item = Result<(i64, i64), StoreError>>,
+) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+    let mut counts: std::collections::BTreeMap<String, u64> = Priority::ALL
+        .iter()
+        .map(|p| (p.as_str().to_owned(), 0))
+        .collect();
+    for row in rows {
+        let (priority, n) = row?;
+        if let Some(p) = Priority::from_i64(priority) {
+            counts.insert(p.as_str().to_owned(), count(n));
+        }
+    }
+    Ok(counts)
+}

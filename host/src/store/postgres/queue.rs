@@ -24,11 +24,12 @@ use std::time::SystemTime;
 use super::PgStore;
 use super::rows::{RUN_COLUMNS, get, parse_text, run_from_row, sql_error};
 use super::runs::insert_run;
-use crate::store::decode::{claimed_from_row, count, not_claimable, run_ids};
+use crate::store::decode::{
+    claimed_from_row, count, counts_by_priority, counts_by_status, not_claimable, run_ids,
+};
 use crate::store::{
-    CANCEL_CHANNEL, ClaimedRun, Lease, NewRun, Priority, QUEUE_CHANNEL, QueueStats, QueueStore,
-    RUN_CHANNEL, RunId, RunRecord, RunStatus, ServerLock, Signal, StoreError, elapsed_ms,
-    now_rfc3339, rfc3339,
+    CANCEL_CHANNEL, ClaimedRun, Lease, NewRun, QUEUE_CHANNEL, QueueStats, QueueStore, RUN_CHANNEL,
+    RunId, RunRecord, RunStatus, ServerLock, Signal, StoreError, elapsed_ms, now_rfc3339, rfc3339,
 };
 
 /// What a claim returns besides [`RUN_COLUMNS`]: the new lease epoch, and
@@ -409,14 +410,8 @@ impl QueueStore for PgStore {
         include_test: bool,
     ) -> Result<QueueStats, StoreError> {
         let mut stats = QueueStats {
-            queued_by_priority: Priority::ALL
-                .iter()
-                .map(|p| (p.as_str().to_owned(), 0))
-                .collect(),
-            runs_by_status: RunStatus::ALL
-                .iter()
-                .map(|s| (s.as_str().to_owned(), 0))
-                .collect(),
+            queued_by_priority: BTreeMap::new(),
+            runs_by_status: BTreeMap::new(),
             finished_since: BTreeMap::new(),
             fuel_used_total: 0,
         };
@@ -429,14 +424,10 @@ impl QueueStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(sql_error(op))?;
-        for row in &rows {
-            let priority: i64 = get(row, "priority")?;
-            if let Some(p) = Priority::from_i64(priority) {
-                stats
-                    .queued_by_priority
-                    .insert(p.as_str().to_owned(), count(get(row, "n")?));
-            }
-        }
+        stats.queued_by_priority = counts_by_priority(
+            rows.iter()
+                .map(|row| Ok((get(row, "priority")?, get(row, "n")?))),
+        )?;
         let rows = sqlx::query(
             "SELECT status, COUNT(*) AS n FROM runs WHERE ($1::boolean OR NOT simulated) \
              GROUP BY status",
@@ -445,10 +436,10 @@ impl QueueStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(sql_error(op))?;
-        for row in &rows {
-            let status: String = get(row, "status")?;
-            stats.runs_by_status.insert(status, count(get(row, "n")?));
-        }
+        stats.runs_by_status = counts_by_status(
+            rows.iter()
+                .map(|row| Ok((get(row, "status")?, get(row, "n")?))),
+        )?;
         for status in RunStatus::ALL.iter().filter(|s| s.is_terminal()) {
             stats.finished_since.insert(status.as_str().to_owned(), 0);
         }

@@ -10,10 +10,10 @@ use super::rows::{
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use crate::store::decode::{count, counts_by_status};
+use crate::store::decode::{count, counts_by_priority, counts_by_status};
 use crate::store::{
-    AttemptRecord, Lease, NewRun, Priority, RunFilter, RunId, RunRecord, RunStatus, RunStore,
-    StepRecord, StoreError, now_rfc3339, rfc3339,
+    AttemptRecord, Lease, NewRun, RunFilter, RunId, RunRecord, RunStatus, RunStore, StepRecord,
+    StoreError, now_rfc3339, rfc3339,
 };
 
 #[async_trait::async_trait]
@@ -286,16 +286,10 @@ impl RunStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(sql_error("count queued runs"))?;
-        let mut counts: BTreeMap<String, u64> = Priority::ALL
-            .iter()
-            .map(|p| (p.as_str().to_owned(), 0))
-            .collect();
-        for row in &rows {
-            if let Some(p) = Priority::from_i64(get(row, "priority")?) {
-                counts.insert(p.as_str().to_owned(), count(get(row, "n")?));
-            }
-        }
-        Ok(counts)
+        counts_by_priority(
+            rows.iter()
+                .map(|row| Ok((get(row, "priority")?, get(row, "n")?))),
+        )
     }
 }
 
