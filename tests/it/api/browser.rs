@@ -250,7 +250,14 @@ async fn a_test_run_with_simulated_failures_is_started_and_watched_live_in_chrom
             browser.attr_all("#run-meta", "data-run-status").await == ["succeeded"]
         })
         .await;
-    // The timeline shows simulated faults and the retries that followed.
+    // The timeline shows simulated faults and the retries that followed
+    // (read once the page holds a whole timeline: a live update may be
+    // swapping it in).
+    browser
+        .wait_until("the timeline with its bars", || async {
+            browser.attr_all(".timeline g.bar", "data-kind").await.len() > 7
+        })
+        .await;
     let kinds = browser.attr_all(".timeline g.bar", "data-kind").await;
     let simulated = kinds.iter().filter(|k| *k == "simulated").count();
     assert!(
@@ -266,10 +273,16 @@ async fn a_test_run_with_simulated_failures_is_started_and_watched_live_in_chrom
         "the 2 s hold is on the timeline: {kinds:?}"
     );
     // Step details carry the failed attempts (state as text too).
-    let attempts = browser
-        .attr_all("table.attempts tr[data-attempt]", "data-status")
+    // (Polled: the page may be swapping in its last live update.)
+    browser
+        .wait_until("a failed attempt in the step tables", || async {
+            browser
+                .attr_all("table.attempts tr[data-attempt]", "data-status")
+                .await
+                .iter()
+                .any(|s| s == "failed")
+        })
         .await;
-    assert!(attempts.iter().any(|s| s == "failed"), "{attempts:?}");
     let badge = c.find(Locator::Css(".run-head .badge.test")).await.unwrap();
     assert_eq!(badge.text().await.unwrap(), "test");
     // The handle edge is labelled.

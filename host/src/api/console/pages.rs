@@ -13,8 +13,7 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::format::duration_ms;
-use super::run::When;
+use super::run::{When, run_duration, short_id, trigger_type};
 use super::timeline::parse_time;
 use super::{ConsoleError, render};
 use crate::api::names::WorkflowName;
@@ -152,27 +151,17 @@ struct RunRow {
     error: Option<String>,
 }
 
-fn short_id(id: &RunId) -> String {
-    let text = id.to_string();
-    text[text.len() - 8..].to_owned()
-}
-
 fn run_row(run: &RunRecord, now: SystemTime) -> RunRow {
     RunRow {
         id: run.id.to_string(),
-        short: short_id(&run.id),
+        short: short_id(run.id),
         workflow: run.workflow_name.clone(),
         version: run.workflow_version,
         status: run.status.to_string(),
         test: run.simulated,
-        trigger_type: run
-            .trigger
-            .get("type")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or("manual")
-            .to_owned(),
+        trigger_type: trigger_type(run),
         created: When::of(Some(&run.created_at), now),
-        duration: run.total_time_ms.map(|ms| duration_ms(ms.max(0) as u64)),
+        duration: run_duration(run),
         error: run.error.as_ref().map(|e| {
             if e.chars().count() > 160 {
                 format!("{}…", e.chars().take(160).collect::<String>())

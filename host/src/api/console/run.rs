@@ -18,7 +18,7 @@ use super::timeline::{self, parse_time};
 use super::{ConsoleError, render};
 use crate::api::ApiState;
 use crate::api::runs::{existing, run_id};
-use crate::store::{AttemptRecord, RunRecord, StepRecord, StepStatus};
+use crate::store::{AttemptRecord, RunId, RunRecord, RunStatus, StepRecord, StepStatus};
 use crate::workflow::Workflow;
 use crate::workflow::graph::Dag;
 
@@ -112,6 +112,26 @@ impl When {
             exact: text.to_owned(),
         })
     }
+}
+
+/// The last 8 characters of a run id (UUID v7: the random part), as shown.
+pub(super) fn short_id(id: RunId) -> String {
+    let text = id.to_string();
+    text[text.len() - 8..].to_owned()
+}
+
+/// What started the run (`manual`, `webhook`, ...), as stored.
+pub(super) fn trigger_type(run: &RunRecord) -> String {
+    run.trigger
+        .get("type")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("manual")
+        .to_owned()
+}
+
+/// The run's total time, humanised, once it has one.
+pub(super) fn run_duration(run: &RunRecord) -> Option<String> {
+    run.total_time_ms.map(|ms| duration_ms(ms.max(0) as u64))
 }
 
 fn pretty(value: &serde_json::Value) -> String {
@@ -289,16 +309,7 @@ async fn read(state: &ApiState, run: &RunRecord) -> Result<RunPage, ConsoleError
         }
         None => (None, Vec::new()),
     };
-    let short: String = run
-        .id
-        .to_string()
-        .chars()
-        .rev()
-        .take(8)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
+    let short = short_id(run.id);
     Ok(RunPage {
         title: format!("Run {short}"),
         nav: "runs",
@@ -309,19 +320,14 @@ async fn read(state: &ApiState, run: &RunRecord) -> Result<RunPage, ConsoleError
             version: run.workflow_version,
             status: run.status.to_string(),
             terminal: run.status.is_terminal(),
-            retryable: matches!(run.status.as_str(), "failed" | "cancelled"),
+            retryable: matches!(run.status, RunStatus::Failed | RunStatus::Cancelled),
             test: run.simulated,
-            trigger_type: run
-                .trigger
-                .get("type")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or("manual")
-                .to_owned(),
+            trigger_type: trigger_type(run),
             priority: run.priority.to_string(),
             created: When::of(Some(&run.created_at), now),
             started: When::of(run.started_at.as_deref(), now),
             finished: When::of(run.finished_at.as_deref(), now),
-            duration: run.total_time_ms.map(|ms| duration_ms(ms.max(0) as u64)),
+            duration: run_duration(run),
             error: run.error.clone(),
         },
         graph,
