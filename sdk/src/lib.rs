@@ -40,6 +40,11 @@ pub use schemars::{self, JsonSchema};
 pub use serde::{self, Deserialize, Serialize};
 pub use serde_json::{self, Value, json};
 
+/// The bindings generator, for [`export_preinit!`] (which generates its
+/// one-function world in the piece's own crate).
+#[doc(hidden)]
+pub use wit_bindgen as __wit_bindgen;
+
 use bindings::exports::omniflow::piece::handler as wit;
 
 /// Everything a piece author usually needs.
@@ -235,5 +240,54 @@ macro_rules! export_piece {
         }
 
         $crate::bindings::export!(__OmniflowPiece with_types_in $crate::bindings);
+    };
+}
+
+/// Pre-initialise this piece: `init` runs **once, when the host compiles the
+/// piece** (install or first load), and the instance's memory afterwards
+/// becomes the starting memory of every later instance (a Wizer snapshot).
+/// Use it to build expensive, input-independent state (a parsed table, an
+/// interpreter's context) that every run would otherwise build again.
+///
+/// Keep in a `thread_local!` or `static` what `init` builds, and let each
+/// run start from it: every run still gets a fresh instance, copied from the
+/// snapshot, so nothing one run changes reaches another. During `init` the
+/// piece has no HTTP grants and the default step limits; a trap, an
+/// exhausted fuel budget or a timeout there makes the piece fail to load.
+/// What `init` must not do: keep a WASI resource (a stream, an outgoing
+/// request) or values that must differ between runs (random seeds, the
+/// time): they would be frozen into the snapshot.
+///
+/// ```ignore
+/// thread_local! {
+///     static TABLE: std::cell::RefCell<Option<Vec<u64>>> = const { std::cell::RefCell::new(None) };
+/// }
+/// fn init() {
+///     TABLE.with(|t| *t.borrow_mut() = Some((0..10_000).map(|n| n * n).collect()));
+/// }
+/// omniflow_sdk::export_preinit!(init);
+/// ```
+#[macro_export]
+macro_rules! export_preinit {
+    ($init:expr) => {
+        #[doc(hidden)]
+        #[allow(unsafe_code, unreachable_pub, dead_code, missing_docs)]
+        mod __omniflow_preinit {
+            $crate::__wit_bindgen::generate!({
+                inline: "package omniflow:preinit; world preinit { export wizer-initialize: func(); }",
+                runtime_path: "omniflow_sdk::__wit_bindgen::rt",
+            });
+        }
+
+        #[doc(hidden)]
+        struct __OmniflowPreinit;
+
+        impl __omniflow_preinit::Guest for __OmniflowPreinit {
+            fn wizer_initialize() {
+                ($init)()
+            }
+        }
+
+        __omniflow_preinit::export!(__OmniflowPreinit with_types_in __omniflow_preinit);
     };
 }

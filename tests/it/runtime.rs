@@ -561,3 +561,41 @@ async fn an_unwritable_cache_still_loads_and_runs() {
         assert_eq!(report.outcome.unwrap()["handle"], "then");
     }
 }
+
+#[tokio::test]
+async fn a_piece_asking_for_it_runs_from_its_preinitialised_snapshot() {
+    let piece = load("preinit").await;
+    for _ in 0..3 {
+        let out = runtime()
+            .run(&piece, call("state", json!({})))
+            .await
+            .outcome
+            .expect("state runs");
+        // `init` ran once, at load, not in this instance; what it built is
+        // there; and each run starts from the snapshot, not from the last run.
+        assert_eq!(out["init_runs"], 1, "{out}");
+        assert_eq!(out["squares"], 1000, "{out}");
+        assert_eq!(out["last_square"], 999 * 999, "{out}");
+        assert_eq!(out["calls_before"], 0, "{out}");
+    }
+}
+
+#[tokio::test]
+async fn a_preinitialisation_that_never_ends_fails_the_load_contained() {
+    let Err(err) = runtime().load(&guest("hostile_preinit")).await else {
+        panic!("a spinning init must not load");
+    };
+    assert!(matches!(err, RuntimeError::InvalidInfo(_)), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("wizer-initialize"), "{message}");
+    assert!(
+        message.contains("fuel") || message.contains("timed out") || message.contains("timeout"),
+        "{message}"
+    );
+    // The runtime still works.
+    let flow = load("flow").await;
+    let report = runtime()
+        .run(&flow, call("if", json!({"condition": true})))
+        .await;
+    assert!(report.outcome.is_ok());
+}

@@ -14,6 +14,9 @@ use wasmtime::component::Component;
 
 use crate::runtime::PieceDigest;
 
+/// Bumped when the host changes what it compiles from a piece's bytes.
+const ARTIFACT_FORMAT: &str = "preinit-1";
+
 pub(crate) struct ArtifactCache {
     dir: PathBuf,
     engine_key: String,
@@ -23,6 +26,9 @@ impl ArtifactCache {
     pub(crate) fn new(engine: &Engine, dir: PathBuf) -> Self {
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
+        // What the host does to the bytes before compiling them: artifacts
+        // from before pieces were pre-initialised (`preinit`) are not reused.
+        ARTIFACT_FORMAT.hash(&mut hasher);
         ArtifactCache {
             dir,
             engine_key: format!("{:016x}", hasher.finish()),

@@ -158,6 +158,27 @@ fn check_header(bytes: &[u8]) -> Result<(), RuntimeError> {
     }
 }
 
+/// Every interface `component` imports, or the first outside the allow-list.
+pub(super) fn check_imports(
+    engine: &wasmtime::Engine,
+    component: &Component,
+) -> Result<Vec<String>, RuntimeError> {
+    let imports: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    if let Some(bad) = imports
+        .iter()
+        .find(|name| !ALLOWED_IMPORTS.contains(&interface_name(name)))
+    {
+        return Err(RuntimeError::ForbiddenImport {
+            import: bad.clone(),
+        });
+    }
+    Ok(imports)
+}
+
 fn interface_name(import: &str) -> &str {
     import.split('@').next().unwrap_or(import)
 }
@@ -198,19 +219,8 @@ impl Runtime {
         let (tier, component, from_cache) = self.compile_or_fetch(owned, &digest).await?;
         let engine = &tier.engine;
 
+        let imports = check_imports(engine, &component)?;
         let ty = component.component_type();
-        let imports: Vec<String> = ty
-            .imports(engine)
-            .map(|(name, _)| name.to_string())
-            .collect();
-        if let Some(bad) = imports
-            .iter()
-            .find(|name| !ALLOWED_IMPORTS.contains(&interface_name(name)))
-        {
-            return Err(RuntimeError::ForbiddenImport {
-                import: bad.clone(),
-            });
-        }
         let exports: Vec<String> = ty
             .exports(engine)
             .map(|(name, _)| name.to_string())
@@ -275,10 +285,16 @@ impl Runtime {
             Some(turn) => Some(turn.lock().await),
             None => None,
         };
+        let mut owned = bytes();
+        // A piece that asks for it is compiled from its pre-initialised
+        // snapshot (see `preinit`); the cache keeps the result under the
+        // original bytes' digest.
+        if super::preinit::wants_preinit(&owned) {
+            owned = Cow::Owned(self.preinitialise(tier, &owned).await?);
+        }
         let engine = tier.engine.clone();
         let cache = tier.cache.clone();
         let digest = digest.clone();
-        let owned = bytes();
         let component = tokio::task::spawn_blocking(move || match cache {
             Some(cache) => cache.compile(&engine, &digest, &owned),
             None => Component::new(&engine, &owned),

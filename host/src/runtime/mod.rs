@@ -32,6 +32,7 @@ mod error;
 mod failure;
 mod limits;
 mod load;
+pub mod preinit;
 pub(crate) mod state;
 
 use std::path::PathBuf;

@@ -44,8 +44,13 @@
 //!   native callbacks (`[x].map(f)` inside `f`) exhausts the wasm stack first
 //!   and ends `stack-overflow`, also contained.
 //!
-//! Cost: every run builds a fresh Boa context (~0.4 ms of the ~0.7 ms a
-//! trivial run takes); nothing survives between runs.
+//! Cost: building a Boa context takes ~0.4 ms, most of a trivial run. It is
+//! built once, in `wizer-initialize`, when the host compiles the piece
+//! ([`omniflow_sdk::export_preinit!`]); every run starts from a copy of that
+//! snapshot and takes the context from it, so nothing survives between runs
+//! and none pays for the build. A run on an instance without a prebuilt
+//! context (a second call, or a host that does not pre-initialise) builds
+//! its own.
 
 mod json;
 
@@ -111,9 +116,25 @@ impl JsonSchema for JsonOutput {
     }
 }
 
+thread_local! {
+    /// The context `wizer-initialize` built into the snapshot; taken by the
+    /// first run of an instance.
+    static PREBUILT: RefCell<Option<(JsContext, JsObject)>> = const { RefCell::new(None) };
+}
+
+/// `wizer-initialize`: build the context every run of this snapshot starts with.
+fn prebuild_context() {
+    if let Ok(built) = new_context() {
+        PREBUILT.with(|slot| *slot.borrow_mut() = Some(built));
+    }
+}
+
 fn run_js(_ctx: &Context, input: RunJsInput) -> Result<JsonOutput> {
     CONSOLE_USED.with(|used| used.set(0));
-    let (mut context, retryable) = new_context()?;
+    let (mut context, retryable) = match PREBUILT.with(|slot| slot.borrow_mut().take()) {
+        Some(built) => built,
+        None => new_context()?,
+    };
     let json = execute(&mut context, &retryable, &input.code, &input.input)?;
     RawValue::from_string(json)
         .map(JsonOutput)
@@ -642,3 +663,5 @@ omniflow_sdk::export_piece!(
         run_js
     )
 );
+
+omniflow_sdk::export_preinit!(prebuild_context);
