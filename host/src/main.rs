@@ -372,6 +372,11 @@ enum BenchCommand {
         /// Measured runs.
         #[arg(long, default_value_t = 50)]
         runs: usize,
+        /// Trigger each run through a server on loopback
+        /// (`POST …/runs?wait=30s`) instead of in-process; also times a
+        /// one-step workflow the same way.
+        #[arg(long)]
+        http: bool,
     },
     /// User JavaScript in the `code` piece: fresh sandbox per run; fib(25)
     /// with and without fuel metering.
@@ -629,8 +634,11 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
         Command::Bench(BenchCommand::Instantiate { iterations }) => {
             cli::bench::instantiate(iterations).await.map(|()| true)
         }
-        Command::Bench(BenchCommand::Chain40 { runs }) => {
+        Command::Bench(BenchCommand::Chain40 { runs, http: false }) => {
             cli::bench::chain40(runs).await.map(|()| true)
+        }
+        Command::Bench(BenchCommand::Chain40 { runs, http: true }) => {
+            cli::bench_http::chain40_http(runs).await.map(|()| true)
         }
         Command::Bench(BenchCommand::CodeJs { iterations }) => {
             cli::bench_code::code_js(iterations).await.map(|()| true)

@@ -17,16 +17,25 @@ const RULES: &[(&str, &[&str], &[&str])] = &[
             "wasmtime_wasi",
             "wasmtime_wasi_http",
             "sqlx",
+            "rusqlite",
             "axum",
             "tokio",
             "hyper",
             "reqwest",
         ],
     ),
-    ("names", &[], &["wasmtime", "sqlx", "axum", "tokio"]),
+    (
+        "names",
+        &[],
+        &["wasmtime", "sqlx", "rusqlite", "axum", "tokio"],
+    ),
     // The generated host bindings of `wit/piece.wit`.
-    ("bindings", &[], &["sqlx", "axum"]),
-    ("logfmt", &[], &["wasmtime", "sqlx", "axum", "tokio"]),
+    ("bindings", &[], &["sqlx", "rusqlite", "axum"]),
+    (
+        "logfmt",
+        &[],
+        &["wasmtime", "sqlx", "rusqlite", "axum", "tokio"],
+    ),
     // Storage knows only its own records.
     (
         "store",
@@ -37,13 +46,13 @@ const RULES: &[(&str, &[&str], &[&str])] = &[
     (
         "capabilities",
         &["bindings", "workflow", "store", "names", "logfmt"],
-        &["sqlx", "axum"],
+        &["sqlx", "rusqlite", "axum"],
     ),
     // The sandbox: wasmtime, limits, classification; capabilities link into it.
     (
         "runtime",
         &["bindings", "capabilities", "names", "logfmt"],
-        &["sqlx", "axum"],
+        &["sqlx", "rusqlite", "axum"],
     ),
     // Runs: scheduling steps on the runtime, persisting through the store.
     (
@@ -56,7 +65,14 @@ const RULES: &[(&str, &[&str], &[&str])] = &[
             "names",
             "logfmt",
         ],
-        &["sqlx", "axum", "wasmtime", "wasmtime_wasi", "hyper"],
+        &[
+            "sqlx",
+            "rusqlite",
+            "axum",
+            "wasmtime",
+            "wasmtime_wasi",
+            "hyper",
+        ],
     ),
     // The one way a run starts (manual, API, batch, webhook, schedule, retry).
     (
@@ -70,7 +86,7 @@ const RULES: &[(&str, &[&str], &[&str])] = &[
             "names",
             "logfmt",
         ],
-        &["sqlx", "axum", "wasmtime", "hyper"],
+        &["sqlx", "rusqlite", "axum", "wasmtime", "hyper"],
     ),
     // The HTTP edge: no SQL, no worker pool (it talks to the queue through the engine's trait).
     (
@@ -85,7 +101,7 @@ const RULES: &[(&str, &[&str], &[&str])] = &[
             "names",
             "logfmt",
         ],
-        &["sqlx", "wasmtime", "wasmtime_wasi"],
+        &["sqlx", "rusqlite", "wasmtime", "wasmtime_wasi"],
     ),
     // The process: worker pool, heartbeats, the listener.
     (
@@ -101,7 +117,7 @@ const RULES: &[(&str, &[&str], &[&str])] = &[
             "names",
             "logfmt",
         ],
-        &["sqlx", "wasmtime", "axum"],
+        &["sqlx", "rusqlite", "wasmtime", "axum"],
     ),
 ];
 

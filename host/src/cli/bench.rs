@@ -102,7 +102,11 @@ use super::setup::tempfile_dir;
 
 /// A workflow of `flow.if` steps: a chain when `chain`, else `n` parallel
 /// steps joined by one `flow.merge`.
-fn bench_workflow(name: &str, n: usize, chain: bool) -> Result<omniflow::workflow::Workflow> {
+pub(crate) fn bench_workflow(
+    name: &str,
+    n: usize,
+    chain: bool,
+) -> Result<omniflow::workflow::Workflow> {
     let mut steps = Vec::with_capacity(n + 1);
     for i in 0..n {
         let needs: Vec<String> = if chain && i > 0 {

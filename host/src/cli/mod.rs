@@ -4,6 +4,7 @@ pub(crate) mod bench;
 pub(crate) mod bench_code;
 pub(crate) mod bench_cold;
 pub(crate) mod bench_console;
+pub(crate) mod bench_http;
 pub(crate) mod bench_scale;
 pub(crate) mod bench_soak;
 pub(crate) mod config;

@@ -28,6 +28,7 @@
 //! `rows.rs` (row decoding, error classification) serve them all.
 
 mod conn;
+mod direct;
 mod lock;
 mod pieces;
 mod queue;
@@ -49,7 +50,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use super::migrate::{self, MigrationReport};
 use super::{RunId, RunStore, StoreError};
-use conn::{Gate, WriteConn, WriteTx};
+use conn::{Gate, WriteConn, WriteTx, Writers};
 use rows::sql_error;
 
 /// Attempts at opening a file another process is opening too (see `open_with`).
@@ -67,14 +68,15 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// One writer at a time inside this process: writers queue here instead
     /// of in SQLite's busy handler, which sleeps in 1–100 ms steps.
-    /// The turn holds this process's dedicated write connection (`None`
-    /// for an in-memory database, whose one pooled connection is used).
+    /// The turn holds this process's two write connections (`conn.rs`).
     write_gate: Gate,
     /// Group commit for step records (`steps.rs`).
     steps: steps::StepWriter,
     /// The database file (`None` in memory): its server lock file is
     /// `<file>.lock` (`lock.rs`).
     file: Option<std::path::PathBuf>,
+    /// For `sqlite::memory:`, the private file standing in for it.
+    _private: Option<Arc<PrivateFile>>,
     /// The migrations applied when it was opened.
     migrated: MigrationReport,
 }
@@ -134,6 +136,18 @@ impl SqliteStore {
     /// `options`; journal mode, synchronous, busy timeout and foreign keys
     /// are set here whatever `options` said.
     pub async fn open_with(options: SqliteConnectOptions) -> Result<SqliteStore, StoreError> {
+        // `sqlite::memory:` (tests): a private file in the temp directory,
+        // removed with the store, so the direct write connection
+        // (`direct.rs`) and the pool see one database.
+        let in_memory = options
+            .get_filename()
+            .to_string_lossy()
+            .starts_with("file:sqlx-in-memory-");
+        let private = in_memory.then(|| Arc::new(PrivateFile::new()));
+        let options = match &private {
+            Some(private) => SqliteConnectOptions::new().filename(&private.0),
+            None => options,
+        };
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -143,26 +157,14 @@ impl SqliteStore {
             // Pages freed by pruning go back to the file system
             // (`PRAGMA incremental_vacuum`); takes effect for new files.
             .auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental);
-        let in_memory = options
-            .get_filename()
-            .to_string_lossy()
-            .starts_with("file:sqlx-in-memory-");
-        let file = (!in_memory).then(|| options.get_filename().to_path_buf());
-        let pool_options = if in_memory {
-            // An in-memory database lives as long as one of its connections:
-            // keep exactly one, forever.
-            SqlitePoolOptions::new()
-                .min_connections(1)
-                .max_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-        } else {
-            SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS)
-        }
-        // sqlx pings a connection on every acquire by default: one more
-        // round trip to the connection's thread per statement. A local
-        // file connection does not go stale like a network one.
-        .test_before_acquire(false);
+        let path = options.get_filename().to_path_buf();
+        let file = (!in_memory).then(|| path.clone());
+        let pool_options = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            // sqlx pings a connection on every acquire by default: one more
+            // round trip to the connection's thread per statement. A local
+            // file connection does not go stale like a network one.
+            .test_before_acquire(false);
         // A fresh file switching to WAL needs SQLite's exclusive lock, and
         // that pragma runs before the busy timeout applies: a concurrent
         // opener (another process) can get SQLITE_BUSY at once. Try again.
@@ -181,22 +183,21 @@ impl SqliteStore {
             }
         };
         let migrated = migrate(&pool).await?;
-        let own = if in_memory {
-            None
-        } else {
-            Some(
-                pool.acquire()
-                    .await
-                    .map_err(sql_error("open the write connection"))?
-                    .detach(),
-            )
+        let writers = Writers {
+            direct: direct::Direct::open(&path)?,
+            sqlx: pool
+                .acquire()
+                .await
+                .map_err(sql_error("open the write connection"))?
+                .detach(),
         };
-        let write_gate: Gate = Arc::new(tokio::sync::Mutex::new(own));
+        let write_gate: Gate = Arc::new(tokio::sync::Mutex::new(writers));
         Ok(SqliteStore {
-            steps: steps::StepWriter::start(pool.clone(), Arc::clone(&write_gate)),
+            steps: steps::StepWriter::start(Arc::clone(&write_gate)),
             pool,
             write_gate,
             file,
+            _private: private,
             migrated,
         })
     }
@@ -206,8 +207,10 @@ impl SqliteStore {
         self.migrated.clone()
     }
 
-    /// Close every connection, waiting for them to be returned. Later calls fail
-    /// with [`StoreError::Unavailable`].
+    /// Close the pool's connections, waiting for them to be returned. Later
+    /// reads and cold writes fail with [`StoreError::Unavailable`]; the
+    /// direct write connection (`direct.rs`) closes when the last clone of
+    /// the store is dropped.
     pub async fn close(&self) {
         self.pool.close().await;
     }
@@ -215,8 +218,19 @@ impl SqliteStore {
     /// Start a write transaction holding SQLite's write lock (see module
     /// docs), on the write connection, inside the write turn.
     async fn begin_write(&self, op: &'static str) -> Result<WriteTx, StoreError> {
-        let conn = WriteConn::take(&self.write_gate, &self.pool).await?;
+        let conn = WriteConn::take(&self.write_gate).await?;
         WriteTx::begin(conn).await.map_err(sql_error(op))
+    }
+
+    /// Run `write` on the direct write connection inside the write turn
+    /// (see `direct.rs`: synchronous, no transaction left open).
+    async fn direct<T>(
+        &self,
+        op: &'static str,
+        write: impl FnMut(&mut rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut turn = self.write_gate.lock().await;
+        direct::with_direct(&mut turn.direct, op, write).await
     }
 
     /// Why a fenced write changed nothing: [`StoreError::NotFound`] for an
@@ -225,6 +239,29 @@ impl SqliteStore {
         match self.get_run(run).await? {
             None => Err(StoreError::NotFound(format!("run {run}"))),
             Some(_) => Err(StoreError::LeaseLost { run }),
+        }
+    }
+}
+
+/// The private database file of a `sqlite::memory:` store; removed (with
+/// its WAL and shared-memory files) when the last clone of the store goes.
+#[derive(Debug)]
+struct PrivateFile(std::path::PathBuf);
+
+impl PrivateFile {
+    fn new() -> PrivateFile {
+        PrivateFile(
+            std::env::temp_dir().join(format!("omniflow-private-{}.db", uuid::Uuid::now_v7())),
+        )
+    }
+}
+
+impl Drop for PrivateFile {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = self.0.as_os_str().to_owned();
+            name.push(suffix);
+            let _ = std::fs::remove_file(std::path::PathBuf::from(name));
         }
     }
 }

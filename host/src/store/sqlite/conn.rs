@@ -1,68 +1,52 @@
 //! The write path's connection handling: one write turn per process
-//! ([`Gate`]), the dedicated write connection ([`WriteConn`]) and write
-//! transactions on it ([`WriteTx`]).
+//! ([`Gate`]) holding this process's two write connections ([`Writers`]):
+//! the direct one for hot writes (`direct.rs`) and a sqlx one for the rest
+//! ([`WriteConn`], and write transactions on it, [`WriteTx`]).
 
 use std::sync::Arc;
 
-use sqlx::SqlitePool;
-
-use super::rows::sql_error;
+use super::direct::Direct;
 use crate::store::StoreError;
 
-/// The write turn and, for a file, the dedicated write connection.
-pub(super) type Gate = Arc<tokio::sync::Mutex<Option<sqlx::SqliteConnection>>>;
-
-/// A connection to write on while holding the write turn: the dedicated one
-/// (no pool acquire/release: sqlx pings every connection returned to a pool,
-/// one more round trip to its thread per statement), or a pooled one for an
-/// in-memory database.
-pub(crate) enum WriteConn {
-    /// The dedicated connection, inside the turn.
-    Own(tokio::sync::OwnedMappedMutexGuard<Option<sqlx::SqliteConnection>, sqlx::SqliteConnection>),
-    /// The turn (held, never read) and a pooled connection.
-    Pooled(
-        #[allow(dead_code)] tokio::sync::OwnedMutexGuard<Option<sqlx::SqliteConnection>>,
-        sqlx::pool::PoolConnection<sqlx::Sqlite>,
-    ),
+/// This process's write connections, held with the write turn.
+#[derive(Debug)]
+pub(crate) struct Writers {
+    /// Hot writes: step records, claims, run creation and status.
+    pub(super) direct: Direct,
+    /// Every other write (workflows, pieces, tokens, cancels, ...), through
+    /// sqlx like the reads.
+    pub(super) sqlx: sqlx::SqliteConnection,
 }
 
-impl WriteConn {
-    /// The write connection for a held turn.
-    pub(crate) async fn from_turn(
-        turn: tokio::sync::OwnedMutexGuard<Option<sqlx::SqliteConnection>>,
-        pool: &SqlitePool,
-    ) -> Result<WriteConn, StoreError> {
-        match tokio::sync::OwnedMutexGuard::try_map(turn, Option::as_mut) {
-            Ok(own) => Ok(WriteConn::Own(own)),
-            Err(turn) => {
-                let pooled = pool.acquire().await.map_err(sql_error("write"))?;
-                Ok(WriteConn::Pooled(turn, pooled))
-            }
-        }
-    }
+/// The write turn and the connections it holds.
+pub(super) type Gate = Arc<tokio::sync::Mutex<Writers>>;
 
+/// The sqlx write connection while holding the write turn (no pool
+/// acquire/release: sqlx pings every connection returned to a pool, one
+/// more round trip to its thread per statement).
+pub(crate) struct WriteConn(tokio::sync::OwnedMappedMutexGuard<Writers, sqlx::SqliteConnection>);
+
+impl WriteConn {
     /// Wait for the turn, then the connection.
-    pub(crate) async fn take(gate: &Gate, pool: &SqlitePool) -> Result<WriteConn, StoreError> {
-        WriteConn::from_turn(gate.clone().lock_owned().await, pool).await
+    pub(crate) async fn take(gate: &Gate) -> Result<WriteConn, StoreError> {
+        let turn = gate.clone().lock_owned().await;
+        Ok(WriteConn(tokio::sync::OwnedMutexGuard::map(
+            turn,
+            |writers| &mut writers.sqlx,
+        )))
     }
 }
 
 impl std::ops::Deref for WriteConn {
     type Target = sqlx::SqliteConnection;
     fn deref(&self) -> &Self::Target {
-        match self {
-            WriteConn::Own(conn) => conn,
-            WriteConn::Pooled(_, conn) => conn,
-        }
+        &self.0
     }
 }
 
 impl std::ops::DerefMut for WriteConn {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        match self {
-            WriteConn::Own(conn) => &mut *conn,
-            WriteConn::Pooled(_, conn) => &mut *conn,
-        }
+        &mut self.0
     }
 }
 

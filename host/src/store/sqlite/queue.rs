@@ -19,11 +19,11 @@ use std::time::SystemTime;
 use sqlx::{QueryBuilder, Sqlite};
 
 use super::SqliteStore;
-use super::conn::WriteConn;
+use super::direct::rows;
 use super::rows::{RUN_COLUMNS, get, parse_text, run_from_row, sql_error};
-use super::runs::insert_run;
+use super::runs::{insert_run, new_record, unknown_workflow};
 use crate::store::decode::{
-    claimed_from_row, count, counts_by_priority, counts_by_status, not_claimable, run_ids,
+    Columns, claimed_from_row, count, counts_by_priority, counts_by_status, not_claimable, run_ids,
 };
 use crate::store::{
     ClaimedRun, Lease, NewRun, QueueStats, QueueStore, RunId, RunRecord, RunStatus, ServerLock,
@@ -57,21 +57,19 @@ impl SqliteStore {
         wake_at: Option<SystemTime>,
         op: &'static str,
     ) -> Result<(), StoreError> {
-        let done = {
-            let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
-            sqlx::query(
-                "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_until = NULL, \
-                 wake_at = COALESCE(?2, wake_at) \
-                 WHERE id = ?1 AND status = 'running' AND lease_epoch = ?3",
-            )
-            .bind(lease.run.to_string())
-            .bind(wake_at.map(rfc3339))
-            .bind(lease.epoch)
-            .execute(&mut *conn)
-            .await
-            .map_err(sql_error(op))?
-        };
-        if done.rows_affected() > 0 {
+        let run = lease.run.to_string();
+        let wake_at = wake_at.map(rfc3339);
+        let done = self
+            .direct(op, |conn| {
+                conn.prepare_cached(
+                    "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_until = NULL, \
+                     wake_at = COALESCE(?2, wake_at) \
+                     WHERE id = ?1 AND status = 'running' AND lease_epoch = ?3",
+                )?
+                .execute(rusqlite::params![run, wake_at, lease.epoch])
+            })
+            .await?;
+        if done > 0 {
             return Ok(());
         }
         self.lease_lost(lease.run).await
@@ -81,12 +79,19 @@ impl SqliteStore {
 #[async_trait::async_trait]
 impl QueueStore for SqliteStore {
     async fn create_runs(&self, runs: Vec<NewRun>) -> Result<Vec<RunRecord>, StoreError> {
-        let mut tx = self.begin_write("create runs").await?;
-        let mut records = Vec::with_capacity(runs.len());
-        for run in runs {
-            records.push(insert_run(&mut tx, run, None).await?);
-        }
-        tx.commit().await.map_err(sql_error("create runs"))?;
+        let records: Vec<RunRecord> = runs.into_iter().map(|run| new_record(run, false)).collect();
+        let Some(first) = records.first() else {
+            return Ok(records);
+        };
+        self.direct("create runs", |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for record in &records {
+                insert_run(&tx, record, None)?;
+            }
+            tx.commit()
+        })
+        .await
+        .map_err(unknown_workflow(first))?;
         Ok(records)
     }
 
@@ -99,27 +104,28 @@ impl QueueStore for SqliteStore {
         let now = now_rfc3339();
         // One statement (atomic on its own, one round trip) under this
         // process's write turn.
-        let rows = {
-            let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
-            sqlx::query(&format!(
-                "UPDATE runs SET status = 'running', lease_owner = ?1, lease_until = ?2, \
-                 lease_epoch = lease_epoch + 1, started_at = COALESCE(started_at, ?3), wake_at = NULL \
-                 WHERE id IN (SELECT id FROM runs WHERE status = 'queued' AND (wake_at IS NULL OR wake_at <= ?3) \
-                              ORDER BY priority DESC, created_at, id LIMIT ?4) \
-                 AND status = 'queued' \
-                 RETURNING {CLAIMED_COLUMNS}"
-            ))
-            .bind(worker)
-            .bind(rfc3339(lease_until))
-            .bind(&now)
-            .bind(i64::try_from(limit.max(1)).unwrap_or(i64::MAX))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(sql_error("claim runs"))?
-        };
-        let mut runs = rows
-            .iter()
-            .map(|row| claimed_from_row(row, worker))
+        let sql = format!(
+            "UPDATE runs SET status = 'running', lease_owner = ?1, lease_until = ?2, \
+             lease_epoch = lease_epoch + 1, started_at = COALESCE(started_at, ?3), wake_at = NULL \
+             WHERE id IN (SELECT id FROM runs WHERE status = 'queued' AND (wake_at IS NULL OR wake_at <= ?3) \
+                          ORDER BY priority DESC, created_at, id LIMIT ?4) \
+             AND status = 'queued' \
+             RETURNING {CLAIMED_COLUMNS}"
+        );
+        let until = rfc3339(lease_until);
+        let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+        // One statement (atomic on its own) under this process's write turn.
+        let mut runs = self
+            .direct("claim runs", |conn| {
+                rows(
+                    conn,
+                    &sql,
+                    rusqlite::params![worker, until, now, limit],
+                    |row| claimed_from_row(row, worker),
+                )
+            })
+            .await?
+            .into_iter()
             .collect::<Result<Vec<_>, StoreError>>()?;
         // RETURNING has no order: queue order again.
         runs.sort_by(|a, b| {
@@ -139,25 +145,26 @@ impl QueueStore for SqliteStore {
         lease_until: SystemTime,
     ) -> Result<ClaimedRun, StoreError> {
         let now = now_rfc3339();
-        let row = {
-            let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
-            sqlx::query(&format!(
-                "UPDATE runs SET status = 'running', lease_owner = ?2, lease_until = ?3, \
-                 lease_epoch = lease_epoch + 1, started_at = COALESCE(started_at, ?4), wake_at = NULL \
-                 WHERE id = ?1 AND {} \
-                 RETURNING {CLAIMED_COLUMNS}",
-                claimable("?4")
-            ))
-            .bind(id.to_string())
-            .bind(worker)
-            .bind(rfc3339(lease_until))
-            .bind(&now)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(sql_error("claim run"))?
-        };
-        if let Some(row) = row {
-            return claimed_from_row(&row, worker);
+        let sql = format!(
+            "UPDATE runs SET status = 'running', lease_owner = ?2, lease_until = ?3, \
+             lease_epoch = lease_epoch + 1, started_at = COALESCE(started_at, ?4), wake_at = NULL \
+             WHERE id = ?1 AND {} \
+             RETURNING {CLAIMED_COLUMNS}",
+            claimable("?4")
+        );
+        let (id_text, until) = (id.to_string(), rfc3339(lease_until));
+        let claimed = self
+            .direct("claim run", |conn| {
+                rows(
+                    conn,
+                    &sql,
+                    rusqlite::params![id_text, worker, until, now],
+                    |row| claimed_from_row(row, worker),
+                )
+            })
+            .await?;
+        if let Some(claimed) = claimed.into_iter().next() {
+            return claimed;
         }
         // Say why not.
         let row =
@@ -176,8 +183,13 @@ impl QueueStore for SqliteStore {
         worker: &str,
         lease_until: SystemTime,
     ) -> Result<ClaimedRun, StoreError> {
-        let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
-        let run = insert_run(&mut conn, run, Some((worker, lease_until))).await?;
+        let run = new_record(run, true);
+        let until = rfc3339(lease_until);
+        self.direct("create run", |conn| {
+            insert_run(conn, &run, Some((worker, &until)))
+        })
+        .await
+        .map_err(unknown_workflow(&run))?;
         Ok(ClaimedRun {
             lease: Lease {
                 run: run.id,
@@ -209,23 +221,27 @@ impl QueueStore for SqliteStore {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let mut query: QueryBuilder<'_, Sqlite> =
-            QueryBuilder::new("UPDATE runs SET lease_until = ");
-        query.push_bind(rfc3339(lease_until));
-        query.push(" WHERE status = 'running' AND (id, lease_epoch) IN (");
-        query.push_values(leases, |mut row, lease| {
-            row.push_bind(lease.run.to_string()).push_bind(lease.epoch);
-        });
-        query.push(") RETURNING id");
-        let rows = {
-            let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
-            query
-                .build()
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(sql_error("extend leases"))?
-        };
-        rows.iter().map(|row| parse_text(row, "id")).collect()
+        let sql = format!(
+            "UPDATE runs SET lease_until = ? WHERE status = 'running' AND (id, lease_epoch) IN (VALUES {}) \
+             RETURNING id",
+            vec!["(?, ?)"; leases.len()].join(", ")
+        );
+        let mut values = vec![rusqlite::types::Value::Text(rfc3339(lease_until))];
+        for lease in leases {
+            values.push(rusqlite::types::Value::Text(lease.run.to_string()));
+            values.push(rusqlite::types::Value::Integer(lease.epoch));
+        }
+        let ids = self
+            .direct("extend leases", |conn| {
+                rows(
+                    conn,
+                    &sql,
+                    rusqlite::params_from_iter(values.iter()),
+                    |row| row.parsed::<RunId>("id"),
+                )
+            })
+            .await?;
+        ids.into_iter().collect()
     }
 
     async fn release_run(&self, lease: &Lease) -> Result<(), StoreError> {
@@ -237,16 +253,17 @@ impl QueueStore for SqliteStore {
     }
 
     async fn requeue_expired_leases(&self, now: SystemTime) -> Result<u64, StoreError> {
-        let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
-        let done = sqlx::query(
-            "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_until = NULL \
-             WHERE status = 'running' AND (lease_until IS NULL OR lease_until < ?1)",
-        )
-        .bind(rfc3339(now))
-        .execute(&mut *conn)
-        .await
-        .map_err(sql_error("requeue expired leases"))?;
-        Ok(done.rows_affected())
+        let now = rfc3339(now);
+        let done = self
+            .direct("requeue expired leases", |conn| {
+                conn.prepare_cached(
+                    "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_until = NULL \
+                     WHERE status = 'running' AND (lease_until IS NULL OR lease_until < ?1)",
+                )?
+                .execute([&now])
+            })
+            .await?;
+        Ok(done as u64)
     }
 
     async fn lock_for_server(&self) -> Result<ServerLock, StoreError> {

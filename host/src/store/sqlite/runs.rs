@@ -2,7 +2,6 @@
 //! and attempts (step writes go through the group commit in `steps.rs`).
 
 use super::SqliteStore;
-use super::conn::WriteConn;
 use super::rows::{
     ATTEMPT_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, attempt_from_row, get, run_from_row, sql_error,
     step_from_row,
@@ -19,9 +18,12 @@ use crate::store::{
 #[async_trait::async_trait]
 impl RunStore for SqliteStore {
     async fn create_run(&self, run: NewRun) -> Result<RunRecord, StoreError> {
-        // One statement is atomic on its own: no BEGIN/COMMIT round trips.
-        let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
-        insert_run(&mut conn, run, None).await
+        // One statement is atomic on its own: no BEGIN/COMMIT.
+        let record = new_record(run, false);
+        self.direct("create run", |conn| insert_run(conn, &record, None))
+            .await
+            .map_err(unknown_workflow(&record))?;
+        Ok(record)
     }
 
     async fn get_run(&self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
@@ -99,28 +101,28 @@ impl RunStore for SqliteStore {
         // One statement (one round trip to the connection thread): the
         // transition check and the times are computed by SQLite.
         let now = now_rfc3339();
-        let updated = {
-            let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
-            sqlx::query(
-                "UPDATE runs SET status = ?2, error = ?3, \
-                 started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?4) ELSE started_at END, \
-                 finished_at = CASE WHEN ?5 THEN ?4 END, \
-                 total_time_ms = CASE WHEN ?5 THEN MAX(0, CAST(ROUND( \
-                     (julianday(?4) - julianday(COALESCE(started_at, created_at))) * 86400000.0) AS INTEGER)) END, \
-                 lease_owner = CASE WHEN ?5 THEN NULL ELSE lease_owner END, \
-                 lease_until = CASE WHEN ?5 THEN NULL ELSE lease_until END \
-                 WHERE id = ?1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
-            )
-            .bind(id.to_string())
-            .bind(status.as_str())
-            .bind(error)
-            .bind(&now)
-            .bind(status.is_terminal())
-            .execute(&mut *conn)
-            .await
-            .map_err(sql_error("set run status"))?
-            .rows_affected()
-        };
+        let id_text = id.to_string();
+        let updated = self
+            .direct("set run status", |conn| {
+                conn.prepare_cached(
+                    "UPDATE runs SET status = ?2, error = ?3, \
+                     started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?4) ELSE started_at END, \
+                     finished_at = CASE WHEN ?5 THEN ?4 END, \
+                     total_time_ms = CASE WHEN ?5 THEN MAX(0, CAST(ROUND( \
+                         (julianday(?4) - julianday(COALESCE(started_at, created_at))) * 86400000.0) AS INTEGER)) END, \
+                     lease_owner = CASE WHEN ?5 THEN NULL ELSE lease_owner END, \
+                     lease_until = CASE WHEN ?5 THEN NULL ELSE lease_until END \
+                     WHERE id = ?1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
+                )?
+                .execute(rusqlite::params![
+                    id_text,
+                    status.as_str(),
+                    error,
+                    now,
+                    status.is_terminal()
+                ])
+            })
+            .await?;
         if updated > 0 {
             return Ok(());
         }
@@ -177,25 +179,19 @@ impl RunStore for SqliteStore {
             });
         }
         let now = now_rfc3339();
-        let updated = {
-            let mut conn = WriteConn::take(&self.write_gate, &self.pool).await?;
-            sqlx::query(
-                "UPDATE runs SET status = ?2, error = ?3, finished_at = ?4, \
-                 total_time_ms = MAX(0, CAST(ROUND( \
-                     (julianday(?4) - julianday(COALESCE(started_at, created_at))) * 86400000.0) AS INTEGER)), \
-                 lease_owner = NULL, lease_until = NULL \
-                 WHERE id = ?1 AND status = 'running' AND lease_epoch = ?5",
-            )
-            .bind(lease.run.to_string())
-            .bind(status.as_str())
-            .bind(error)
-            .bind(&now)
-            .bind(lease.epoch)
-            .execute(&mut *conn)
-            .await
-            .map_err(sql_error("finish run"))?
-            .rows_affected()
-        };
+        let run = lease.run.to_string();
+        let updated = self
+            .direct("finish run", |conn| {
+                conn.prepare_cached(
+                    "UPDATE runs SET status = ?2, error = ?3, finished_at = ?4, \
+                     total_time_ms = MAX(0, CAST(ROUND( \
+                         (julianday(?4) - julianday(COALESCE(started_at, created_at))) * 86400000.0) AS INTEGER)), \
+                     lease_owner = NULL, lease_until = NULL \
+                     WHERE id = ?1 AND status = 'running' AND lease_epoch = ?5",
+                )?
+                .execute(rusqlite::params![run, status.as_str(), error, now, lease.epoch])
+            })
+            .await?;
         if updated > 0 {
             return Ok(());
         }
@@ -293,19 +289,15 @@ impl RunStore for SqliteStore {
     }
 }
 
-/// Insert `run` inside `tx`: queued, or, given `(owner, until)`, running
-/// under that lease (epoch 1, started now).
-pub(super) async fn insert_run(
-    tx: &mut sqlx::SqliteConnection,
-    run: NewRun,
-    lease: Option<(&str, std::time::SystemTime)>,
-) -> Result<RunRecord, StoreError> {
+/// The record of `run` as created now: queued, or, given a lease,
+/// running under it (epoch 1, started now).
+pub(super) fn new_record(run: NewRun, leased: bool) -> RunRecord {
     let now = now_rfc3339();
-    let record = RunRecord {
+    RunRecord {
         id: uuid::Uuid::now_v7(),
         workflow_name: run.workflow_name,
         workflow_version: run.workflow_version,
-        status: if lease.is_some() {
+        status: if leased {
             RunStatus::Running
         } else {
             RunStatus::Queued
@@ -314,38 +306,52 @@ pub(super) async fn insert_run(
         trigger: run.trigger,
         vars: run.vars,
         simulated: run.simulated,
-        started_at: lease.is_some().then(|| now.clone()),
+        started_at: leased.then(|| now.clone()),
         created_at: now,
         finished_at: None,
         total_time_ms: None,
         error: None,
-    };
-    sqlx::query(
+    }
+}
+
+/// Insert `record` (from [`new_record`]); `lease` is `(owner, until)` of
+/// a run created claimed.
+pub(super) fn insert_run(
+    conn: &rusqlite::Connection,
+    record: &RunRecord,
+    lease: Option<(&str, &str)>,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
         "INSERT INTO runs (id, workflow_name, workflow_version, status, priority, trigger, vars, simulated, \
          created_at, started_at, lease_owner, lease_until, lease_epoch) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-    )
-    .bind(record.id.to_string())
-    .bind(&record.workflow_name)
-    .bind(record.workflow_version)
-    .bind(record.status.as_str())
-    .bind(record.priority.as_i64())
-    .bind(record.trigger.to_string())
-    .bind(record.vars.to_string())
-    .bind(record.simulated)
-    .bind(&record.created_at)
-    .bind(record.started_at.as_deref())
-    .bind(lease.map(|(owner, _)| owner))
-    .bind(lease.map(|(_, until)| rfc3339(until)))
-    .bind(if lease.is_some() { 1_i64 } else { 0 })
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| match sql_error("create run")(e) {
+    )?
+    .execute(rusqlite::params![
+        record.id.to_string(),
+        record.workflow_name,
+        record.workflow_version,
+        record.status.as_str(),
+        record.priority.as_i64(),
+        record.trigger.to_string(),
+        record.vars.to_string(),
+        record.simulated,
+        record.created_at,
+        record.started_at,
+        lease.map(|(owner, _)| owner),
+        lease.map(|(_, until)| until),
+        if lease.is_some() { 1_i64 } else { 0 },
+    ])?;
+    Ok(())
+}
+
+/// A failed [`insert_run`] of `record`: the foreign key names a workflow
+/// version that does not exist.
+pub(super) fn unknown_workflow(record: &RunRecord) -> impl Fn(StoreError) -> StoreError + '_ {
+    move |e| match e {
         StoreError::Constraint(_) => StoreError::NotFound(format!(
             "workflow {:?} version {}",
             record.workflow_name, record.workflow_version
         )),
         other => other,
-    })?;
-    Ok(record)
+    }
 }

@@ -7,7 +7,7 @@ use sqlx::sqlite::SqliteRow;
 
 use super::SqliteStore;
 use super::rows::{get, sql_error};
-use super::runs::insert_run;
+use super::runs::{insert_run, new_record, unknown_workflow};
 use crate::store::{NewRun, RunRecord, ScheduleRecord, ScheduleStore, StoreError, rfc3339};
 
 fn schedule_from_row(row: &SqliteRow) -> Result<ScheduleRecord, StoreError> {
@@ -88,26 +88,33 @@ impl ScheduleStore for SqliteStore {
         next: SystemTime,
         run: Option<NewRun>,
     ) -> Result<Option<RunRecord>, StoreError> {
-        let mut tx = self.begin_write("fire schedule").await?;
-        let moved = sqlx::query(
-            "UPDATE schedules SET next_fire_at = ?3, last_fired_at = ?2 \
-             WHERE workflow_name = ?1 AND next_fire_at = ?2",
-        )
-        .bind(workflow)
-        .bind(fire_at)
-        .bind(rfc3339(next))
-        .execute(&mut *tx)
-        .await
-        .map_err(sql_error("fire schedule"))?
-        .rows_affected();
-        if moved == 0 {
-            return Ok(None);
-        }
-        let record = match run {
-            Some(run) => Some(insert_run(&mut tx, run, None).await?),
-            None => None,
+        let record = run.map(|run| new_record(run, false));
+        let next = rfc3339(next);
+        let moved = self
+            .direct("fire schedule", |conn| {
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let moved = tx
+                    .prepare_cached(
+                        "UPDATE schedules SET next_fire_at = ?3, last_fired_at = ?2 \
+                         WHERE workflow_name = ?1 AND next_fire_at = ?2",
+                    )?
+                    .execute(rusqlite::params![workflow, fire_at, next])?;
+                if moved == 0 {
+                    return Ok(false);
+                }
+                if let Some(record) = &record {
+                    insert_run(&tx, record, None)?;
+                }
+                tx.commit()?;
+                Ok(true)
+            })
+            .await;
+        let moved = match (&record, moved) {
+            (Some(record), Err(e)) => return Err(unknown_workflow(record)(e)),
+            (None, Err(e)) => return Err(e),
+            (_, Ok(moved)) => moved,
         };
-        tx.commit().await.map_err(sql_error("fire schedule"))?;
-        Ok(record)
+        Ok(if moved { record } else { None })
     }
 }

@@ -1,8 +1,17 @@
 //! SQL for [`WorkflowStore`]: definitions, versions, soft deletes.
 
 use super::SqliteStore;
+use super::direct::rows;
 use super::rows::{sql_error, workflow_from_row};
 use crate::store::{StoreError, StoredWorkflow, WorkflowStore, now_rfc3339, same_version};
+
+/// The newest version of workflow `?1` (or version `?2`), a deleted one
+/// only when `?3`.
+const WORKFLOW_ROW: &str = "SELECT workflow_name, version, definition, created_at, pins FROM workflow_versions \
+     WHERE workflow_name = ?1 AND (?2 IS NULL OR version = ?2) \
+     AND (?3 OR NOT EXISTS (SELECT 1 FROM workflows w \
+                            WHERE w.name = workflow_name AND w.deleted_at IS NOT NULL)) \
+     ORDER BY version DESC LIMIT 1";
 
 impl SqliteStore {
     /// A deleted workflow is only found with `include_deleted`.
@@ -15,19 +24,13 @@ impl SqliteStore {
     where
         E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
     {
-        let row = sqlx::query(
-            "SELECT workflow_name, version, definition, created_at, pins FROM workflow_versions \
-             WHERE workflow_name = ?1 AND (?2 IS NULL OR version = ?2) \
-             AND (?3 OR NOT EXISTS (SELECT 1 FROM workflows w \
-                                    WHERE w.name = workflow_name AND w.deleted_at IS NOT NULL)) \
-             ORDER BY version DESC LIMIT 1",
-        )
-        .bind(name)
-        .bind(version)
-        .bind(include_deleted)
-        .fetch_optional(executor)
-        .await
-        .map_err(sql_error("read workflow"))?;
+        let row = sqlx::query(WORKFLOW_ROW)
+            .bind(name)
+            .bind(version)
+            .bind(include_deleted)
+            .fetch_optional(executor)
+            .await
+            .map_err(sql_error("read workflow"))?;
         row.as_ref().map(workflow_from_row).transpose()
     }
 }
@@ -40,50 +43,55 @@ impl WorkflowStore for SqliteStore {
         definition: &serde_json::Value,
         pins: Option<&serde_json::Value>,
     ) -> Result<StoredWorkflow, StoreError> {
-        let mut tx = self.begin_write("save workflow").await?;
-        let newest = SqliteStore::workflow_row(&mut *tx, name, None, true).await?;
-        // Saving a deleted workflow brings it back.
-        sqlx::query(
-            "UPDATE workflows SET deleted_at = NULL WHERE name = ?1 AND deleted_at IS NOT NULL",
-        )
-        .bind(name)
-        .execute(&mut *tx)
-        .await
-        .map_err(sql_error("save workflow"))?;
-        if let Some(newest) = &newest
-            && same_version(newest, definition, pins)
-        {
-            tx.commit().await.map_err(sql_error("save workflow"))?;
-            return Ok(newest.clone());
-        }
-        let now = now_rfc3339();
-        let version = newest.map_or(1, |w| w.version + 1);
-        sqlx::query("INSERT INTO workflows (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await
-            .map_err(sql_error("save workflow"))?;
-        sqlx::query(
-            "INSERT INTO workflow_versions (workflow_name, version, definition, created_at, pins) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .bind(name)
-        .bind(version)
-        .bind(definition.to_string())
-        .bind(&now)
-        .bind(pins.map(ToString::to_string))
-        .execute(&mut *tx)
-        .await
-        .map_err(sql_error("save workflow version"))?;
-        tx.commit().await.map_err(sql_error("save workflow"))?;
-        Ok(StoredWorkflow {
-            name: name.to_owned(),
-            version,
-            definition: definition.clone(),
-            created_at: now,
-            pins: pins.cloned(),
-        })
+        // One synchronous transaction on the direct connection (`direct.rs`):
+        // `omniflow run` saves its workflow on every run.
+        let definition_text = definition.to_string();
+        let pins_text = pins.map(ToString::to_string);
+        self.direct("save workflow", |conn| {
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let newest = rows(
+                    &tx,
+                    WORKFLOW_ROW,
+                    rusqlite::params![name, Option::<i64>::None, true],
+                    |row| workflow_from_row(row),
+                )?
+                .into_iter()
+                .next();
+                // Saving a deleted workflow brings it back.
+                tx.prepare_cached(
+                    "UPDATE workflows SET deleted_at = NULL WHERE name = ?1 AND deleted_at IS NOT NULL",
+                )?
+                .execute([name])?;
+                let newest = match newest {
+                    Some(Ok(newest)) if same_version(&newest, definition, pins) => {
+                        tx.commit()?;
+                        return Ok(Ok(newest));
+                    }
+                    Some(Err(corrupt)) => return Ok(Err(corrupt)),
+                    Some(Ok(newest)) => Some(newest),
+                    None => None,
+                };
+                let now = now_rfc3339();
+                let version = newest.map_or(1, |w| w.version + 1);
+                tx.prepare_cached(
+                    "INSERT INTO workflows (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                )?
+                .execute(rusqlite::params![name, now])?;
+                tx.prepare_cached(
+                    "INSERT INTO workflow_versions (workflow_name, version, definition, created_at, pins) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(rusqlite::params![name, version, definition_text, now, pins_text])?;
+                tx.commit()?;
+                Ok(Ok(StoredWorkflow {
+                    name: name.to_owned(),
+                    version,
+                    definition: definition.clone(),
+                    created_at: now,
+                    pins: pins.cloned(),
+                }))
+            })
+            .await?
     }
 
     async fn get_workflow(
