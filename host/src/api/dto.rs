@@ -108,10 +108,11 @@ impl RunDocument {
             .iter()
             .filter_map(|s| s.get("id").and_then(Value::as_str).map(str::to_owned))
             .collect();
+        let mut attempts_by_step = store.attempts_by_step(run.id).await?;
         let mut outputs = Map::new();
         let mut steps = Vec::with_capacity(records.len());
         for step in records {
-            let attempts = store.attempts(run.id, &step.step_id).await?;
+            let attempts = attempts_by_step.remove(&step.step_id).unwrap_or_default();
             if step.status == StepStatus::Succeeded
                 && !step.step_id.starts_with('$')
                 && let Some(output) = &step.output

@@ -115,8 +115,9 @@ fn print_faults(faults: &[Fault]) {
 /// The injected faults of run `id`, step by step, from its stored attempts.
 async fn faults(store: &dyn Store, id: omniflow::store::RunId) -> Result<Vec<Fault>> {
     let mut faults = Vec::new();
+    let mut attempts_by_step = store.attempts_by_step(id).await?;
     for step in store.steps(id).await? {
-        let attempts = store.attempts(id, &step.step_id).await?;
+        let attempts = attempts_by_step.remove(&step.step_id).unwrap_or_default();
         faults.extend(faults_of(&step, &attempts));
     }
     Ok(faults)

@@ -70,6 +70,8 @@ pub struct SqliteStore {
     /// of in SQLite's busy handler, which sleeps in 1–100 ms steps.
     /// The turn holds this process's two write connections (`conn.rs`).
     write_gate: Gate,
+    /// Hot reads without a thread hand-off (`direct.rs`).
+    reader: Arc<direct::Reader>,
     /// Group commit for step records (`steps.rs`).
     steps: steps::StepWriter,
     /// The database file (`None` in memory): its server lock file is
@@ -191,10 +193,12 @@ impl SqliteStore {
                 .map_err(sql_error("open the write connection"))?
                 .detach(),
         };
+        let reader = Arc::new(direct::Reader::open(&path)?);
         let write_gate: Gate = Arc::new(tokio::sync::Mutex::new(writers));
         Ok(SqliteStore {
             steps: steps::StepWriter::start(Arc::clone(&write_gate)),
             pool,
+            reader,
             write_gate,
             file,
             _private: private,
@@ -220,6 +224,32 @@ impl SqliteStore {
     async fn begin_write(&self, op: &'static str) -> Result<WriteTx, StoreError> {
         let conn = WriteConn::take(&self.write_gate).await?;
         WriteTx::begin(conn).await.map_err(sql_error(op))
+    }
+
+    /// The rows of a hot read (`sql` with `params`): on the direct reader
+    /// when it is free, else on the pool. `direct` and `pooled` decode the
+    /// same columns from either connection's rows.
+    async fn read_rows<T>(
+        &self,
+        op: &'static str,
+        sql: &str,
+        params: &[direct::Param],
+        direct: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+        pooled: impl Fn(&sqlx::sqlite::SqliteRow) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        if let Some(rows) = self.reader.try_rows(op, sql, params, direct) {
+            return rows;
+        }
+        let mut query = sqlx::query(sql);
+        for param in params {
+            query = match param {
+                direct::Param::Text(text) => query.bind(text.clone()),
+                direct::Param::OptInt(int) => query.bind(*int),
+                direct::Param::Flag(flag) => query.bind(*flag),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(sql_error(op))?;
+        rows.iter().map(pooled).collect()
     }
 
     /// Run `write` on the direct write connection inside the write turn

@@ -128,6 +128,24 @@ pub trait RunStore: Send + Sync {
     /// One step's attempts, by attempt number.
     async fn attempts(&self, run: RunId, step_id: &str) -> Result<Vec<AttemptRecord>, StoreError>;
 
+    /// Every attempt of every step of `run` in one query, as `(step id,
+    /// attempt)` by step id then attempt number (a run document reads them
+    /// all at once, not one query per step).
+    async fn run_attempts(&self, run: RunId) -> Result<Vec<(String, AttemptRecord)>, StoreError>;
+
+    /// [`RunStore::run_attempts`] grouped by step id.
+    async fn attempts_by_step(
+        &self,
+        run: RunId,
+    ) -> Result<std::collections::HashMap<String, Vec<AttemptRecord>>, StoreError> {
+        let mut by_step: std::collections::HashMap<String, Vec<AttemptRecord>> =
+            std::collections::HashMap::new();
+        for (step, attempt) in self.run_attempts(run).await? {
+            by_step.entry(step).or_default().push(attempt);
+        }
+        Ok(by_step)
+    }
+
     /// Runs by status name (every status present, 0 when none), of one
     /// workflow or of all.
     async fn run_counts(&self, workflow: Option<&str>)

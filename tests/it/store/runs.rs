@@ -311,6 +311,15 @@ pub(super) async fn record_step_upserts_and_keeps_attempts_in_order(db: TestDb) 
 
     assert!(store.attempts(run.id, "after").await.unwrap().is_empty());
     assert!(store.steps(uuid::Uuid::now_v7()).await.unwrap().is_empty());
+
+    // All of a run's attempts in one read: by step id, then attempt number.
+    let all = store.run_attempts(run.id).await.unwrap();
+    let keys: Vec<(&str, u32)> = all.iter().map(|(s, a)| (s.as_str(), a.attempt)).collect();
+    assert_eq!(keys, [("early", 1), ("fetch", 1), ("fetch", 2)]);
+    assert_eq!(all[2].1, attempts[1]);
+    let by_step = store.attempts_by_step(run.id).await.unwrap();
+    assert_eq!(by_step["fetch"], attempts);
+    assert!(!by_step.contains_key("after"));
 }
 
 pub(super) async fn record_step_for_unknown_run_is_not_found_and_writes_nothing(db: TestDb) {

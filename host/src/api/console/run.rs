@@ -263,15 +263,14 @@ async fn read(state: &ApiState, run: &RunRecord) -> Result<RunPage, ConsoleError
         .unwrap_or_default();
         rows.push((record, piece, action));
     }
-    let mut with_attempts = Vec::with_capacity(rows.len());
-    for (record, _, _) in &rows {
-        let attempts = if record.attempts > 0 {
-            store.attempts(run.id, &record.step_id).await?
-        } else {
-            Vec::new()
-        };
-        with_attempts.push((record.clone(), attempts));
-    }
+    let mut attempts_by_step = store.attempts_by_step(run.id).await?;
+    let with_attempts: Vec<_> = rows
+        .iter()
+        .map(|(record, _, _)| {
+            let attempts = attempts_by_step.remove(&record.step_id).unwrap_or_default();
+            (record.clone(), attempts)
+        })
+        .collect();
     let timeline = timeline::timeline(run, &with_attempts, now);
     let steps: Vec<StepView> = rows
         .iter()

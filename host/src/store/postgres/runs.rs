@@ -11,7 +11,7 @@ use super::rows::{
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use crate::store::decode::{count, counts_by_priority, counts_by_status};
+use crate::store::decode::{Columns, count, counts_by_priority, counts_by_status};
 use crate::store::{
     AttemptRecord, Lease, NewRun, QUEUE_CHANNEL, RUN_CHANNEL, RunFilter, RunId, RunRecord,
     RunStatus, RunStore, StepRecord, StoreError, now_rfc3339, rfc3339,
@@ -219,6 +219,19 @@ impl RunStore for PgStore {
         .await
         .map_err(sql_error("read attempts"))?;
         rows.iter().map(attempt_from_row).collect()
+    }
+
+    async fn run_attempts(&self, run: RunId) -> Result<Vec<(String, AttemptRecord)>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT step_id, {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = $1::uuid ORDER BY step_id, attempt"
+        ))
+        .bind(run.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error("read attempts"))?;
+        rows.iter()
+            .map(|row| Ok((row.text("step_id")?, attempt_from_row(row)?)))
+            .collect()
     }
 
     async fn run_counts(

@@ -25,8 +25,12 @@
 //!   happens with a second process on the file (a CLI command).
 //! - **Prepared statements are cached** per connection (`prepare_cached`).
 //!
-//! Everything else (reads, and the cold writes through [`super::conn`])
-//! stays on sqlx; both write connections are behind the same write turn.
+//! A second direct connection, [`Reader`], serves the hot reads (a run,
+//! its steps, its attempts, a workflow version: what a run document and a
+//! trigger read) when no other task is using it, and the pool otherwise.
+//! Everything else (the other reads, and the cold writes through
+//! [`super::conn`]) stays on sqlx; both write connections are behind the
+//! same write turn.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -173,4 +177,57 @@ pub(super) fn rows<T>(
         out.push(decode(row));
     }
     Ok(out)
+}
+
+/// A parameter of a hot read ([`super::SqliteStore::read_rows`]), bound by
+/// whichever connection runs it.
+#[derive(Debug, Clone)]
+pub(super) enum Param {
+    Text(String),
+    OptInt(Option<i64>),
+    Flag(bool),
+}
+
+impl rusqlite::ToSql for Param {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Param::Text(text) => text.to_sql(),
+            Param::OptInt(int) => int.to_sql(),
+            Param::Flag(flag) => flag.to_sql(),
+        }
+    }
+}
+
+/// The direct read connection: hot reads (a run, its steps and attempts, a
+/// workflow version) run on it synchronously when it is free, without
+/// sqlx's thread hand-off; when another task holds it, on the pool.
+#[derive(Debug)]
+pub(super) struct Reader(std::sync::Mutex<Direct>);
+
+impl Reader {
+    pub(super) fn open(file: &Path) -> Result<Reader, StoreError> {
+        let direct = Direct::open(file)?;
+        direct
+            .0
+            .execute_batch("PRAGMA query_only = ON;")
+            .map_err(error("open the read connection"))?;
+        Ok(Reader(std::sync::Mutex::new(direct)))
+    }
+
+    /// Every row of `sql` with `params`, decoded; `None` when the reader is
+    /// busy (another task) or SQLite is (recovery): read elsewhere.
+    pub(super) fn try_rows<T>(
+        &self,
+        op: &'static str,
+        sql: &str,
+        params: &[Param],
+        decode: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+    ) -> Option<Result<Vec<T>, StoreError>> {
+        let direct = self.0.try_lock().ok()?;
+        match rows(&direct.0, sql, rusqlite::params_from_iter(params), decode) {
+            Ok(rows) => Some(rows.into_iter().collect()),
+            Err(e) if is_busy(&e) => None,
+            Err(e) => Some(Err(error(op)(e))),
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! and attempts (step writes go through the group commit in `steps.rs`).
 
 use super::SqliteStore;
+use super::direct::Param;
 use super::rows::{
     ATTEMPT_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, attempt_from_row, get, run_from_row, sql_error,
     step_from_row,
@@ -9,7 +10,7 @@ use super::rows::{
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use crate::store::decode::{count, counts_by_priority, counts_by_status};
+use crate::store::decode::{Columns, count, counts_by_priority, counts_by_status};
 use crate::store::{
     AttemptRecord, Lease, NewRun, RunFilter, RunId, RunRecord, RunStatus, RunStore, StepRecord,
     StoreError, now_rfc3339, rfc3339,
@@ -27,12 +28,17 @@ impl RunStore for SqliteStore {
     }
 
     async fn get_run(&self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(sql_error("get run"))?;
-        row.as_ref().map(run_from_row).transpose()
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1");
+        let runs = self
+            .read_rows(
+                "get run",
+                &sql,
+                &[Param::Text(id.to_string())],
+                |row| run_from_row(row),
+                run_from_row,
+            )
+            .await?;
+        Ok(runs.into_iter().next())
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
@@ -199,15 +205,18 @@ impl RunStore for SqliteStore {
     }
 
     async fn steps(&self, run: RunId) -> Result<Vec<StepRecord>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = ?1 \
              ORDER BY started_at IS NULL, started_at, step_id"
-        ))
-        .bind(run.to_string())
-        .fetch_all(&self.pool)
+        );
+        self.read_rows(
+            "read steps",
+            &sql,
+            &[Param::Text(run.to_string())],
+            |row| step_from_row(row),
+            step_from_row,
+        )
         .await
-        .map_err(sql_error("read steps"))?;
-        rows.iter().map(step_from_row).collect()
     }
 
     async fn attempts(&self, run: RunId, step_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
@@ -220,6 +229,20 @@ impl RunStore for SqliteStore {
         .await
         .map_err(sql_error("read attempts"))?;
         rows.iter().map(attempt_from_row).collect()
+    }
+
+    async fn run_attempts(&self, run: RunId) -> Result<Vec<(String, AttemptRecord)>, StoreError> {
+        let sql = format!(
+            "SELECT step_id, {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ?1 ORDER BY step_id, attempt"
+        );
+        self.read_rows(
+            "read attempts",
+            &sql,
+            &[Param::Text(run.to_string())],
+            |row| Ok((row.text("step_id")?, attempt_from_row(row)?)),
+            |row| Ok((row.text("step_id")?, attempt_from_row(row)?)),
+        )
+        .await
     }
 
     async fn run_counts(

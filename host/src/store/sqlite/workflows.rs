@@ -1,7 +1,7 @@
 //! SQL for [`WorkflowStore`]: definitions, versions, soft deletes.
 
 use super::SqliteStore;
-use super::direct::rows;
+use super::direct::{Param, rows};
 use super::rows::{sql_error, workflow_from_row};
 use crate::store::{StoreError, StoredWorkflow, WorkflowStore, now_rfc3339, same_version};
 
@@ -12,28 +12,6 @@ const WORKFLOW_ROW: &str = "SELECT workflow_name, version, definition, created_a
      AND (?3 OR NOT EXISTS (SELECT 1 FROM workflows w \
                             WHERE w.name = workflow_name AND w.deleted_at IS NOT NULL)) \
      ORDER BY version DESC LIMIT 1";
-
-impl SqliteStore {
-    /// A deleted workflow is only found with `include_deleted`.
-    async fn workflow_row<'e, E>(
-        executor: E,
-        name: &str,
-        version: Option<i64>,
-        include_deleted: bool,
-    ) -> Result<Option<StoredWorkflow>, StoreError>
-    where
-        E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
-    {
-        let row = sqlx::query(WORKFLOW_ROW)
-            .bind(name)
-            .bind(version)
-            .bind(include_deleted)
-            .fetch_optional(executor)
-            .await
-            .map_err(sql_error("read workflow"))?;
-        row.as_ref().map(workflow_from_row).transpose()
-    }
-}
 
 #[async_trait::async_trait]
 impl WorkflowStore for SqliteStore {
@@ -100,7 +78,20 @@ impl WorkflowStore for SqliteStore {
         version: Option<i64>,
     ) -> Result<Option<StoredWorkflow>, StoreError> {
         // A pinned version stays readable after a delete (runs need it).
-        SqliteStore::workflow_row(&self.pool, name, version, version.is_some()).await
+        let found = self
+            .read_rows(
+                "read workflow",
+                WORKFLOW_ROW,
+                &[
+                    Param::Text(name.to_owned()),
+                    Param::OptInt(version),
+                    Param::Flag(version.is_some()),
+                ],
+                |row| workflow_from_row(row),
+                workflow_from_row,
+            )
+            .await?;
+        Ok(found.into_iter().next())
     }
 
     async fn list_workflows(&self) -> Result<Vec<StoredWorkflow>, StoreError> {
