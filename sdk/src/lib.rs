@@ -247,7 +247,9 @@ macro_rules! export_piece {
 /// piece** (install or first load), and the instance's memory afterwards
 /// becomes the starting memory of every later instance (a Wizer snapshot).
 /// Use it to build expensive, input-independent state (a parsed table, an
-/// interpreter's context) that every run would otherwise build again.
+/// interpreter's context) that every run would otherwise build again. A
+/// one-shot `omniflow run` compiling with the baseline compiler skips the
+/// snapshot, so actions must also work when `init` never ran.
 ///
 /// Keep in a `thread_local!` or `static` what `init` builds, and let each
 /// run start from it: every run still gets a fresh instance, copied from the
