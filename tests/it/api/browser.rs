@@ -104,16 +104,26 @@ impl Browser {
         }
     }
 
+    /// Attribute `name` of every element matching `css`, read in one
+    /// script run: element by element, a live update swapping the nodes in
+    /// between made stale reads drop out of the list (seen once in CI).
     async fn attr_all(&self, css: &str, name: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        if let Ok(found) = self.client().find_all(Locator::Css(css)).await {
-            for element in found {
-                if let Ok(Some(value)) = element.attr(name).await {
-                    out.push(value);
-                }
-            }
+        let read = self
+            .client()
+            .execute(
+                "return Array.from(document.querySelectorAll(arguments[0])) \
+                 .map(e => e.getAttribute(arguments[1])) \
+                 .filter(v => v !== null);",
+                vec![json!(css), json!(name)],
+            )
+            .await;
+        match read {
+            Ok(serde_json::Value::Array(values)) => values
+                .into_iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
         }
-        out
     }
 
     async fn screenshot(&self, name: &str) {
@@ -255,7 +265,8 @@ async fn a_test_run_with_simulated_failures_is_started_and_watched_live_in_chrom
     // swapping it in).
     browser
         .wait_until("the timeline with its bars", || async {
-            browser.attr_all(".timeline g.bar", "data-kind").await.len() > 7
+            let kinds = browser.attr_all(".timeline g.bar", "data-kind").await;
+            kinds.len() > 7 && kinds.iter().any(|k| k == "parked")
         })
         .await;
     let kinds = browser.attr_all(".timeline g.bar", "data-kind").await;
