@@ -310,22 +310,7 @@ impl Runtime {
 
     /// Call `info()` under default limits (a hostile `info` is contained too).
     async fn describe(&self, pre: &PieceCorePre<StepState>) -> Result<PieceInfo, RuntimeError> {
-        let limits = StepLimits {
-            timeout: Duration::from_secs(10),
-            ..StepLimits::default()
-        };
-        let mut store = Self::new_store(
-            pre.engine(),
-            "<info>",
-            &limits,
-            Instant::now() + limits.timeout,
-            CancellationToken::new(),
-            HttpGrants::deny_all(),
-            super::state::AttemptGuards {
-                redactor: crate::capabilities::secrets::Redactor::new(),
-                budget: std::sync::Arc::new(super::HostBudget::new(limits.memory_bytes)),
-            },
-        );
+        let (mut store, limits) = Self::load_time_store(pre.engine(), "<info>");
         let piece = pre
             .instantiate_async(&mut store)
             .await
@@ -339,6 +324,32 @@ impl Runtime {
                 RuntimeError::InvalidInfo(format!("calling info(): {failure}"))
             })?;
         validate_info(raw)
+    }
+
+    /// A store for a piece's code run at load time (`info()`, the
+    /// pre-initialisation): default step limits with a 10 s deadline, no
+    /// HTTP grants; and those limits.
+    pub(super) fn load_time_store(
+        engine: &wasmtime::Engine,
+        label: &str,
+    ) -> (Store<StepState>, StepLimits) {
+        let limits = StepLimits {
+            timeout: Duration::from_secs(10),
+            ..StepLimits::default()
+        };
+        let store = Self::new_store(
+            engine,
+            label,
+            &limits,
+            Instant::now() + limits.timeout,
+            CancellationToken::new(),
+            HttpGrants::deny_all(),
+            super::state::AttemptGuards {
+                redactor: crate::capabilities::secrets::Redactor::new(),
+                budget: std::sync::Arc::new(super::HostBudget::new(limits.memory_bytes)),
+            },
+        );
+        (store, limits)
     }
 
     pub(crate) fn new_store(

@@ -19,15 +19,13 @@
 
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
 use wasmparser::{ComponentExternalKind, Parser, Payload};
 use wasmtime::Store;
 use wasmtime::component::{Component, Instance, Lift, WasmList};
 use wasmtime_wizer::{ComponentInstanceState, Wizer};
 
-use super::state::{AttemptGuards, StepState};
-use super::{Runtime, RuntimeError, StepFailure, StepLimits, Tier};
-use crate::capabilities::http::HttpGrants;
+use super::state::StepState;
+use super::{Runtime, RuntimeError, StepFailure, Tier};
 
 /// The export a piece offers to be pre-initialised (Wizer's default name).
 pub const INIT_EXPORT: &str = "wizer-initialize";
@@ -106,22 +104,7 @@ impl Runtime {
         // code runs.
         super::load::check_imports(&tier.engine, &component)?;
 
-        let limits = StepLimits {
-            timeout: Duration::from_secs(10),
-            ..StepLimits::default()
-        };
-        let mut store = Self::new_store(
-            &tier.engine,
-            "<wizer-initialize>",
-            &limits,
-            Instant::now() + limits.timeout,
-            CancellationToken::new(),
-            HttpGrants::deny_all(),
-            AttemptGuards {
-                redactor: crate::capabilities::secrets::Redactor::new(),
-                budget: std::sync::Arc::new(super::HostBudget::new(limits.memory_bytes)),
-            },
-        );
+        let (mut store, limits) = Self::load_time_store(&tier.engine, "<wizer-initialize>");
         let instance = tier
             .linker()?
             .instantiate_async(&mut store, &component)

@@ -222,7 +222,7 @@ impl SqliteStore {
     /// Start a write transaction holding SQLite's write lock (see module
     /// docs), on the write connection, inside the write turn.
     async fn begin_write(&self, op: &'static str) -> Result<WriteTx, StoreError> {
-        let conn = WriteConn::take(&self.write_gate).await?;
+        let conn = WriteConn::take(&self.write_gate).await;
         WriteTx::begin(conn).await.map_err(sql_error(op))
     }
 

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use super::direct::Direct;
-use crate::store::StoreError;
 
 /// This process's write connections, held with the write turn.
 #[derive(Debug)]
@@ -28,12 +27,11 @@ pub(crate) struct WriteConn(tokio::sync::OwnedMappedMutexGuard<Writers, sqlx::Sq
 
 impl WriteConn {
     /// Wait for the turn, then the connection.
-    pub(crate) async fn take(gate: &Gate) -> Result<WriteConn, StoreError> {
+    pub(crate) async fn take(gate: &Gate) -> WriteConn {
         let turn = gate.clone().lock_owned().await;
-        Ok(WriteConn(tokio::sync::OwnedMutexGuard::map(
-            turn,
-            |writers| &mut writers.sqlx,
-        )))
+        WriteConn(tokio::sync::OwnedMutexGuard::map(turn, |writers| {
+            &mut writers.sqlx
+        }))
     }
 }
 

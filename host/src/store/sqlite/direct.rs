@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
+use super::rows::json_text;
 use crate::store::StoreError;
 use crate::store::decode::Columns;
 
@@ -131,11 +132,6 @@ fn column<T: rusqlite::types::FromSql>(
         .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
 }
 
-fn parse_json(name: &str, text: &str) -> Result<serde_json::Value, StoreError> {
-    serde_json::from_str(text)
-        .map_err(|e| StoreError::Corrupt(format!("column {name} is not JSON: {e}")))
-}
-
 impl Columns for rusqlite::Row<'_> {
     fn text(&self, name: &str) -> Result<String, StoreError> {
         column(self, name)
@@ -153,11 +149,11 @@ impl Columns for rusqlite::Row<'_> {
         column(self, name)
     }
     fn json(&self, name: &str) -> Result<serde_json::Value, StoreError> {
-        parse_json(name, &column::<String>(self, name)?)
+        json_text(name, &column::<String>(self, name)?)
     }
     fn json_opt(&self, name: &str) -> Result<Option<serde_json::Value>, StoreError> {
         column::<Option<String>>(self, name)?
-            .map(|text| parse_json(name, &text))
+            .map(|text| json_text(name, &text))
             .transpose()
     }
 }

@@ -75,11 +75,15 @@ where
         .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
 }
 
+/// JSON stored as text in column `name` (either SQLite client's rows).
+pub(super) fn json_text(name: &str, text: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("column {name} is not JSON: {e}")))
+}
+
 /// A JSON text column.
 pub(super) fn json(row: &SqliteRow, name: &str) -> Result<serde_json::Value, StoreError> {
-    let text: String = get(row, name)?;
-    serde_json::from_str(&text)
-        .map_err(|e| StoreError::Corrupt(format!("column {name} is not JSON: {e}")))
+    json_text(name, &get::<String>(row, name)?)
 }
 
 /// A nullable JSON text column.
@@ -87,10 +91,9 @@ pub(super) fn json_opt(
     row: &SqliteRow,
     name: &str,
 ) -> Result<Option<serde_json::Value>, StoreError> {
-    let text: Option<String> = get(row, name)?;
-    text.map(|t| serde_json::from_str(&t))
+    get::<Option<String>>(row, name)?
+        .map(|text| json_text(name, &text))
         .transpose()
-        .map_err(|e| StoreError::Corrupt(format!("column {name} is not JSON: {e}")))
 }
 
 impl Columns for SqliteRow {
