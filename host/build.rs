@@ -38,7 +38,14 @@ fn main() {
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
     let guest_target = target_dir(&out_dir).join("guests");
 
-    for watched in ["wit", "sdk", "pieces", "tests/components", "Cargo.lock"] {
+    for watched in [
+        "wit",
+        "sdk",
+        "pieces",
+        "tests/components",
+        "migrations",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
@@ -83,14 +90,15 @@ fn main() {
 
     let wasm_dir = guest_target.join("wasm32-wasip2/piece");
     let mut generated = String::from(
-        "/// Built-in pieces compiled from `pieces/`: (crate name, component bytes).\n\
-         pub const BUILTIN_PIECES: &[(&str, &[u8])] = &[\n",
+        "/// Built-in pieces compiled from `pieces/` (their digests computed by `build.rs`).\n\
+         pub static BUILTIN_PIECES: &[Builtin] = &[\n",
     );
     for name in &pieces {
         let file = wasm_dir.join(format!("{}.wasm", name.replace('-', "_")));
-        assert!(file.exists(), "missing {}", file.display());
+        let bytes = fs::read(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+        let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
         generated.push_str(&format!(
-            "    ({name:?}, include_bytes!({:?})),\n",
+            "    Builtin {{ name: {name:?}, bytes: include_bytes!({:?}), sha256: {sha256:?} }},\n",
             file.display().to_string()
         ));
     }

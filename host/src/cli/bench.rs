@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use omniflow::runtime::{Runtime, RuntimeConfig, StepCall, builtin::BUILTIN_PIECES};
+use omniflow::runtime::{Runtime, RuntimeConfig, StepCall, builtin::Builtin};
 
 pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -22,10 +22,8 @@ pub(crate) fn line(workload: &str, metric: &str, value: f64) {
 }
 
 fn builtin(name: &str) -> Result<&'static [u8]> {
-    BUILTIN_PIECES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, b)| *b)
+    Builtin::named(name)
+        .map(|b| b.bytes)
         .with_context(|| format!("no built-in piece {name}"))
 }
 

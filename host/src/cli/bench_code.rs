@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use omniflow::runtime::{Runtime, RuntimeConfig, StepCall, builtin::BUILTIN_PIECES};
+use omniflow::runtime::{Runtime, RuntimeConfig, StepCall, builtin::Builtin};
 
 use super::bench::{line, percentile};
 
@@ -24,10 +24,8 @@ const FIB25: &str =
 const FIB25_RESULT: u64 = 75025;
 
 fn code_piece() -> Result<&'static [u8]> {
-    BUILTIN_PIECES
-        .iter()
-        .find(|(name, _)| *name == "code")
-        .map(|(_, bytes)| *bytes)
+    Builtin::named("code")
+        .map(|b| b.bytes)
         .context("no built-in piece `code`")
 }
 

@@ -86,7 +86,7 @@ async fn saved(name: &str, db: &super::config::Database) -> Result<(String, Vec<
     })?;
     let builtins: BTreeSet<String> = omniflow::runtime::builtin::BUILTIN_PIECES
         .iter()
-        .map(|(_, bytes)| format!("{:x}", Sha256::digest(bytes)))
+        .map(|builtin| builtin.sha256.to_owned())
         .collect();
     let mut blobs = Vec::new();
     let pins = stored.pins.as_ref().and_then(|p| p.as_object());

@@ -40,8 +40,7 @@ pub struct PieceRegistry {
 /// A built-in piece whose bytes are known and whose compiled form is made
 /// on first need.
 struct Pending {
-    name: &'static str,
-    bytes: &'static [u8],
+    builtin: &'static crate::runtime::builtin::Builtin,
     /// Set once the piece was loaded (and added) or failed to load.
     done: OnceCell<Result<(), String>>,
 }
@@ -52,9 +51,9 @@ impl PieceRegistry {
         Self::default()
     }
 
-    /// A registry whose built-in pieces (`(crate name, bytes)`, see
+    /// A registry whose built-in pieces (see
     /// [`crate::runtime::builtin::BUILTIN_PIECES`]) compile on first need.
-    pub fn with_builtins(sources: &'static [(&'static str, &'static [u8])]) -> Self {
+    pub fn with_builtins(sources: &'static [crate::runtime::builtin::Builtin]) -> Self {
         PieceRegistry {
             pieces: RwLock::default(),
             by_digest: RwLock::default(),
@@ -62,9 +61,8 @@ impl PieceRegistry {
             maxima: RwLock::default(),
             pending: sources
                 .iter()
-                .map(|&(name, bytes)| Pending {
-                    name,
-                    bytes,
+                .map(|builtin| Pending {
+                    builtin,
                     done: OnceCell::new(),
                 })
                 .collect(),
@@ -83,7 +81,7 @@ impl PieceRegistry {
             let names: std::collections::BTreeSet<&str> = names.into_iter().collect();
             self.pending
                 .iter()
-                .filter(|p| names.contains(p.name))
+                .filter(|p| names.contains(p.builtin.name))
                 .collect()
         };
         self.load_pending(runtime, wanted).await
@@ -105,23 +103,23 @@ impl PieceRegistry {
         // the biggest compile then runs before anything a loaded piece
         // keeps (its schemas' validators) exists, so the peaks do not add
         // up; where they run at once, the longest starts first.
-        wanted.sort_by_key(|pending| std::cmp::Reverse(pending.bytes.len()));
+        wanted.sort_by_key(|pending| std::cmp::Reverse(pending.builtin.bytes.len()));
         let loads = wanted.into_iter().map(|pending| async move {
             let done = pending
                 .done
                 .get_or_init(|| async {
-                    match runtime.load_static(pending.bytes).await {
+                    match runtime.load_builtin(pending.builtin).await {
                         Ok(piece) => {
-                            if piece.info().name != pending.name {
+                            if piece.info().name != pending.builtin.name {
                                 tracing::warn!(
-                                    krate = pending.name,
+                                    krate = pending.builtin.name,
                                     piece = %piece.info().name,
                                     "a built-in piece's name differs from its crate's: it is \
                                      only compiled by prepare_all"
                                 );
                             }
                             write(&self.builtin_bytes)
-                                .insert(piece.digest().hex().to_owned(), pending.bytes);
+                                .insert(piece.digest().hex().to_owned(), pending.builtin.bytes);
                             self.add(piece);
                             Ok(())
                         }
@@ -129,8 +127,9 @@ impl PieceRegistry {
                     }
                 })
                 .await;
-            done.clone()
-                .map_err(|e| RuntimeError::Engine(format!("built-in piece {}: {e}", pending.name)))
+            done.clone().map_err(|e| {
+                RuntimeError::Engine(format!("built-in piece {}: {e}", pending.builtin.name))
+            })
         });
         futures::future::try_join_all(loads).await.map(drop)
     }

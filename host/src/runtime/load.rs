@@ -186,26 +186,29 @@ fn interface_name(import: &str) -> &str {
 impl Runtime {
     /// Validate, compile (or load from cache), pre-instantiate and describe a piece.
     pub async fn load(&self, bytes: &[u8]) -> Result<Arc<LoadedPiece>, RuntimeError> {
-        self.load_from(bytes, || Cow::Owned(bytes.to_vec())).await
+        self.load_from(PieceDigest::of(bytes), bytes, || Cow::Owned(bytes.to_vec()))
+            .await
     }
 
     /// [`Runtime::load`] for bytes that live as long as the process (the
     /// built-in pieces embedded in the binary): a compile reads them in
     /// place instead of copying them first.
-    pub async fn load_static(
+    pub async fn load_builtin(
         &self,
-        bytes: &'static [u8],
+        builtin: &'static super::builtin::Builtin,
     ) -> Result<Arc<LoadedPiece>, RuntimeError> {
-        self.load_from(bytes, || Cow::Borrowed(bytes)).await
+        let bytes = builtin.bytes;
+        self.load_from(builtin.digest(), bytes, || Cow::Borrowed(bytes))
+            .await
     }
 
     /// `owned` gives the bytes to a compile (which runs on another thread).
     async fn load_from(
         &self,
+        digest: PieceDigest,
         bytes: &[u8],
         owned: impl FnOnce() -> Cow<'static, [u8]>,
     ) -> Result<Arc<LoadedPiece>, RuntimeError> {
-        let digest = PieceDigest::of(bytes);
         if let Some(piece) = self
             .loaded
             .lock()

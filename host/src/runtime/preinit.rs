@@ -226,11 +226,9 @@ mod tests {
     #[test]
     fn only_pieces_exporting_the_init_function_want_it() {
         let builtin = |name: &str| {
-            crate::runtime::builtin::BUILTIN_PIECES
-                .iter()
-                .find(|(crate_name, _)| *crate_name == name)
-                .map(|(_, bytes)| *bytes)
+            crate::runtime::builtin::Builtin::named(name)
                 .expect("built in")
+                .bytes
         };
         let (code, flow) = (builtin("code"), builtin("flow"));
         assert!(wants_preinit(code));

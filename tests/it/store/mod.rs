@@ -370,3 +370,127 @@ async fn sqlite_migrate_reports_and_a_newer_schema_is_refused() {
     assert!(matches!(err, StoreError::Migration(_)), "{err:?}");
     assert!(err.to_string().contains("version 9999"), "{err}");
 }
+
+/// Migration 0009 rebuilds `step_runs` and `attempts` as WITHOUT ROWID
+/// tables: rows written under the old schema are all there afterwards,
+/// and the foreign keys still cascade.
+#[tokio::test]
+async fn step_records_survive_the_without_rowid_rebuild() {
+    use sqlx::Connection as _;
+    let (_dir, path) = temp_db();
+    let url = path.to_string_lossy().to_string();
+    let mut raw = sqlx::SqliteConnection::connect_with(
+        &sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .foreign_keys(true),
+    )
+    .await
+    .unwrap();
+    let all = sqlx::migrate!("../migrations/sqlite");
+    let mut before = sqlx::migrate::Migrator::DEFAULT;
+    before.migrations = all
+        .migrations
+        .iter()
+        .filter(|m| m.version < 9)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&mut raw).await.unwrap();
+    let run = uuid::Uuid::now_v7().to_string();
+    for sql in [
+        "INSERT INTO workflows (name, created_at) VALUES ('w', '2026-12-04T00:00:00.000Z')"
+            .to_owned(),
+        "INSERT INTO workflow_versions (workflow_name, version, definition, created_at) \
+         VALUES ('w', 1, '{}', '2026-12-04T00:00:00.000Z')"
+            .to_owned(),
+        format!(
+            "INSERT INTO runs (id, workflow_name, workflow_version, status, priority, trigger, vars, created_at) \
+             VALUES ('{run}', 'w', 1, 'failed', 1, '{{\"type\":\"manual\"}}', '{{}}', '2026-12-04T00:00:00.000Z')"
+        ),
+        format!(
+            "INSERT INTO step_runs (run_id, step_id, status, input, output, logs, attempts, fuel_used, \
+             duration_ms, started_at, finished_at, tries) VALUES \
+             ('{run}', 'b', 'failed', '{{\"n\":2}}', NULL, 'log b', 2, 7, 3, '2026-12-04T00:00:01.000Z', \
+              '2026-12-04T00:00:02.000Z', 2), \
+             ('{run}', 'a', 'succeeded', '{{\"n\":1}}', '{{\"ok\":true}}', '', 1, 5, 1, \
+              '2026-12-04T00:00:00.500Z', '2026-12-04T00:00:00.600Z', 1)"
+        ),
+        format!(
+            "INSERT INTO attempts (run_id, step_id, attempt, status, input, output, error_class, error_message, \
+             logs, fuel_used, duration_ms, started_at, finished_at) VALUES \
+             ('{run}', 'a', 1, 'succeeded', '{{\"n\":1}}', '{{\"ok\":true}}', NULL, NULL, '', 5, 1, \
+              '2026-12-04T00:00:00.500Z', '2026-12-04T00:00:00.600Z'), \
+             ('{run}', 'b', 1, 'failed', '{{\"n\":2}}', NULL, 'trap', 'boom', 'log b', 3, 1, \
+              '2026-12-04T00:00:01.000Z', '2026-12-04T00:00:01.500Z'), \
+             ('{run}', 'b', 2, 'failed', '{{\"n\":2}}', NULL, 'trap', 'boom again', '', 4, 2, \
+              '2026-12-04T00:00:01.500Z', '2026-12-04T00:00:02.000Z')"
+        ),
+    ] {
+        sqlx::query(&sql).execute(&mut raw).await.unwrap();
+    }
+    raw.close().await.unwrap();
+
+    let store = open_at(&path).await;
+    let id: omniflow::store::RunId = run.parse().unwrap();
+    let steps = store.steps(id).await.unwrap();
+    let ids: Vec<&str> = steps.iter().map(|s| s.step_id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(steps[1].logs, "log b");
+    assert_eq!(
+        (steps[1].attempts, steps[1].tries, steps[1].fuel_used),
+        (2, 2, 7)
+    );
+    assert_eq!(steps[0].output, Some(json!({"ok": true})));
+    let attempts = store.run_attempts(id).await.unwrap();
+    let seen: Vec<(String, u32, Option<String>)> = attempts
+        .iter()
+        .map(|(step, a)| (step.clone(), a.attempt, a.error_message.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("a".to_owned(), 1, None),
+            ("b".to_owned(), 1, Some("boom".to_owned())),
+            ("b".to_owned(), 2, Some("boom again".to_owned())),
+        ]
+    );
+    drop(store);
+
+    let mut raw = sqlx::SqliteConnection::connect_with(
+        &sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .foreign_keys(true),
+    )
+    .await
+    .unwrap();
+    for table in ["step_runs", "attempts"] {
+        let sql: String = sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = ?")
+            .bind(table)
+            .fetch_one(&mut raw)
+            .await
+            .unwrap();
+        assert!(sql.contains("WITHOUT ROWID"), "{sql}");
+    }
+    let leftovers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE name IN ('step_runs_rowid', 'attempts_rowid')",
+    )
+    .fetch_one(&mut raw)
+    .await
+    .unwrap();
+    assert_eq!(leftovers, 0);
+    sqlx::query("DELETE FROM runs")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    let left: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM step_runs) + (SELECT count(*) FROM attempts)",
+    )
+    .fetch_one(&mut raw)
+    .await
+    .unwrap();
+    assert_eq!(
+        left, 0,
+        "deleting the run cascades to its steps and attempts"
+    );
+}
