@@ -28,9 +28,7 @@ impl TestCatalog {
             actions: actions
                 .iter()
                 .map(|(action, schema)| {
-                    let summary = ActionSummary {
-                        input_schema: schema.clone(),
-                    };
+                    let summary = ActionSummary::new(schema.clone());
                     ((*action).to_owned(), summary)
                 })
                 .collect::<BTreeMap<_, _>>(),
@@ -75,7 +73,11 @@ impl TestCatalog {
 }
 
 impl PieceCatalog for TestCatalog {
-    fn resolve(&self, name: &str, req: &VersionReq) -> Result<PieceSummary, CatalogMiss> {
+    fn resolve(
+        &self,
+        name: &str,
+        req: &VersionReq,
+    ) -> Result<std::sync::Arc<PieceSummary>, CatalogMiss> {
         let versions: Vec<&PieceSummary> = self.pieces.iter().filter(|p| p.name == name).collect();
         if versions.is_empty() {
             return Err(CatalogMiss::UnknownPiece);
@@ -84,7 +86,7 @@ impl PieceCatalog for TestCatalog {
             .iter()
             .filter(|p| req.matches(&p.version))
             .max_by(|a, b| a.version.cmp(&b.version))
-            .map(|p| (*p).clone())
+            .map(|p| std::sync::Arc::new((*p).clone()))
             .ok_or_else(|| CatalogMiss::NoMatchingVersion {
                 available: versions.iter().map(|p| p.version.clone()).collect(),
             })

@@ -295,13 +295,19 @@ impl<'a> RunDriver<'a> {
             run: self.run.clone(),
             workflow: self.validated.clone(),
             index: i,
-            context: dep_context(
-                &self.run,
-                &self.validated,
-                &self.validated.dag.deps[i],
-                &self.slots,
-                &self.ids,
-            ),
+            // A step without templates, `when` or `for_each` reads nothing
+            // of the run: its context is not built.
+            context: if self.validated.workflow.steps[i].reads_run_data() {
+                dep_context(
+                    &self.run,
+                    &self.validated,
+                    &self.validated.dag.deps[i],
+                    &self.slots,
+                    &self.ids,
+                )
+            } else {
+                crate::workflow::TemplateContext::default()
+            },
             prior_attempts,
             previous,
             cancel: self.run_cancel.clone(),

@@ -246,7 +246,7 @@ impl Executor {
         {
             self.register_builtin(&resolved.digest).await?;
         }
-        let definition = serde_json::from_str::<serde_json::Value>(&workflow.to_json())
+        let definition = serde_json::to_value(workflow)
             .map_err(|e| EngineError::NotFound(format!("workflow does not serialize: {e}")))?;
         Ok(self
             .store

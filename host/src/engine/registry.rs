@@ -33,6 +33,9 @@ pub struct PieceRegistry {
     builtin_bytes: RwLock<HashMap<String, &'static [u8]>>,
     /// What validation accepts as step limits (the runtime's ceilings).
     maxima: RwLock<LimitMaxima>,
+    /// What validation knows of a piece, by digest: made once, so a save
+    /// neither copies a piece's schemas per step nor compiles them again.
+    summaries: RwLock<HashMap<String, Arc<PieceSummary>>>,
     /// Built-in pieces not compiled yet, by crate name (= piece name).
     pending: Vec<Pending>,
 }
@@ -59,6 +62,7 @@ impl PieceRegistry {
             by_digest: RwLock::default(),
             builtin_bytes: RwLock::default(),
             maxima: RwLock::default(),
+            summaries: RwLock::default(),
             pending: sources
                 .iter()
                 .map(|builtin| Pending {
@@ -182,6 +186,7 @@ impl PieceRegistry {
     pub fn remove(&self, name: &str, version: &Version) -> Option<Arc<LoadedPiece>> {
         let removed = write(&self.pieces).get_mut(name)?.remove(version)?;
         write(&self.by_digest).remove(removed.digest().hex());
+        write(&self.summaries).remove(removed.digest().hex());
         Some(removed)
     }
 
@@ -217,7 +222,7 @@ impl PieceCatalog for PieceRegistry {
             .clone()
     }
 
-    fn resolve(&self, name: &str, req: &VersionReq) -> Result<PieceSummary, CatalogMiss> {
+    fn resolve(&self, name: &str, req: &VersionReq) -> Result<Arc<PieceSummary>, CatalogMiss> {
         let pieces = self.pieces.read().unwrap_or_else(|p| p.into_inner());
         let Some(versions) = pieces.get(name) else {
             return Err(CatalogMiss::UnknownPiece);
@@ -227,11 +232,24 @@ impl PieceCatalog for PieceRegistry {
                 available: versions.keys().cloned().collect(),
             });
         };
-        Ok(summary(piece))
+        Ok(self.summary(piece))
     }
 }
 
-/// What validation needs to know of a loaded piece.
+impl PieceRegistry {
+    /// What validation needs to know of a loaded piece (made on first need).
+    fn summary(&self, piece: &LoadedPiece) -> Arc<PieceSummary> {
+        let digest = piece.digest().hex();
+        if let Some(summary) = read(&self.summaries).get(digest) {
+            return summary.clone();
+        }
+        write(&self.summaries)
+            .entry(digest.to_owned())
+            .or_insert_with(|| Arc::new(summary(piece)))
+            .clone()
+    }
+}
+
 fn summary(piece: &LoadedPiece) -> PieceSummary {
     let info = piece.info();
     PieceSummary {
@@ -241,14 +259,7 @@ fn summary(piece: &LoadedPiece) -> PieceSummary {
         actions: info
             .actions
             .iter()
-            .map(|a| {
-                (
-                    a.name.clone(),
-                    ActionSummary {
-                        input_schema: a.input_schema.clone(),
-                    },
-                )
-            })
+            .map(|a| (a.name.clone(), ActionSummary::new(a.input_schema.clone())))
             .collect(),
     }
 }
@@ -267,13 +278,13 @@ impl PieceCatalog for PinnedCatalog<'_> {
         self.registry.limit_maxima()
     }
 
-    fn resolve(&self, name: &str, req: &VersionReq) -> Result<PieceSummary, CatalogMiss> {
+    fn resolve(&self, name: &str, req: &VersionReq) -> Result<Arc<PieceSummary>, CatalogMiss> {
         let Some(pin) = self.pins.get(&format!("{name}@{req}")) else {
             return PieceCatalog::resolve(self.registry, name, req);
         };
         let digest = pin["digest"].as_str().unwrap_or_default();
         match self.registry.by_digest(digest) {
-            Some(piece) => Ok(summary(&piece)),
+            Some(piece) => Ok(self.registry.summary(&piece)),
             None => Err(CatalogMiss::Missing {
                 version: pin["version"]
                     .as_str()

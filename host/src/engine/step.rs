@@ -218,7 +218,11 @@ async fn run_step_traced(
     let started_at = previous
         .and_then(|p| p.started_at.clone())
         .unwrap_or_else(now_rfc3339);
-    let scope = Scope::new(&plan.context);
+    let scope = if step.reads_run_data() {
+        Scope::new(&plan.context)
+    } else {
+        Scope::empty()
+    };
     let mut record = StepRecord {
         status: StepStatus::Running,
         attempts: plan.prior_attempts,

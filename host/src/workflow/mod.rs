@@ -13,7 +13,7 @@
 //!
 //! struct Nothing;
 //! impl PieceCatalog for Nothing {
-//!     fn resolve(&self, _: &str, _: &VersionReq) -> Result<PieceSummary, CatalogMiss> {
+//!     fn resolve(&self, _: &str, _: &VersionReq) -> Result<std::sync::Arc<PieceSummary>, CatalogMiss> {
 //!         Err(CatalogMiss::UnknownPiece)
 //!     }
 //! }
@@ -48,5 +48,5 @@ pub use template::{
 };
 pub use validate::{
     ActionSummary, CatalogMiss, InputValidator, LimitMaxima, PieceCatalog, PieceSummary,
-    ResolvedPiece, ValidatedWorkflow, ValidationError, input_schema_errors, validate,
+    ResolvedPiece, ValidatedWorkflow, ValidationError, validate,
 };

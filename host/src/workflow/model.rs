@@ -189,6 +189,15 @@ impl Step {
     pub fn retry_policy(&self) -> RetryPolicy {
         self.retry.clone().unwrap_or_default()
     }
+
+    /// Whether running it reads the run's data: a `when`, a `for_each`, or
+    /// a template in its input. A step that does not needs no template
+    /// context built for it.
+    pub fn reads_run_data(&self) -> bool {
+        self.when.is_some()
+            || self.for_each.is_some()
+            || super::template::contains_template(&self.input)
+    }
 }
 
 /// A notification run once the run has finished.

@@ -94,6 +94,14 @@ impl Scope {
         }
     }
 
+    /// A scope with nothing in it, for a step that reads no run data
+    /// ([`crate::workflow::Step::reads_run_data`]).
+    pub fn empty() -> Scope {
+        Scope {
+            value: minijinja::Value::UNDEFINED,
+        }
+    }
+
     /// This scope plus `item` and `index` for one `for_each` iteration (cheap: no copy of the base).
     pub fn with_item(&self, item: &Value, index: usize) -> Scope {
         let extra = minijinja::context! {
@@ -114,6 +122,16 @@ fn environment() -> &'static Environment<'static> {
         env.set_keep_trailing_newline(true);
         env
     })
+}
+
+/// Whether any string in `value` is a template.
+pub(crate) fn contains_template(value: &Value) -> bool {
+    match value {
+        Value::String(text) => is_template(text),
+        Value::Array(items) => items.iter().any(contains_template),
+        Value::Object(map) => map.values().any(contains_template),
+        _ => false,
+    }
 }
 
 /// Whether a string is evaluated as a template at all.

@@ -18,7 +18,11 @@ use crate::names::{self, NameKind};
 /// What validation needs from the installed pieces (and the host they run on).
 pub trait PieceCatalog {
     /// The highest installed version of `name` that satisfies `req`.
-    fn resolve(&self, name: &str, req: &semver::VersionReq) -> Result<PieceSummary, CatalogMiss>;
+    fn resolve(
+        &self,
+        name: &str,
+        req: &semver::VersionReq,
+    ) -> Result<std::sync::Arc<PieceSummary>, CatalogMiss>;
 
     /// The largest per-step limits the host accepts (default: [`LimitMaxima::default`]).
     fn limit_maxima(&self) -> LimitMaxima {
@@ -70,10 +74,49 @@ pub struct PieceSummary {
 }
 
 /// One action of a piece.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 pub struct ActionSummary {
     /// JSON Schema of the action's input (`{}` accepts anything).
     pub input_schema: Value,
+    /// The schema compiled, on first use (a catalog hands out the same
+    /// summary for every save, so each schema compiles once).
+    validator: std::sync::Arc<std::sync::OnceLock<Result<InputValidator, String>>>,
+}
+
+impl ActionSummary {
+    /// An action whose input follows `input_schema`.
+    pub fn new(input_schema: Value) -> ActionSummary {
+        ActionSummary {
+            input_schema,
+            validator: Default::default(),
+        }
+    }
+
+    /// Every way `input` breaks the input schema, sorted (`Err`: the schema
+    /// itself is unusable, and why).
+    pub fn input_errors(&self, input: &Value) -> Result<Vec<String>, String> {
+        match self
+            .validator
+            .get_or_init(|| InputValidator::compile(&self.input_schema))
+        {
+            Ok(validator) => Ok(validator.errors(input)),
+            Err(why) => Err(why.clone()),
+        }
+    }
+}
+
+impl PartialEq for ActionSummary {
+    fn eq(&self, other: &Self) -> bool {
+        self.input_schema == other.input_schema
+    }
+}
+
+impl fmt::Debug for ActionSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActionSummary")
+            .field("input_schema", &self.input_schema)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a catalog could not resolve a piece reference.
@@ -167,14 +210,15 @@ impl ValidatedWorkflow {
         let mut pins = serde_json::Map::new();
         for (reference, resolved) in steps.chain(handlers) {
             if let Some(resolved) = resolved {
-                pins.insert(
-                    format!("{}@{}", reference.name, reference.version),
-                    serde_json::json!({
-                        "name": resolved.name,
-                        "version": resolved.version.to_string(),
-                        "digest": resolved.digest,
-                    }),
-                );
+                // Steps naming the same reference resolved it the same way.
+                pins.entry(format!("{}@{}", reference.name, reference.version))
+                    .or_insert_with(|| {
+                        serde_json::json!({
+                            "name": resolved.name,
+                            "version": resolved.version.to_string(),
+                            "digest": resolved.digest,
+                        })
+                    });
             }
         }
         serde_json::Value::Object(pins)
@@ -344,12 +388,6 @@ fn check_grants(at: &str, grants: Option<&super::Grants>, errors: &mut Vec<Valid
     }
 }
 
-/// The errors of `input` against a JSON Schema, one line each (`Err` if the schema itself is
-/// invalid). Used at save time for template-free inputs and by the executor before each call.
-pub fn input_schema_errors(schema: &Value, input: &Value) -> Result<Vec<String>, String> {
-    Ok(InputValidator::compile(schema)?.errors(input))
-}
-
 /// An action's input schema, compiled once (compiling costs far more than
 /// checking), for the engine to keep per piece action.
 pub struct InputValidator(jsonschema::Validator);
@@ -478,8 +516,8 @@ fn check_call(
         return Some(resolved);
     };
     // Inputs with templates are only known at run time; the executor checks them then.
-    if !contains_template(input) {
-        match input_schema_errors(&action_summary.input_schema, input) {
+    if !template::contains_template(input) {
+        match action_summary.input_errors(input) {
             Ok(problems) => errors.extend(
                 problems
                     .into_iter()
@@ -541,13 +579,4 @@ fn check_handler(
         }
     }
     resolved
-}
-
-fn contains_template(value: &Value) -> bool {
-    match value {
-        Value::String(text) => template::is_template(text),
-        Value::Array(items) => items.iter().any(contains_template),
-        Value::Object(map) => map.values().any(contains_template),
-        _ => false,
-    }
 }

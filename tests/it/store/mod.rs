@@ -378,7 +378,6 @@ async fn sqlite_migrate_reports_and_a_newer_schema_is_refused() {
 async fn step_records_survive_the_without_rowid_rebuild() {
     use sqlx::Connection as _;
     let (_dir, path) = temp_db();
-    let url = path.to_string_lossy().to_string();
     let mut raw = sqlx::SqliteConnection::connect_with(
         &sqlx::sqlite::SqliteConnectOptions::new()
             .filename(&path)

@@ -23,9 +23,11 @@
 //! [`RunStore::record_step`]: crate::store::RunStore::record_step
 //! [`RunStore::record_leased_step`]: crate::store::RunStore::record_leased_step
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
 
-use rusqlite::types::Value;
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
@@ -37,19 +39,24 @@ use crate::store::{AttemptRecord, Lease, RunId, StepRecord, StoreError};
 /// Most writes stored together (15 bound values each, far below SQLite's limit).
 const MAX_BATCH: usize = 64;
 
-struct StepWrite {
+/// One caller's write: borrowed when its caller writes it at once, owned
+/// when it waits for the writer task.
+struct StepWrite<'a> {
     run: RunId,
+    /// `run` as text, as the tables hold it.
+    run_id: String,
     /// The writer's lease epoch (fenced write), or None (unfenced).
     epoch: Option<i64>,
-    step: StepRecord,
-    attempt: Option<AttemptRecord>,
-    done: oneshot::Sender<Result<(), StoreError>>,
+    step: Cow<'a, StepRecord>,
+    attempt: Option<Cow<'a, AttemptRecord>>,
+    /// The waiting caller (none when the caller writes it itself).
+    done: Option<oneshot::Sender<Result<(), StoreError>>>,
 }
 
 /// The sending side; cheap to clone. The task ends with the last clone.
 #[derive(Debug, Clone)]
 pub(super) struct StepWriter {
-    queue: mpsc::UnboundedSender<StepWrite>,
+    queue: mpsc::UnboundedSender<StepWrite<'static>>,
     gate: Gate,
 }
 
@@ -94,29 +101,36 @@ impl StepWriter {
         step: &StepRecord,
         attempt: Option<&AttemptRecord>,
     ) -> Result<(), StoreError> {
-        let write = |done| StepWrite {
-            run,
-            epoch,
-            step: step.clone(),
-            attempt: attempt.cloned(),
-            done,
-        };
         // Nobody writing: write here and now, on this task (no hop through
-        // the writer task). Only writes that would wait for the turn are
-        // grouped.
+        // the writer task, and no copy of the records). Only writes that
+        // would wait for the turn are grouped.
         if let Ok(mut turn) = self.gate.try_lock() {
-            let (done, _) = oneshot::channel();
-            let one = [write(done)];
+            let one = [StepWrite {
+                run,
+                run_id: run.to_string(),
+                epoch,
+                step: Cow::Borrowed(step),
+                attempt: attempt.map(Cow::Borrowed),
+                done: None,
+            }];
             let mut each = write_batch(&mut turn.direct, &one).await?;
             return each.pop().unwrap_or(Ok(()));
         }
         let (done, answer) = oneshot::channel();
-        self.queue.send(write(done)).map_err(|_| stopped())?;
+        let write = StepWrite {
+            run,
+            run_id: run.to_string(),
+            epoch,
+            step: Cow::Owned(step.clone()),
+            attempt: attempt.cloned().map(Cow::Owned),
+            done: Some(done),
+        };
+        self.queue.send(write).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
 
-async fn write_loop(gate: Gate, mut receiver: mpsc::UnboundedReceiver<StepWrite>) {
+async fn write_loop(gate: Gate, mut receiver: mpsc::UnboundedReceiver<StepWrite<'static>>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = receiver.recv().await {
         batch.push(first);
@@ -130,7 +144,7 @@ async fn write_loop(gate: Gate, mut receiver: mpsc::UnboundedReceiver<StepWrite>
         match write_batch(&mut turn.direct, &batch).await {
             Ok(each) => {
                 for (write, result) in batch.drain(..).zip(each) {
-                    let _ = write.done.send(result);
+                    answer(write, result);
                 }
             }
             Err(_) if batch.len() > 1 => {
@@ -140,27 +154,33 @@ async fn write_loop(gate: Gate, mut receiver: mpsc::UnboundedReceiver<StepWrite>
                     let result = write_batch(&mut turn.direct, std::slice::from_ref(&write))
                         .await
                         .and_then(|mut each| each.pop().unwrap_or(Ok(())));
-                    let _ = write.done.send(result);
+                    answer(write, result);
                 }
             }
             Err(e) => {
                 if let Some(write) = batch.pop() {
-                    let _ = write.done.send(Err(e));
+                    answer(write, Err(e));
                 }
             }
         }
     }
 }
 
+fn answer(write: StepWrite<'_>, result: Result<(), StoreError>) {
+    if let Some(done) = write.done {
+        let _ = done.send(result);
+    }
+}
+
 /// The newest item per key, in first-seen order of those newest items.
 fn newest_per_key<'a, K: Eq + std::hash::Hash, T>(
     items: impl DoubleEndedIterator<Item = &'a T>,
-    key: impl Fn(&T) -> K,
+    key: impl Fn(&'a T) -> K,
 ) -> Vec<&'a T>
 where
     T: 'a,
 {
-    let mut seen = HashSet::new();
+    let mut seen = HashSet::with_capacity(items.size_hint().0);
     let mut kept: Vec<&T> = items.rev().filter(|t| seen.insert(key(t))).collect();
     kept.reverse();
     kept
@@ -173,39 +193,39 @@ where
 /// the whole batch back.
 async fn write_batch(
     direct: &mut super::direct::Direct,
-    batch: &[StepWrite],
+    batch: &[StepWrite<'_>],
 ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
     // Writes of different claims of one run are different writes (only
     // one of them can pass the fence).
-    let steps = newest_per_key(batch.iter(), |w| (w.run, w.epoch, w.step.step_id.clone()));
-    let attempts: Vec<(&StepWrite, &AttemptRecord)> =
+    let steps = newest_per_key(batch.iter(), |w| (w.run, w.epoch, w.step.step_id.as_str()));
+    let attempts: Vec<(&StepWrite<'_>, &AttemptRecord)> =
         newest_per_key(batch.iter().filter(|w| w.attempt.is_some()), |w| {
             let n = w.attempt.as_ref().map_or(0, |a| a.attempt);
-            (w.run, w.epoch, w.step.step_id.clone(), n)
+            (w.run, w.epoch, w.step.step_id.as_str(), n)
         })
         .into_iter()
-        .filter_map(|w| w.attempt.as_ref().map(|a| (w, a)))
+        .filter_map(|w| w.attempt.as_deref().map(|a| (w, a)))
         .collect();
-    let fenced_runs: Vec<String> = {
-        let mut seen = HashSet::new();
+    let fenced_runs: Vec<&str> = {
+        let mut seen = HashSet::with_capacity(batch.len());
         batch
             .iter()
             .filter(|w| w.epoch.is_some() && seen.insert(w.run))
-            .map(|w| w.run.to_string())
+            .map(|w| w.run_id.as_str())
             .collect()
     };
-    let (step_sql, step_values) = step_upsert(&steps);
-    let attempt_upsert = (!attempts.is_empty()).then(|| attempt_upsert(&attempts));
+    let step_values = step_values(&steps);
+    let attempt_values = attempt_values(&attempts);
     let current = with_direct(direct, "record step", |conn| {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Read inside the transaction (the write lock is held): exactly
         // the state the fenced inserts below see.
         let current = fenced_state(&tx, &fenced_runs)?;
-        tx.prepare_cached(&step_sql)?
+        tx.prepare_cached(&STEP_UPSERT.get(steps.len(), step_upsert))?
             .execute(rusqlite::params_from_iter(step_values.iter()))?;
-        if let Some((sql, values)) = &attempt_upsert {
-            tx.prepare_cached(sql)?
-                .execute(rusqlite::params_from_iter(values.iter()))?;
+        if !attempts.is_empty() {
+            tx.prepare_cached(&ATTEMPT_UPSERT.get(attempts.len(), attempt_upsert))?
+                .execute(rusqlite::params_from_iter(attempt_values.iter()))?;
         }
         tx.commit()?;
         Ok(current)
@@ -221,19 +241,43 @@ async fn write_batch(
     Ok(answers(batch, &current))
 }
 
+/// SQL text by the number of rows a statement carries, built once per
+/// count (most writes are one row): neither formatted nor looked up by a
+/// freshly built string per write.
+struct SqlByRows([OnceLock<String>; MAX_BATCH]);
+
+impl SqlByRows {
+    const fn new() -> SqlByRows {
+        SqlByRows([const { OnceLock::new() }; MAX_BATCH])
+    }
+
+    fn get(&self, rows: usize, build: fn(usize) -> String) -> Cow<'_, str> {
+        match rows.checked_sub(1).and_then(|at| self.0.get(at)) {
+            Some(cell) => Cow::Borrowed(cell.get_or_init(|| build(rows))),
+            None => Cow::Owned(build(rows)),
+        }
+    }
+}
+
+static STEP_UPSERT: SqlByRows = SqlByRows::new();
+static ATTEMPT_UPSERT: SqlByRows = SqlByRows::new();
+static FENCE_READ: SqlByRows = SqlByRows::new();
+
 /// Whether each of `runs` is running, and under which lease epoch.
 fn fenced_state(
     conn: &Connection,
-    runs: &[String],
+    runs: &[&str],
 ) -> rusqlite::Result<HashMap<String, (bool, i64)>> {
     let mut current = HashMap::with_capacity(runs.len());
     if runs.is_empty() {
         return Ok(current);
     }
-    let sql = format!(
-        "SELECT id, status = 'running', lease_epoch FROM runs WHERE id IN ({})",
-        placeholders(1, runs.len())
-    );
+    let sql = FENCE_READ.get(runs.len(), |n| {
+        format!(
+            "SELECT id, status = 'running', lease_epoch FROM runs WHERE id IN ({})",
+            placeholders(1, n)
+        )
+    });
     let mut statement = conn.prepare_cached(&sql)?;
     let mut rows = statement.query(rusqlite::params_from_iter(runs.iter()))?;
     while let Some(row) = rows.next()? {
@@ -248,12 +292,25 @@ fn placeholders(width: usize, n: usize) -> String {
     vec![row; n].join(", ")
 }
 
-fn text(value: Option<&str>) -> Value {
-    value.map_or(Value::Null, |text| Value::Text(text.to_owned()))
+/// A bound text, borrowed from the record.
+fn text(value: &str) -> ToSqlOutput<'_> {
+    ToSqlOutput::Borrowed(ValueRef::Text(value.as_bytes()))
 }
 
-fn json(value: Option<&serde_json::Value>) -> Value {
-    value.map_or(Value::Null, |json| Value::Text(json.to_string()))
+fn text_opt(value: Option<&str>) -> ToSqlOutput<'_> {
+    value.map_or(ToSqlOutput::Owned(Value::Null), text)
+}
+
+fn json(value: Option<&serde_json::Value>) -> ToSqlOutput<'static> {
+    ToSqlOutput::Owned(value.map_or(Value::Null, |json| Value::Text(json.to_string())))
+}
+
+fn integer(value: i64) -> ToSqlOutput<'static> {
+    ToSqlOutput::Owned(Value::Integer(value))
+}
+
+fn epoch(write: &StepWrite<'_>) -> ToSqlOutput<'static> {
+    ToSqlOutput::Owned(write.epoch.map_or(Value::Null, Value::Integer))
 }
 
 /// The fence condition on a `VALUES` row whose run id is `columnR` and
@@ -265,9 +322,9 @@ fn fenced(run_column: usize, epoch_column: usize) -> String {
     )
 }
 
-/// The fenced multi-row upsert of `steps` (the newest record of each) and its values.
-fn step_upsert(steps: &[&StepWrite]) -> (String, Vec<Value>) {
-    let sql = format!(
+/// The fenced multi-row upsert of `rows` step records.
+fn step_upsert(rows: usize) -> String {
+    format!(
         "INSERT INTO step_runs (run_id, step_id, status, input, output, error_class, \
          error_message, logs, attempts, fuel_used, duration_ms, started_at, finished_at, wake_at, tries) \
          SELECT column1, column2, column3, column4, column5, column6, column7, column8, column9, \
@@ -277,39 +334,43 @@ fn step_upsert(steps: &[&StepWrite]) -> (String, Vec<Value>) {
          logs = excluded.logs, attempts = excluded.attempts, fuel_used = excluded.fuel_used, \
          duration_ms = excluded.duration_ms, started_at = excluded.started_at, \
          finished_at = excluded.finished_at, wake_at = excluded.wake_at, tries = excluded.tries",
-        placeholders(16, steps.len()),
+        placeholders(16, rows),
         fenced(1, 16)
-    );
-    let mut values = Vec::with_capacity(steps.len() * 16);
-    for w in steps {
-        let step = &w.step;
-        values.extend([
-            Value::Text(w.run.to_string()),
-            Value::Text(step.step_id.clone()),
-            Value::Text(step.status.as_str().to_owned()),
-            json(step.input.as_ref()),
-            json(step.output.as_ref()),
-            text(step.error_class.as_deref()),
-            text(step.error_message.as_deref()),
-            Value::Text(step.logs.clone()),
-            Value::Integer(i64::from(step.attempts)),
-            Value::Integer(saturating_i64(step.fuel_used)),
-            Value::Integer(saturating_i64(step.duration_ms)),
-            text(step.started_at.as_deref()),
-            text(step.finished_at.as_deref()),
-            text(step.wake_at.as_deref()),
-            Value::Integer(i64::from(step.tries)),
-            w.epoch.map_or(Value::Null, Value::Integer),
-        ]);
-    }
-    (sql, values)
+    )
 }
 
-/// The fenced multi-row upsert of `attempts` (each with its write) and its values.
-fn attempt_upsert(attempts: &[(&StepWrite, &AttemptRecord)]) -> (String, Vec<Value>) {
+/// The values of [`step_upsert`] for `steps` (the newest record of each).
+fn step_values<'a>(steps: &[&'a StepWrite<'_>]) -> Vec<ToSqlOutput<'a>> {
+    let mut values = Vec::with_capacity(steps.len() * 16);
+    for w in steps {
+        let step: &StepRecord = &w.step;
+        values.extend([
+            text(&w.run_id),
+            text(&step.step_id),
+            text(step.status.as_str()),
+            json(step.input.as_ref()),
+            json(step.output.as_ref()),
+            text_opt(step.error_class.as_deref()),
+            text_opt(step.error_message.as_deref()),
+            text(&step.logs),
+            integer(i64::from(step.attempts)),
+            integer(saturating_i64(step.fuel_used)),
+            integer(saturating_i64(step.duration_ms)),
+            text_opt(step.started_at.as_deref()),
+            text_opt(step.finished_at.as_deref()),
+            text_opt(step.wake_at.as_deref()),
+            integer(i64::from(step.tries)),
+            epoch(w),
+        ]);
+    }
+    values
+}
+
+/// The fenced multi-row upsert of `rows` attempts.
+fn attempt_upsert(rows: usize) -> String {
     // Replacing an existing attempt keeps re-recording idempotent
     // (execution is at-least-once).
-    let sql = format!(
+    format!(
         "INSERT INTO attempts (run_id, step_id, attempt, status, input, output, error_class, \
          error_message, logs, fuel_used, duration_ms, started_at, finished_at) \
          SELECT column1, column2, column3, column4, column5, column6, column7, column8, column9, \
@@ -319,41 +380,45 @@ fn attempt_upsert(attempts: &[(&StepWrite, &AttemptRecord)]) -> (String, Vec<Val
          error_message = excluded.error_message, logs = excluded.logs, fuel_used = excluded.fuel_used, \
          duration_ms = excluded.duration_ms, started_at = excluded.started_at, \
          finished_at = excluded.finished_at",
-        placeholders(14, attempts.len()),
+        placeholders(14, rows),
         fenced(1, 14)
-    );
+    )
+}
+
+/// The values of [`attempt_upsert`] for `attempts` (each with its write).
+fn attempt_values<'a>(attempts: &[(&'a StepWrite<'_>, &'a AttemptRecord)]) -> Vec<ToSqlOutput<'a>> {
     let mut values = Vec::with_capacity(attempts.len() * 14);
     for (w, attempt) in attempts {
         values.extend([
-            Value::Text(w.run.to_string()),
-            Value::Text(w.step.step_id.clone()),
-            Value::Integer(i64::from(attempt.attempt)),
-            Value::Text(attempt.status.as_str().to_owned()),
+            text(&w.run_id),
+            text(&w.step.step_id),
+            integer(i64::from(attempt.attempt)),
+            text(attempt.status.as_str()),
             json(attempt.input.as_ref()),
             json(attempt.output.as_ref()),
-            text(attempt.error_class.as_deref()),
-            text(attempt.error_message.as_deref()),
-            Value::Text(attempt.logs.clone()),
-            Value::Integer(saturating_i64(attempt.fuel_used)),
-            Value::Integer(saturating_i64(attempt.duration_ms)),
-            Value::Text(attempt.started_at.clone()),
-            Value::Text(attempt.finished_at.clone()),
-            w.epoch.map_or(Value::Null, Value::Integer),
+            text_opt(attempt.error_class.as_deref()),
+            text_opt(attempt.error_message.as_deref()),
+            text(&attempt.logs),
+            integer(saturating_i64(attempt.fuel_used)),
+            integer(saturating_i64(attempt.duration_ms)),
+            text(&attempt.started_at),
+            text(&attempt.finished_at),
+            epoch(w),
         ]);
     }
-    (sql, values)
+    values
 }
 
 /// Each write's own answer, from the fenced runs' state at write time.
 fn answers(
-    batch: &[StepWrite],
+    batch: &[StepWrite<'_>],
     current: &HashMap<String, (bool, i64)>,
 ) -> Vec<Result<(), StoreError>> {
     batch
         .iter()
         .map(|w| match w.epoch {
             None => Ok(()),
-            Some(epoch) => match current.get(&w.run.to_string()) {
+            Some(epoch) => match current.get(w.run_id.as_str()) {
                 None => Err(StoreError::NotFound(format!("run {}", w.run))),
                 Some(&(true, current)) if current == epoch => Ok(()),
                 Some(_) => Err(StoreError::LeaseLost { run: w.run }),
