@@ -184,21 +184,11 @@ impl RunStore for SqliteStore {
                 to: status,
             });
         }
-        let now = now_rfc3339();
-        let run = lease.run.to_string();
         let updated = self
-            .direct("finish run", |conn| {
-                conn.prepare_cached(
-                    "UPDATE runs SET status = ?2, error = ?3, finished_at = ?4, \
-                     total_time_ms = MAX(0, CAST(ROUND( \
-                         (julianday(?4) - julianday(COALESCE(started_at, created_at))) * 86400000.0) AS INTEGER)), \
-                     lease_owner = NULL, lease_until = NULL \
-                     WHERE id = ?1 AND status = 'running' AND lease_epoch = ?5",
-                )?
-                .execute(rusqlite::params![run, status.as_str(), error, now, lease.epoch])
-            })
+            .steps
+            .finish(lease, status, error, now_rfc3339())
             .await?;
-        if updated > 0 {
+        if updated {
             return Ok(());
         }
         self.lease_lost(lease.run).await

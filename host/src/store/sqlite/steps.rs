@@ -1,10 +1,12 @@
-//! Group commit for step records: a [`RunStore::record_step`] that finds
-//! another write in progress goes to one writer task, which takes whatever
-//! writes are waiting (up to [`MAX_BATCH`]) and stores them with one
-//! multi-row upsert per table, in one transaction (an uncontended write is
-//! done at once by its caller, on the direct connection, `direct.rs`).
-//! Steps finishing together (a fan-out, many runs at once) then share one
-//! commit.
+//! Group commit for step records and runs' final statuses: a
+//! [`RunStore::record_step`] or [`RunStore::finish_run`] that finds another
+//! write in progress goes to one writer task, which takes whatever writes
+//! are waiting (up to [`MAX_BATCH`]) and stores them in one transaction:
+//! one multi-row upsert per step table, one `UPDATE` per finished run (an
+//! uncontended write is done at once by its caller, on the direct
+//! connection, `direct.rs`). Steps finishing together (a fan-out, many runs
+//! at once) and runs finishing together then share one commit, and the
+//! pages they change (the runs' index pages above all) are written once.
 //!
 //! Order: a caller's `await` returns only after its write committed, so one
 //! step's writes (always made one after another) are applied in order. Writes
@@ -20,7 +22,11 @@
 //! write happened ([`StoreError::LeaseLost`] if not). A stale member writes
 //! nothing; the other members of its batch commit.
 //!
+//! A final status is fenced the same way (`WHERE ... lease_epoch = ?`): its
+//! caller learns whether it changed the row.
+//!
 //! [`RunStore::record_step`]: crate::store::RunStore::record_step
+//! [`RunStore::finish_run`]: crate::store::RunStore::finish_run
 //! [`RunStore::record_leased_step`]: crate::store::RunStore::record_leased_step
 
 use std::borrow::Cow;
@@ -34,7 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::conn::Gate;
 use super::direct::with_direct;
 use super::rows::saturating_i64;
-use crate::store::{AttemptRecord, Lease, RunId, StepRecord, StoreError};
+use crate::store::{AttemptRecord, Lease, RunId, RunStatus, StepRecord, StoreError};
 
 /// Most writes stored together (15 bound values each, far below SQLite's limit).
 const MAX_BATCH: usize = 64;
@@ -53,10 +59,36 @@ struct StepWrite<'a> {
     done: Option<oneshot::Sender<Result<(), StoreError>>>,
 }
 
+/// A run's final status, by the worker that executed it.
+struct FinishWrite {
+    run_id: String,
+    epoch: i64,
+    status: RunStatus,
+    error: Option<String>,
+    finished_at: String,
+    /// The waiting caller: whether the (fenced) update changed the run.
+    done: Option<oneshot::Sender<Result<bool, StoreError>>>,
+}
+
+/// What waits for the writer task. (Not boxed: a queued step write would
+/// pay an allocation for it, and finishes are the rarer kind.)
+#[allow(clippy::large_enum_variant)]
+enum Queued {
+    Step(StepWrite<'static>),
+    Finish(FinishWrite),
+}
+
+/// The final status update; `?5` is the finishing worker's lease epoch.
+const FINISH_RUN: &str = "UPDATE runs SET status = ?2, error = ?3, finished_at = ?4, \
+     total_time_ms = MAX(0, CAST(ROUND( \
+         (julianday(?4) - julianday(COALESCE(started_at, created_at))) * 86400000.0) AS INTEGER)), \
+     lease_owner = NULL, lease_until = NULL \
+     WHERE id = ?1 AND status = 'running' AND lease_epoch = ?5";
+
 /// The sending side; cheap to clone. The task ends with the last clone.
 #[derive(Debug, Clone)]
 pub(super) struct StepWriter {
-    queue: mpsc::UnboundedSender<StepWrite<'static>>,
+    queue: mpsc::UnboundedSender<Queued>,
     gate: Gate,
 }
 
@@ -113,7 +145,7 @@ impl StepWriter {
                 attempt: attempt.map(Cow::Borrowed),
                 done: None,
             }];
-            let mut each = write_batch(&mut turn.direct, &one).await?;
+            let (mut each, _) = write_batch(&mut turn.direct, &one, &[]).await?;
             return each.pop().unwrap_or(Ok(()));
         }
         let (done, answer) = oneshot::channel();
@@ -125,49 +157,102 @@ impl StepWriter {
             attempt: attempt.cloned().map(Cow::Owned),
             done: Some(done),
         };
-        self.queue.send(write).map_err(|_| stopped())?;
+        self.queue
+            .send(Queued::Step(write))
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Set the final `status` (and `error`) of the run `lease` executes,
+    /// finished at `finished_at`; `Ok(false)` if the run is no longer
+    /// running under that lease (nothing written).
+    pub(super) async fn finish(
+        &self,
+        lease: &Lease,
+        status: RunStatus,
+        error: Option<&str>,
+        finished_at: String,
+    ) -> Result<bool, StoreError> {
+        let mut write = FinishWrite {
+            run_id: lease.run.to_string(),
+            epoch: lease.epoch,
+            status,
+            error: error.map(str::to_owned),
+            finished_at,
+            done: None,
+        };
+        if let Ok(mut turn) = self.gate.try_lock() {
+            let (_, mut each) =
+                write_batch(&mut turn.direct, &[], std::slice::from_ref(&write)).await?;
+            return Ok(each.pop().unwrap_or(false));
+        }
+        let (done, answer) = oneshot::channel();
+        write.done = Some(done);
+        self.queue
+            .send(Queued::Finish(write))
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
 
-async fn write_loop(gate: Gate, mut receiver: mpsc::UnboundedReceiver<StepWrite<'static>>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+async fn write_loop(gate: Gate, mut receiver: mpsc::UnboundedReceiver<Queued>) {
+    let mut steps = Vec::with_capacity(MAX_BATCH);
+    let mut finishes = Vec::new();
     while let Some(first) = receiver.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
+        take(first, &mut steps, &mut finishes);
+        while steps.len() + finishes.len() < MAX_BATCH {
             match receiver.try_recv() {
-                Ok(write) => batch.push(write),
+                Ok(queued) => take(queued, &mut steps, &mut finishes),
                 Err(_) => break,
             }
         }
         let mut turn = gate.lock().await;
-        match write_batch(&mut turn.direct, &batch).await {
-            Ok(each) => {
-                for (write, result) in batch.drain(..).zip(each) {
-                    answer(write, result);
+        match write_batch(&mut turn.direct, &steps, &finishes).await {
+            Ok((each_step, each_finish)) => {
+                for (write, result) in steps.drain(..).zip(each_step) {
+                    answer(write.done, result);
+                }
+                for (write, result) in finishes.drain(..).zip(each_finish) {
+                    answer(write.done, Ok(result));
                 }
             }
-            Err(_) if batch.len() > 1 => {
+            Err(_) if steps.len() + finishes.len() > 1 => {
                 // One bad write (an unknown run) must not fail the others:
                 // write them one by one, so each caller gets its own answer.
-                for write in batch.drain(..) {
-                    let result = write_batch(&mut turn.direct, std::slice::from_ref(&write))
+                for write in steps.drain(..) {
+                    let result = write_batch(&mut turn.direct, std::slice::from_ref(&write), &[])
                         .await
-                        .and_then(|mut each| each.pop().unwrap_or(Ok(())));
-                    answer(write, result);
+                        .and_then(|(mut each, _)| each.pop().unwrap_or(Ok(())));
+                    answer(write.done, result);
+                }
+                for write in finishes.drain(..) {
+                    let result = write_batch(&mut turn.direct, &[], std::slice::from_ref(&write))
+                        .await
+                        .map(|(_, mut each)| each.pop().unwrap_or(false));
+                    answer(write.done, result);
                 }
             }
             Err(e) => {
-                if let Some(write) = batch.pop() {
-                    answer(write, Err(e));
+                if let Some(write) = steps.pop() {
+                    answer(write.done, Err(e));
+                } else if let Some(write) = finishes.pop() {
+                    answer(write.done, Err(e));
                 }
             }
         }
     }
 }
 
-fn answer(write: StepWrite<'_>, result: Result<(), StoreError>) {
-    if let Some(done) = write.done {
+/// Sort a queued write into its batch.
+fn take(queued: Queued, steps: &mut Vec<StepWrite<'static>>, finishes: &mut Vec<FinishWrite>) {
+    match queued {
+        Queued::Step(write) => steps.push(write),
+        Queued::Finish(write) => finishes.push(write),
+    }
+}
+
+fn answer<T>(done: Option<oneshot::Sender<Result<T, StoreError>>>, result: Result<T, StoreError>) {
+    if let Some(done) = done {
         let _ = done.send(result);
     }
 }
@@ -194,7 +279,8 @@ where
 async fn write_batch(
     direct: &mut super::direct::Direct,
     batch: &[StepWrite<'_>],
-) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    finishes: &[FinishWrite],
+) -> Result<(Vec<Result<(), StoreError>>, Vec<bool>), StoreError> {
     // Writes of different claims of one run are different writes (only
     // one of them can pass the fence).
     let steps = newest_per_key(batch.iter(), |w| (w.run, w.epoch, w.step.step_id.as_str()));
@@ -216,19 +302,37 @@ async fn write_batch(
     };
     let step_values = step_values(&steps);
     let attempt_values = attempt_values(&attempts);
-    let current = with_direct(direct, "record step", |conn| {
+    let op = if batch.is_empty() {
+        "finish run"
+    } else {
+        "record step"
+    };
+    let (current, finished) = with_direct(direct, op, |conn| {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Read inside the transaction (the write lock is held): exactly
         // the state the fenced inserts below see.
         let current = fenced_state(&tx, &fenced_runs)?;
-        tx.prepare_cached(&STEP_UPSERT.get(steps.len(), step_upsert))?
-            .execute(rusqlite::params_from_iter(step_values.iter()))?;
+        if !steps.is_empty() {
+            tx.prepare_cached(&STEP_UPSERT.get(steps.len(), step_upsert))?
+                .execute(rusqlite::params_from_iter(step_values.iter()))?;
+        }
         if !attempts.is_empty() {
             tx.prepare_cached(&ATTEMPT_UPSERT.get(attempts.len(), attempt_upsert))?
                 .execute(rusqlite::params_from_iter(attempt_values.iter()))?;
         }
+        let mut finished = Vec::with_capacity(finishes.len());
+        for f in finishes {
+            let changed = tx.prepare_cached(FINISH_RUN)?.execute(rusqlite::params![
+                f.run_id,
+                f.status.as_str(),
+                f.error,
+                f.finished_at,
+                f.epoch
+            ])?;
+            finished.push(changed > 0);
+        }
         tx.commit()?;
-        Ok(current)
+        Ok((current, finished))
     })
     .await
     .map_err(|e| match e {
@@ -238,7 +342,7 @@ async fn write_batch(
         },
         other => other,
     })?;
-    Ok(answers(batch, &current))
+    Ok((answers(batch, &current), finished))
 }
 
 /// SQL text by the number of rows a statement carries, built once per
