@@ -69,10 +69,7 @@ pub(super) async fn pieces_install_once_refuse_other_bytes_and_keep_pinned_ones(
         .save_pinned_workflow("scored", &json!({"steps": []}), Some(&pins))
         .await
         .unwrap();
-    assert_eq!(
-        same.version, v1.version,
-        "same definition and pins: same version"
-    );
+    assert_eq!(same, v1, "same definition and pins: same version");
     let repinned =
         json!({"sentiment@^0.1": {"name": "sentiment", "version": "0.2.0", "digest": "bbbb"}});
     let v2 = store
@@ -80,6 +77,14 @@ pub(super) async fn pieces_install_once_refuse_other_bytes_and_keep_pinned_ones(
         .await
         .unwrap();
     assert_eq!(v2.version, v1.version + 1, "new pins: a new version");
+    let unpinned = store
+        .save_workflow("scored", &json!({"steps": []}))
+        .await
+        .unwrap();
+    assert_eq!(
+        unpinned, v2,
+        "a save without pins repeats the newest version, its pins included"
+    );
     assert_eq!(
         store
             .get_workflow("scored", Some(v1.version))

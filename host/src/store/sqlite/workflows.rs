@@ -5,6 +5,10 @@ use super::direct::{Param, rows};
 use super::rows::{sql_error, workflow_from_row};
 use crate::store::{StoreError, StoredWorkflow, WorkflowStore, now_rfc3339, same_version};
 
+/// The newest version of workflow `?1`, deleted or not, as stored text.
+const NEWEST_TEXT: &str = "SELECT version, definition, pins, created_at FROM workflow_versions \
+     WHERE workflow_name = ?1 ORDER BY version DESC LIMIT 1";
+
 /// The newest version of workflow `?1` (or version `?2`), a deleted one
 /// only when `?3`.
 const WORKFLOW_ROW: &str = "SELECT workflow_name, version, definition, created_at, pins FROM workflow_versions \
@@ -27,6 +31,48 @@ impl WorkflowStore for SqliteStore {
         let pins_text = pins.map(ToString::to_string);
         self.direct("save workflow", |conn| {
                 let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                // An unchanged save (`omniflow run` saves before every run)
+                // is found by comparing the stored text with this one: both
+                // are serde_json's text of a value, so the same text is the
+                // same definition, and the stored one need not be parsed.
+                // Any difference (a row written otherwise) is decided below.
+                let stored: Option<(i64, String, Option<String>, String)> = tx
+                    .prepare_cached(NEWEST_TEXT)?
+                    .query([name])?
+                    .next()?
+                    .map(|row| -> rusqlite::Result<_> {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    })
+                    .transpose()?;
+                if let Some((version, text, stored_pins, created_at)) = stored
+                    && text == definition_text
+                    && (pins_text.is_none() || stored_pins == pins_text)
+                {
+                    let pins = match (pins, stored_pins) {
+                        (Some(pins), _) => Some(pins.clone()),
+                        (None, Some(text)) => match serde_json::from_str(&text) {
+                            Ok(pins) => Some(pins),
+                            Err(e) => {
+                                return Ok(Err(StoreError::Corrupt(format!(
+                                    "column pins is not JSON: {e}"
+                                ))));
+                            }
+                        },
+                        (None, None) => None,
+                    };
+                    tx.prepare_cached(
+                        "UPDATE workflows SET deleted_at = NULL WHERE name = ?1 AND deleted_at IS NOT NULL",
+                    )?
+                    .execute([name])?;
+                    tx.commit()?;
+                    return Ok(Ok(StoredWorkflow {
+                        name: name.to_owned(),
+                        version,
+                        definition: definition.clone(),
+                        created_at,
+                        pins,
+                    }));
+                }
                 let newest = rows(
                     &tx,
                     WORKFLOW_ROW,
