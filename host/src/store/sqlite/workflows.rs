@@ -3,11 +3,8 @@
 use super::SqliteStore;
 use super::direct::{Param, rows};
 use super::rows::{sql_error, workflow_from_row};
+use crate::store::decode::Columns;
 use crate::store::{StoreError, StoredWorkflow, WorkflowStore, now_rfc3339, same_version};
-
-/// The newest version of workflow `?1`, deleted or not, as stored text.
-const NEWEST_TEXT: &str = "SELECT version, definition, pins, created_at FROM workflow_versions \
-     WHERE workflow_name = ?1 ORDER BY version DESC LIMIT 1";
 
 /// The newest version of workflow `?1` (or version `?2`), a deleted one
 /// only when `?3`.
@@ -35,49 +32,29 @@ impl WorkflowStore for SqliteStore {
                 // is found by comparing the stored text with this one: both
                 // are serde_json's text of a value, so the same text is the
                 // same definition, and the stored one need not be parsed.
-                // Any difference (a row written otherwise) is decided below.
-                let stored: Option<(i64, String, Option<String>, String)> = tx
-                    .prepare_cached(NEWEST_TEXT)?
-                    .query([name])?
-                    .next()?
-                    .map(|row| -> rusqlite::Result<_> {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-                    })
-                    .transpose()?;
-                if let Some((version, text, stored_pins, created_at)) = stored
-                    && text == definition_text
-                    && (pins_text.is_none() || stored_pins == pins_text)
-                {
-                    let pins = match (pins, stored_pins) {
-                        (Some(pins), _) => Some(pins.clone()),
-                        (None, Some(text)) => match serde_json::from_str(&text) {
-                            Ok(pins) => Some(pins),
-                            Err(e) => {
-                                return Ok(Err(StoreError::Corrupt(format!(
-                                    "column pins is not JSON: {e}"
-                                ))));
-                            }
-                        },
-                        (None, None) => None,
-                    };
-                    tx.prepare_cached(
-                        "UPDATE workflows SET deleted_at = NULL WHERE name = ?1 AND deleted_at IS NOT NULL",
-                    )?
-                    .execute([name])?;
-                    tx.commit()?;
-                    return Ok(Ok(StoredWorkflow {
-                        name: name.to_owned(),
-                        version,
-                        definition: definition.clone(),
-                        created_at,
-                        pins,
-                    }));
-                }
+                // Any other row is decoded and compared as canonical JSON.
                 let newest = rows(
                     &tx,
                     WORKFLOW_ROW,
                     rusqlite::params![name, Option::<i64>::None, true],
-                    |row| workflow_from_row(row),
+                    |row| {
+                        let same_text = row.text("definition")? == definition_text
+                            && (pins_text.is_none() || row.text_opt("pins")? == pins_text);
+                        if !same_text {
+                            return Ok((workflow_from_row(row)?, false));
+                        }
+                        let stored = StoredWorkflow {
+                            name: row.text("workflow_name")?,
+                            version: row.int("version")?,
+                            definition: definition.clone(),
+                            created_at: row.text("created_at")?,
+                            pins: match pins {
+                                Some(pins) => Some(pins.clone()),
+                                None => row.json_opt("pins")?,
+                            },
+                        };
+                        Ok((stored, true))
+                    },
                 )?
                 .into_iter()
                 .next();
@@ -87,12 +64,14 @@ impl WorkflowStore for SqliteStore {
                 )?
                 .execute([name])?;
                 let newest = match newest {
-                    Some(Ok(newest)) if same_version(&newest, definition, pins) => {
+                    Some(Ok((newest, same_text)))
+                        if same_text || same_version(&newest, definition, pins) =>
+                    {
                         tx.commit()?;
                         return Ok(Ok(newest));
                     }
                     Some(Err(corrupt)) => return Ok(Err(corrupt)),
-                    Some(Ok(newest)) => Some(newest),
+                    Some(Ok((newest, _))) => Some(newest),
                     None => None,
                 };
                 let now = now_rfc3339();
