@@ -297,7 +297,7 @@ impl<'a> RunDriver<'a> {
             index: i,
             // A step without templates, `when` or `for_each` reads nothing
             // of the run: its context is not built.
-            context: if self.validated.workflow.steps[i].reads_run_data() {
+            context: self.validated.workflow.steps[i].reads_run_data().then(|| {
                 dep_context(
                     &self.run,
                     &self.validated,
@@ -305,9 +305,7 @@ impl<'a> RunDriver<'a> {
                     &self.slots,
                     &self.ids,
                 )
-            } else {
-                crate::workflow::TemplateContext::default()
-            },
+            }),
             prior_attempts,
             previous,
             cancel: self.run_cancel.clone(),

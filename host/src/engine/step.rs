@@ -26,7 +26,9 @@ pub(super) struct StepPlan {
     pub(super) run: Arc<RunRecord>,
     pub(super) workflow: Arc<ValidatedWorkflow>,
     pub(super) index: usize,
-    pub(super) context: TemplateContext,
+    /// What its templates read; `None` when the step reads no run data
+    /// ([`crate::workflow::Step::reads_run_data`]).
+    pub(super) context: Option<TemplateContext>,
     pub(super) prior_attempts: u32,
     /// The step's `waiting` record when this continues a retry wait: its
     /// retry budget, logs, fuel and times carry on.
@@ -218,11 +220,7 @@ async fn run_step_traced(
     let started_at = previous
         .and_then(|p| p.started_at.clone())
         .unwrap_or_else(now_rfc3339);
-    let scope = if step.reads_run_data() {
-        Scope::new(&plan.context)
-    } else {
-        Scope::empty()
-    };
+    let scope = plan.context.as_ref().map_or_else(Scope::empty, Scope::new);
     let mut record = StepRecord {
         status: StepStatus::Running,
         attempts: plan.prior_attempts,
